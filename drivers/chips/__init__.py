@@ -1,0 +1,1 @@
+"""Register-level chip drivers, one module per chip; each sees only a bus object."""

@@ -1,0 +1,147 @@
+"""The one clock and timer loop every timer in the gateway reads.
+
+Timers are callbacks in Klipper's manner: `callback(eventtime)` returns the next time it
+wants to run (or NEVER). With a `FakeClock`, `run_until()` jumps from timer to timer, so
+hours of line events run in milliseconds; with a `MonotonicClock` it sleeps in between.
+Work from other threads (GPIO edge callbacks, SIP) enters through `call_soon()`, which is
+the only thread-safe method.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+NEVER = float("inf")
+NOW = 0.0
+
+
+class MonotonicClock:
+    """Wall-clock seconds from time.monotonic()."""
+
+    fake = False
+
+    def now(self) -> float:
+        return time.monotonic()
+
+
+class FakeClock:
+    """Seconds that only move when the reactor (or a test) moves them."""
+
+    fake = True
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self._t = start
+
+    def now(self) -> float:
+        return self._t
+
+    def set(self, t: float) -> None:
+        if t < self._t:
+            raise ValueError(f"fake clock cannot go back from {self._t} to {t}")
+        self._t = t
+
+
+class Timer:
+    __slots__ = ("callback", "waketime", "_seq")
+
+    def __init__(self, callback: Callable[[float], float], waketime: float, seq: int) -> None:
+        self.callback = callback
+        self.waketime = waketime
+        self._seq = seq
+
+
+class Reactor:
+    """Runs timers in time order on one thread; `clock` is a MonotonicClock or FakeClock."""
+
+    def __init__(self, clock: MonotonicClock | FakeClock | None = None) -> None:
+        self.clock = clock or MonotonicClock()
+        self._heap: list[tuple[float, int, Timer]] = []
+        self._seq = itertools.count()
+        self._soon: deque[tuple[Callable, tuple]] = deque()
+        self._wake = threading.Event()
+        self._stopping = False
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    def register_timer(self, callback: Callable[[float], float], waketime: float = NOW) -> Timer:
+        timer = Timer(callback, NEVER, next(self._seq))
+        self.update_timer(timer, waketime)
+        return timer
+
+    def update_timer(self, timer: Timer, waketime: float) -> None:
+        timer.waketime = max(waketime, NOW)
+        timer._seq = next(self._seq)
+        if waketime != NEVER:
+            heapq.heappush(self._heap, (timer.waketime, timer._seq, timer))
+        self._wake.set()
+
+    def unregister_timer(self, timer: Timer) -> None:
+        timer.waketime = NEVER
+        timer._seq = -1
+
+    def call_soon(self, fn: Callable, *args) -> None:
+        """Thread-safe: run fn(*args) on the reactor thread at the next opportunity."""
+        self._soon.append((fn, args))
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    def _next_due(self) -> Timer | None:
+        while self._heap:
+            waketime, seq, timer = self._heap[0]
+            if seq != timer._seq:  # superseded by update_timer/unregister_timer
+                heapq.heappop(self._heap)
+                continue
+            return timer
+        return None
+
+    def _run_soon(self) -> None:
+        while self._soon:
+            fn, args = self._soon.popleft()
+            fn(*args)
+
+    def _fire(self, timer: Timer, eventtime: float) -> None:
+        heapq.heappop(self._heap)
+        timer._seq = -1
+        nxt = timer.callback(eventtime)
+        if nxt is not None and nxt != NEVER and timer._seq == -1:
+            self.update_timer(timer, nxt)
+
+    def run_until(self, end: float) -> None:
+        """Run every timer due up to `end` (absolute clock seconds), then return."""
+        self._stopping = False
+        while not self._stopping:
+            self._run_soon()
+            timer = self._next_due()
+            due = timer.waketime if timer else NEVER
+            target = min(due, end)
+            if target > self.now():
+                if not self.clock.fake:
+                    self._wait(target)  # may wake early for call_soon()
+                    continue
+                if target == NEVER:
+                    return
+                self.clock.set(target)
+            if timer is None or due > end:
+                return
+            self._fire(timer, self.now())
+
+    def run_for(self, seconds: float) -> None:
+        self.run_until(self.now() + seconds)
+
+    def run_forever(self) -> None:
+        self.run_until(NEVER)
+
+    def _wait(self, t: float) -> None:
+        self._wake.clear()
+        if self._soon or self._stopping:
+            return
+        self._wake.wait(None if t == NEVER else max(0.0, t - self.now()))

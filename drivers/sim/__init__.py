@@ -1,0 +1,1 @@
+"""Simulated twins at the hardware boundary: chip emulators, virtual central office, phones, headset."""

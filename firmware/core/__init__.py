@@ -1,0 +1,1 @@
+"""Core services every process shares: the config store and errors."""

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Creates or refreshes what the demo and the tests need: the virtual environment in
+# .venv with branchline installed (compiled DSP kernels included) and, when run as root,
+# the Debian packages the tests use as real peers and test tools. Safe to run again:
+# each step is skipped when it is already done. Sourced by scripts/demo and scripts/test.
+set -euo pipefail
+
+BL_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BL_VENV="$BL_ROOT/.venv"
+
+bl_log() { printf '[setup] %s\n' "$*" >&2; }
+
+bl_apt() {
+    # $@: Debian packages. Installs the missing ones when we are root; otherwise says
+    # which are missing so the user can install them.
+    local missing=()
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        bl_log "missing Debian packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})"
+        return 0
+    fi
+    bl_log "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+bl_python() {
+    local py
+    for py in python3.13 python3.12 python3.11 python3; do
+        if command -v "$py" >/dev/null && "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+            echo "$py"; return 0
+        fi
+    done
+    bl_log "Python 3.11 or newer is needed (apt-get install python3 python3-venv)"; return 1
+}
+
+bl_venv() {
+    # $1: extras to install (e.g. "test"). Re-installs when pyproject/setup or a kernel changed.
+    local extras="$1" stamp="$BL_VENV/.branchline-stamp" want
+    if [ ! -x "$BL_VENV/bin/python" ]; then
+        bl_log "creating virtual environment .venv"
+        "$(bl_python)" -m venv "$BL_VENV"
+        "$BL_VENV/bin/python" -m pip install -q -U pip
+    fi
+    want="$extras $(cat "$BL_ROOT/pyproject.toml" "$BL_ROOT/setup.py" "$BL_ROOT"/cext/*.pyx "$BL_ROOT"/cext/*.pxd 2>/dev/null | sha256sum | cut -c1-16)"
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        bl_log "installing branchline into .venv (compiles the DSP kernels)"
+        (cd "$BL_ROOT" && "$BL_VENV/bin/python" -m pip install -q -e ".[${extras}]" \
+            --config-settings editable_mode=compat)
+        # The editable install builds the kernels in build/; put them beside their sources.
+        (cd "$BL_ROOT" && "$BL_VENV/bin/python" setup.py -q build_ext --inplace >/dev/null)
+        echo "$want" > "$stamp"
+    fi
+}

@@ -1,0 +1,10 @@
+"""Shared fixtures: a fake-clock reactor for driver and call-control tests."""
+
+import pytest
+
+from drivers.reactor import FakeClock, Reactor
+
+
+@pytest.fixture
+def reactor():
+    return Reactor(FakeClock())
