@@ -46,11 +46,14 @@ bl_venv() {
         "$(bl_python)" -m venv "$BL_VENV"
         "$BL_VENV/bin/python" -m pip install -q -U pip
     fi
-    want="$extras $(cat "$BL_ROOT/pyproject.toml" "$BL_ROOT/setup.py" "$BL_ROOT"/cext/*.pyx "$BL_ROOT"/cext/*.pxd 2>/dev/null | sha256sum | cut -c1-16)"
+    if ! "$BL_VENV/bin/python" -c 'import Cython, setuptools, wheel' 2>/dev/null; then
+        "$BL_VENV/bin/python" -m pip install -q -U "setuptools>=68" wheel "Cython>=3.0"
+    fi
+    want="$extras $(cd "$BL_ROOT" && find pyproject.toml setup.py cext -name '*.toml' -o -name 'setup.py' -o -name '*.pyx' -o -name '*.pxd' | sort | xargs cat | sha256sum | cut -c1-16)"
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         bl_log "installing branchline into .venv (compiles the DSP kernels)"
-        (cd "$BL_ROOT" && "$BL_VENV/bin/python" -m pip install -q -e ".[${extras}]" \
-            --config-settings editable_mode=compat)
+        (cd "$BL_ROOT" && "$BL_VENV/bin/python" -m pip install -q --no-build-isolation \
+            -e ".[${extras}]" --config-settings editable_mode=compat)
         # The editable install builds the kernels in build/; put them beside their sources.
         (cd "$BL_ROOT" && "$BL_VENV/bin/python" setup.py -q build_ext --inplace >/dev/null)
         echo "$want" > "$stamp"
