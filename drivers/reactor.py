@@ -65,6 +65,7 @@ class Reactor:
         self._soon: deque[tuple[Callable, tuple]] = deque()
         self._wake = threading.Event()
         self._stopping = False
+        self._depth = 0  # run_until() may nest (a chip's start() waiting for calibration)
 
     def now(self) -> float:
         return self.clock.now()
@@ -116,8 +117,19 @@ class Reactor:
             self.update_timer(timer, nxt)
 
     def run_until(self, end: float) -> None:
-        """Run every timer due up to `end` (absolute clock seconds), then return."""
-        self._stopping = False
+        """Run every timer due up to `end` (absolute clock seconds), then return.
+
+        Calls may nest; stop() ends every level, and only the outermost call clears it.
+        """
+        self._depth += 1
+        if self._depth == 1:
+            self._stopping = False
+        try:
+            self._loop(end)
+        finally:
+            self._depth -= 1
+
+    def _loop(self, end: float) -> None:
         while not self._stopping:
             self._run_soon()
             timer = self._next_due()

@@ -68,3 +68,18 @@ def test_real_clock_sleeps_and_call_soon_wakes_it_from_another_thread():
     reactor.register_timer(lambda t: fired.append(t) or NEVER, t0 + 0.1)
     reactor.run_for(0.2)
     assert fired and 0.09 <= fired[0] - t0 < 0.2
+
+
+def test_stop_inside_a_nested_run_ends_the_outer_run_too(reactor):
+    t0 = reactor.now()
+    fired = []
+
+    def nested(t):
+        reactor.register_timer(lambda t: reactor.stop(), t + 0.5)
+        reactor.run_until(t + 5)  # e.g. a chip waiting for calibration
+        return NEVER
+
+    reactor.register_timer(nested, t0 + 1)
+    reactor.register_timer(lambda t: fired.append(t) or NEVER, t0 + 8)
+    reactor.run_until(t0 + 10)
+    assert fired == [] and reactor.now() < t0 + 8

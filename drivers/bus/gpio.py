@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from drivers.errors import HardwareError
+
 RISING = "rising"
 FALLING = "falling"
 BOTH = "both"
@@ -97,3 +99,90 @@ class SimGpio:
         for edge, cb in list(self._callbacks.get(pin, [])):
             if edge == BOTH or (edge == RISING) == level:
                 cb(pin, level)
+
+
+# -- the real lines ----------------------------------------------------------------------
+
+GPIO_HINT = (
+    "/dev/gpiomem is not accessible: run on a Raspberry Pi with the service user in the "
+    "'gpio' group (on a Pi 5 install rpi-lgpio instead of RPi.GPIO)"
+)
+
+
+class RpiGpio:
+    """BCM-numbered pins through the RPi.GPIO API; the module is imported by `open()`.
+
+    RPi.GPIO calls edge callbacks on its own thread, so they are posted to the reactor
+    with `call_soon()`: drivers only ever run on the reactor thread.
+    """
+
+    name = "rpi-gpio"
+
+    def __init__(self, reactor) -> None:
+        self.reactor = reactor
+        self._gpio = None
+        self._pins: set[int] = set()
+
+    def open(self) -> RpiGpio:
+        gpio = _import_rpi_gpio()
+        gpio.setwarnings(False)
+        try:
+            gpio.setmode(gpio.BCM)
+        except RuntimeError:  # "No access to /dev/mem. Try running as root!"
+            raise HardwareError(GPIO_HINT) from None
+        self._gpio = gpio
+        return self
+
+    def _lib(self):
+        if self._gpio is None:
+            raise HardwareError("GPIO used before open(): a driver bug, please report it")
+        return self._gpio
+
+    def setup_output(self, pin: int, level: bool) -> None:
+        gpio = self._lib()
+        gpio.setup(pin, gpio.OUT, initial=gpio.HIGH if level else gpio.LOW)
+        self._pins.add(pin)
+
+    def write(self, pin: int, level: bool) -> None:
+        gpio = self._lib()
+        gpio.output(pin, gpio.HIGH if level else gpio.LOW)
+
+    def setup_input(self, pin: int, pull_up: bool = True) -> None:
+        gpio = self._lib()
+        gpio.setup(pin, gpio.IN, pull_up_down=gpio.PUD_UP if pull_up else gpio.PUD_OFF)
+        self._pins.add(pin)
+
+    def read(self, pin: int) -> bool:
+        return bool(self._lib().input(pin))
+
+    def on_edge(self, pin: int, edge: str, callback: EdgeCallback) -> None:
+        gpio = self._lib()
+        kind = {RISING: gpio.RISING, FALLING: gpio.FALLING, BOTH: gpio.BOTH}[edge]
+
+        def from_gpio_thread(channel: int) -> None:
+            # The level is read here, close to the edge, not later on the reactor.
+            level = edge == RISING if edge != BOTH else bool(gpio.input(channel))
+            self.reactor.call_soon(callback, pin, level)
+
+        try:
+            gpio.add_event_detect(pin, kind, callback=from_gpio_thread)
+        except RuntimeError as exc:
+            raise HardwareError(f"GPIO{pin}: edge detection failed ({exc}): pin in use?") from None
+
+    def close(self) -> None:
+        if self._gpio is not None and self._pins:
+            self._gpio.cleanup(sorted(self._pins))
+        self._pins.clear()
+
+
+def _import_rpi_gpio():
+    try:
+        import RPi.GPIO as gpio  # noqa: N813 - only on the box
+    except ImportError:
+        raise HardwareError(
+            "python module RPi.GPIO is not installed: pip install 'branchline[hw]' on the box "
+            "(rpi-lgpio provides it on a Pi 5)"
+        ) from None
+    except RuntimeError:  # "This module can only be run on a Raspberry Pi!"
+        raise HardwareError(GPIO_HINT) from None
+    return gpio

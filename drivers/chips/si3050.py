@@ -1,0 +1,504 @@
+"""FXO port driver: an Si3050 DAA with its Si3018/Si3019 line side, on SPI + two GPIOs.
+
+It sees only an SpiDevice, a Gpio and the Reactor, so it runs unchanged on the box and
+on drivers.sim.si3050_sim. What it does:
+
+- start(): pulse RESET, check the revision register (0x00/0xFF: no card) and Control 2
+  (0x03 after reset), program PCM, the country's DC/AC termination and ring validation,
+  power up the line side (PDL) and wait for the isolation link, enable interrupts.
+  It runs the reactor for up to 2 s while the line side comes up, so call it before
+  the main loop, not from a timer.
+- Interrupts (INT, active low) for ring detect (RDTI, both edges), polarity reversal
+  (POLI) and line-side drop-out (DODI); each edge makes it sample the line at once. A
+  50 ms reactor timer samples line voltage (LVS, signed: polarity) and loop current
+  (LCS2) anyway: drop-out, line-in-use and polarity are levels with debounce, and a
+  missed edge must not lose a ring.
+- Ring: the chip validates frequency and confirms the burst for RCC (largest step not
+  above ring_min_ms); where that is shorter than ring_min_ms the driver checks at
+  start + ring_min_ms that the ring is still on. RING_START per validated burst,
+  RING_STOP once no ring came for ring_timeout_ms (default 6 s, longer than any
+  country's off time). `ring_bursts` keeps (start, end) of the current call's bursts.
+- seize()/release() drive OH. seize() refuses with a HardwareError naming the port when
+  the line shows no voltage at all (PSTN line not plugged in): going off hook on a dead
+  line only hides the fault. While seized for a call, a loop-current drop longer than
+  loop_drop_ms (default 200) and a polarity reversal raise DISCONNECT when enabled in
+  settings["disconnect"]; one DISCONNECT per seizure. Tone disconnect is detected by
+  the DSP, which calls tone_disconnect().
+- On hook, the line voltage falling below half the idle voltage (but not to zero)
+  means a parallel phone is off hook: LINE_IN_USE, then LINE_FREE.
+Voltage-based checks pause while ring voltage is on the line and shortly after.
+settings: the line's config table; country "" falls back to "us" (the board should
+pass the resolved country).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from drivers import events as ev
+from drivers.bus.gpio import FALLING, Gpio
+from drivers.bus.spi import SpiDevice
+from drivers.chips import si3050_regs as R
+from drivers.errors import ChipFailed, HardwareError
+from drivers.events import LineEvent
+from drivers.reactor import NEVER, Reactor
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.05
+RESET_LOW_S = 0.001
+RESET_SETTLE_S = 0.005
+LINK_TIMEOUT_S = 2.0
+LINK_POLL_S = 0.01
+NO_LINE_V = 2.5  # below this there is no CO battery on the line at all
+POLARITY_MIN_V = 3.0  # below this the sign of the line voltage means nothing
+POLARITY_DEBOUNCE_S = 0.04
+IN_USE_FRACTION = 0.5  # of the idle on-hook voltage
+IN_USE_DEBOUNCE_S = 0.1
+DEFAULT_IDLE_V = 48.0
+RING_GUARD_S = 0.3  # ring voltage rides on the battery: ignore the sign meanwhile
+HOOK_SETTLE_S = 0.1  # loop current and voltage settle after OH changes
+LOOP_DROP_MA = 5.0
+RTO_CODE = 1  # 128 ms: longer than a half cycle of the slowest ring (15 Hz)
+IRQ_ROUNDS = 4
+DEFAULT_DISCONNECT = ("loop_drop", "reversal", "tone")
+
+
+@dataclass(frozen=True)
+class DaaCountry:
+    """Line-side settings per country (Si3050 register fields) and its ring frequencies."""
+
+    ohs: int = 0  # on-hook speed (register 16)
+    ohs2: int = 0  # (register 31)
+    rz: int = 0  # ringer impedance
+    rt: int = 0  # ring threshold
+    ilim: int = 0  # 60 mA current limit (TBR21)
+    dcv: int = 3  # tip-ring DC voltage adjust
+    mini: int = 0  # minimum operating loop current
+    acim: int = 0  # AC termination: 0 = 600 ohm, 2 = TBR21 270+750||150 nF
+    ring_hz: tuple[float, float] = (15.0, 68.0)
+
+
+TBR21 = DaaCountry(ilim=1, acim=2, ring_hz=(15.0, 55.0))
+DAA_COUNTRIES = {
+    "us": DaaCountry(),  # FCC part 68
+    "uk": TBR21,
+    "de": TBR21,
+    "fr": TBR21,
+    "in": DaaCountry(acim=4, ring_hz=(15.0, 55.0)),
+    "au": DaaCountry(ohs=1, dcv=0, mini=3, acim=3, ring_hz=(15.0, 55.0)),
+}
+
+
+class DaaState(enum.Enum):
+    STOPPED = "stopped"
+    IDLE = "idle"
+    RINGING = "ringing"
+    SEIZED = "seized"
+    FAILED = "failed"
+
+
+class Si3050:
+    """One FXO port: an Si3050 DAA and its line side."""
+
+    chip = "si3050"
+
+    def __init__(self, name: str, spi: SpiDevice, gpio: Gpio, reset_pin: int, int_pin: int,
+                 reactor: Reactor, settings: dict, on_event: Callable[[LineEvent], None]) -> None:
+        self.name, self.spi, self.gpio = name, spi, gpio
+        self.reset_pin, self.int_pin = reset_pin, int_pin
+        self.reactor, self.settings, self.on_event = reactor, settings, on_event
+        self.country = settings.get("country") or "us"
+        self.disconnect_signals = set(settings.get("disconnect", DEFAULT_DISCONNECT))
+        self.ring_min_s = settings.get("ring_min_ms", 200) / 1000.0
+        self.ring_timeout_s = settings.get("ring_timeout_ms", 6000) / 1000.0
+        self.loop_drop_s = settings.get("loop_drop_ms", 200) / 1000.0
+        self.failed, self.error = False, ""
+        self.state = DaaState.STOPPED
+        self.line_side = ""
+        self.line_voltage_v = 0.0
+        self.loop_current_ma = 0.0
+        self.line_in_use = False
+        self.ring_bursts: list[tuple[float, float | None]] = []
+        self._reset_line_state()
+        self._rcc = R.rcc_code(settings.get("ring_min_ms", 200))
+        self._confirm_s = R.RCC_MS[self._rcc] / 1000.0
+        self._rto_s = R.RTO_MS[RTO_CODE] / 1000.0
+        self._poll_timer = reactor.register_timer(self._poll, NEVER)
+        self._ring_check_timer = reactor.register_timer(self._ring_check, NEVER)
+        self._ring_stop_timer = reactor.register_timer(self._ring_stop, NEVER)
+
+    def _reset_line_state(self) -> None:
+        self._ctl1 = R.ONHM  # shadow of DAA Control 1's writable bits
+        self._seized = self._in_call = False
+        self._rdt = self._burst_open = False
+        self._burst_start = 0.0
+        self._last_ring = -NEVER
+        self._hook_at = -NEVER
+        self._polarity = 1
+        self._pol_pending: float | None = None
+        self._use_pending: float | None = None
+        self._loop_low_since: float | None = None
+        self._idle_v = DEFAULT_IDLE_V
+        self._ringing = False
+
+    # ---- SPI access ----
+    def _read(self, reg: int) -> int:
+        return self.spi.transfer(bytes((R.SPI_CTRL_READ, reg, 0)))[2]
+
+    def _write(self, reg: int, value: int) -> None:
+        self.spi.transfer(bytes((R.SPI_CTRL_WRITE, reg, value & 0xFF)))
+
+    def _wait(self, seconds: float) -> None:
+        """Let time pass (fake or real) with the reactor's other timers still running."""
+        self.reactor.run_for(seconds)
+
+    def _where(self) -> str:
+        return f"DAA on {self.spi.name}"
+
+    # ---- start / stop ----
+    def start(self) -> None:
+        """Reset, identify, configure and power up; ChipFailed (one line) on failure."""
+        try:
+            self._reset()
+            self._check_identity()
+            self._configure()
+            self._power_up_line_side()
+            self._enable_interrupts()
+        except ChipFailed as exc:
+            self._fail(str(exc), announce=False)
+            raise
+        self._reset_line_state()
+        self._write(R.DAA_CONTROL1, self._ctl1)
+        self._measure()
+        self._learn_initial_line()
+        self._set_state(DaaState.IDLE)
+        self.reactor.update_timer(self._poll_timer, self.reactor.now() + POLL_S)
+
+    def _reset(self) -> None:
+        self.gpio.setup_output(self.reset_pin, True)
+        self.gpio.write(self.reset_pin, False)
+        self._wait(RESET_LOW_S)
+        self.gpio.write(self.reset_pin, True)
+        self._wait(RESET_SETTLE_S)
+
+    def _check_identity(self) -> None:
+        rev = self._read(R.SYS_LINE_REV)
+        if rev in (0x00, 0xFF):
+            raise ChipFailed(f"{self._where()} answered 0x{rev:02X} to its ID register: card not seated?")
+        ctl2 = self._read(R.CONTROL2)
+        if ctl2 != R.CONTROL2_RESET:
+            raise ChipFailed(
+                f"{self._where()} reads 0x{ctl2:02X} from Control 2 after reset (an Si3050 reads "
+                f"0x{R.CONTROL2_RESET:02X}): another chip on this chip-select? check spi_bus/spi_cs")
+
+    def _configure(self) -> None:
+        c = DAA_COUNTRIES.get(self.country)
+        if c is None:
+            log.warning("%s: no DAA settings for country %r, using FCC", self.name, self.country)
+            c = DAA_COUNTRIES["us"]
+        start = int(self.settings.get("timeslot", 0)) * 16  # 16-bit linear slots
+        self._write(R.PCM_SPI_MODE, R.PCME | R.PCMF_LINEAR16)
+        for lo, hi in ((R.PCM_TX_START_LO, R.PCM_TX_START_HI), (R.PCM_RX_START_LO, R.PCM_RX_START_HI)):
+            self._write(lo, start & 0xFF)
+            self._write(hi, start >> 8)
+        self._write(R.INTL_CONTROL1, (c.ohs << 6) | (c.rz << 1) | c.rt)
+        self._write(R.INTL_CONTROL3, 0)
+        self._write(R.DC_TERM, (c.dcv << 6) | (c.mini << 4) | (c.ilim << 1))
+        self._write(R.AC_TERM, c.acim)
+        self._write(R.DAA_CONTROL5, 0x20 | (c.ohs2 << 3) | 0x03)  # FOH 128 ms, FILT, LVFD
+        self._program_ring_validation(c)
+
+    def _program_ring_validation(self, c: DaaCountry) -> None:
+        ras, rmx = R.ring_window(*c.ring_hz)
+        self._write(R.RING_VALID1, rmx)  # RDLY = 0: report the ring as soon as confirmed
+        self._write(R.RING_VALID2, (RTO_CODE << 3) | self._rcc)
+        self._write(R.RING_VALID3, R.RNGV | ras)
+
+    def _power_up_line_side(self) -> None:
+        self._write(R.DAA_CONTROL2, 0)  # PDL = 0, PDN = 0
+        waited = 0.0
+        while not self._link_up():
+            if waited >= LINK_TIMEOUT_S:
+                raise ChipFailed(
+                    f"{self._where()}: line-side device (Si3019) did not power up within "
+                    f"{LINK_TIMEOUT_S:.0f} s: line-side chip missing or isolation capacitors open")
+            self._wait(LINK_POLL_S)
+            waited += LINK_POLL_S
+        lsid = self._read(R.SYS_LINE_REV) >> 4
+        lrv = (self._read(R.LINE_REV) >> 2) & 0x0F
+        self.line_side = f"{R.LINE_SIDE_NAMES.get(lsid, f'LSID {lsid}')} rev {lrv}"
+
+    def _link_up(self) -> bool:
+        return bool(self._read(R.SYS_LINE_REV) >> 4) and bool(self._read(R.LINE_STATUS) & R.FDT)
+
+    def _enable_interrupts(self) -> None:
+        self.gpio.setup_input(self.int_pin, pull_up=True)
+        self.gpio.on_edge(self.int_pin, FALLING, self._edge)
+        self._write(R.INT_SOURCE, 0)  # powering up the line side may have latched RDTI
+        self._write(R.INT_MASK, R.RDTI | R.DODI | R.POLI)
+        self._write(R.CONTROL2, R.INTE | R.RDI | R.HBE | R.RXE)  # INTP = 0: active low
+
+    def stop(self) -> None:
+        self.reactor.unregister_timer(self._poll_timer)
+        self.reactor.unregister_timer(self._ring_check_timer)
+        self.reactor.unregister_timer(self._ring_stop_timer)
+        if self.state in (DaaState.STOPPED, DaaState.FAILED):
+            return
+        self._write(R.DAA_CONTROL1, 0)  # on hook, monitor off
+        self._write(R.INT_MASK, 0)
+        self._write(R.DAA_CONTROL2, R.PDL)
+        self._seized = False
+        self._set_state(DaaState.STOPPED)
+
+    def _fail(self, message: str, announce: bool = True) -> None:
+        self.failed, self.error = True, message
+        self._set_state(DaaState.FAILED)
+        self.reactor.unregister_timer(self._poll_timer)
+        if announce:
+            self._emit(ev.CHIP_FAILED, error=message)
+
+    def _set_state(self, state: DaaState) -> None:
+        if state != self.state:
+            log.info("%s: %s -> %s", self.name, self.state.value, state.value)
+            self.state = state
+
+    def _emit(self, kind: str, **data) -> None:
+        self.on_event(LineEvent(port=self.name, kind=kind, time=self.reactor.now(), data=data))
+
+    # ---- hook ----
+    @property
+    def offhook(self) -> bool:
+        return self._seized
+
+    @property
+    def ringing(self) -> bool:
+        """An incoming call is ringing: from its first RING_START until RING_STOP or seize."""
+        return self._ringing
+
+    def _require_running(self) -> None:
+        if self.failed:
+            raise HardwareError(f"{self.name}: {self.error}")
+        if self.state == DaaState.STOPPED:
+            raise HardwareError(f"{self.name}: the FXO port is not started")
+
+    def seize(self, in_call: bool = True) -> None:
+        """Go off hook. in_call=False for a seizure where a reversal means answer, not hang-up."""
+        self._require_running()
+        if self._seized:
+            return
+        volts = R.to_signed(self._read(R.LINE_VOLTAGE)) * R.LVS_V_PER_BIT
+        if abs(volts) < NO_LINE_V:
+            raise HardwareError(
+                f"{self.name}: no line voltage on the FXO port ({self._where()}): "
+                "is the PSTN line plugged in?")
+        self._set_hook(True)
+        self._in_call = in_call
+        self._loop_low_since = None
+        self._end_ringing(announce=False)
+        self._set_state(DaaState.SEIZED)
+
+    def release(self) -> None:
+        self._require_running()
+        if not self._seized:
+            return
+        self._set_hook(False)
+        self._in_call = False
+        self._set_state(DaaState.IDLE)
+
+    def set_in_call(self, in_call: bool) -> None:
+        """Call control says the seizure now carries a call (e.g. after answer supervision)."""
+        self._in_call = in_call and self._seized
+
+    def _set_hook(self, offhook: bool) -> None:
+        self._ctl1 = (self._ctl1 | R.OH) if offhook else (self._ctl1 & ~R.OH)
+        self._write(R.DAA_CONTROL1, self._ctl1)
+        self._seized = offhook
+        self._hook_at = self.reactor.now()
+
+    def tone_disconnect(self) -> bool:
+        """The DSP heard a disconnect tone (busy/reorder) while seized; True if honoured."""
+        if self._seized and self._in_call and "tone" in self.disconnect_signals:
+            self._disconnect("tone")
+            return True
+        return False
+
+    def _disconnect(self, signal: str) -> None:
+        self._in_call = False  # one DISCONNECT per seizure
+        self._emit(ev.DISCONNECT, signal=signal)
+
+    # ---- interrupts and sampling ----
+    def _edge(self, pin: int, level: bool) -> None:
+        self.reactor.call_soon(self._service_irq)  # never talk SPI from an edge callback
+
+    def _service_irq(self) -> None:
+        for _ in range(IRQ_ROUNDS):
+            if self.state in (DaaState.STOPPED, DaaState.FAILED):
+                return
+            source = self._read(R.INT_SOURCE)
+            if source:
+                self._write(R.INT_SOURCE, ~source)  # 0 clears the bits we saw
+            self._sample(self.reactor.now())
+            if self.gpio.read(self.int_pin):
+                return
+
+    def _poll(self, eventtime: float) -> float:
+        if self.state in (DaaState.STOPPED, DaaState.FAILED):
+            return NEVER
+        if not self.gpio.read(self.int_pin):
+            self._service_irq()  # an edge got lost: INT is still low
+        else:
+            self._sample(eventtime)
+        return NEVER if self.failed else eventtime + POLL_S
+
+    def _measure(self) -> int:
+        ctl1 = self._read(R.DAA_CONTROL1)
+        self.line_voltage_v = R.to_signed(self._read(R.LINE_VOLTAGE)) * R.LVS_V_PER_BIT
+        self.loop_current_ma = round(self._read(R.LOOP_CURRENT) * R.LCS2_MA_PER_BIT, 1)
+        return ctl1
+
+    def _sample(self, now: float) -> None:
+        ctl1 = self._measure()
+        if ctl1 == 0xFF and self._read(R.SYS_LINE_REV) == 0xFF:
+            self._fail(f"{self._where()} stopped answering (reads 0xFF): card pulled or bus fault?")
+            return
+        self._track_ring(bool(ctl1 & R.RDT), now)
+        if ctl1 & (R.RDT | R.RDTP | R.RDTN):
+            self._last_ring = now
+            return
+        if now - self._last_ring < RING_GUARD_S or now - self._hook_at < HOOK_SETTLE_S:
+            return
+        self._track_polarity(now)
+        if self._seized:
+            self._track_loop(now)
+        else:
+            self._track_line_use(now)
+
+    def _learn_initial_line(self) -> None:
+        volts = self.line_voltage_v
+        if abs(volts) >= POLARITY_MIN_V:
+            self._polarity = 1 if volts > 0 else -1
+        if abs(volts) >= 20.0:
+            self._idle_v = abs(volts)
+
+    # ---- ring ----
+    def _track_ring(self, rdt: bool, now: float) -> None:
+        if rdt and not self._rdt:
+            self._rdt = True
+            self._burst_start = now - self._confirm_s
+            due = self._burst_start + self.ring_min_s
+            if due > now + 1e-6:
+                self.reactor.update_timer(self._ring_check_timer, due)
+            else:
+                self._accept_burst()
+        elif not rdt and self._rdt:
+            self._rdt = False
+            self.reactor.update_timer(self._ring_check_timer, NEVER)
+            self._close_burst(now - self._rto_s)
+
+    def _ring_check(self, eventtime: float) -> float:
+        """ring_min_ms after the burst began: accept it only if the ring is still on."""
+        ctl1 = self._read(R.DAA_CONTROL1)
+        if ctl1 & R.RDT and ctl1 & (R.RDTP | R.RDTN):
+            self._accept_burst()
+        return NEVER
+
+    def _accept_burst(self) -> None:
+        if self._seized:
+            return
+        if not self._ringing:
+            self.ring_bursts = []
+            self._ringing = True
+            self._set_state(DaaState.RINGING)
+        self.reactor.update_timer(self._ring_stop_timer, NEVER)
+        self.ring_bursts.append((self._burst_start, None))
+        self._burst_open = True
+        self._emit(ev.RING_START, count=len(self.ring_bursts))
+
+    def _close_burst(self, end: float) -> None:
+        if self._burst_open:
+            self.ring_bursts[-1] = (self.ring_bursts[-1][0], end)
+            self._burst_open = False
+        if self._ringing:
+            self.reactor.update_timer(self._ring_stop_timer, end + self.ring_timeout_s)
+
+    def _ring_stop(self, eventtime: float) -> float:
+        if self._ringing and not self._rdt:
+            self._end_ringing(announce=True)
+        return NEVER
+
+    def _end_ringing(self, announce: bool) -> None:
+        self.reactor.update_timer(self._ring_stop_timer, NEVER)
+        if not self._ringing:
+            return
+        self._ringing = False
+        if self.state == DaaState.RINGING:
+            self._set_state(DaaState.IDLE)
+        if announce:
+            self._emit(ev.RING_STOP, rings=len(self.ring_bursts))
+
+    # ---- polarity, loop current, line in use ----
+    def _track_polarity(self, now: float) -> None:
+        volts = self.line_voltage_v
+        sign = 1 if volts > 0 else -1
+        if abs(volts) < POLARITY_MIN_V or sign == self._polarity:
+            self._pol_pending = None
+            return
+        if self._pol_pending is None:
+            self._pol_pending = now
+        if now - self._pol_pending >= POLARITY_DEBOUNCE_S:
+            self._pol_pending = None
+            self._polarity = sign
+            self._emit(ev.POLARITY_REVERSAL, polarity=self.polarity,
+                       hook="off" if self._seized else "on")
+            if self._seized and self._in_call and "reversal" in self.disconnect_signals:
+                self._disconnect("reversal")
+
+    @property
+    def polarity(self) -> str:
+        return "forward" if self._polarity > 0 else "reverse"
+
+    def _track_loop(self, now: float) -> None:
+        if self.loop_current_ma >= LOOP_DROP_MA:
+            self._loop_low_since = None
+            return
+        if self._loop_low_since is None:
+            self._loop_low_since = now
+        dropped = now - self._loop_low_since >= self.loop_drop_s - 1e-9
+        if dropped and self._in_call and "loop_drop" in self.disconnect_signals:
+            self._disconnect("loop_drop")
+
+    def _track_line_use(self, now: float) -> None:
+        volts = abs(self.line_voltage_v)
+        if volts < NO_LINE_V:
+            self._use_pending = None  # no battery at all: that is not a parallel phone
+            return
+        in_use = volts < IN_USE_FRACTION * self._idle_v
+        if not in_use and not self.line_in_use:
+            self._idle_v += 0.1 * (volts - self._idle_v)  # follow the CO's battery slowly
+        if in_use == self.line_in_use:
+            self._use_pending = None
+            return
+        if self._use_pending is None:
+            self._use_pending = now
+        if now - self._use_pending >= IN_USE_DEBOUNCE_S:
+            self._use_pending = None
+            self.line_in_use = in_use
+            self._emit(ev.LINE_IN_USE if in_use else ev.LINE_FREE, line_voltage_v=self.line_voltage_v)
+
+    # ---- status for hw probe ----
+    def status(self) -> dict:
+        state = "failed" if self.failed else "stopped" if self.state == DaaState.STOPPED else "ok"
+        out = {"chip": self.chip, "port": self.name, "spi": self.spi.name, "state": state}
+        if self.failed:
+            return {**out, "error": self.error}
+        if state == "ok":
+            self._measure()
+        return {**out, "line_side": self.line_side, "country": self.country,
+                "hook": "off" if self._seized else "on", "ringing": self._ringing,
+                "rings": len(self.ring_bursts) if self._ringing else 0,
+                "line_voltage_v": self.line_voltage_v, "loop_current_ma": self.loop_current_ma,
+                "polarity": self.polarity, "line_in_use": self.line_in_use}

@@ -1,0 +1,346 @@
+"""The config schema: every setting's type, default, unit and range, and the cross-checks.
+
+Like Klipper's typed getters, each table is read against a declared set of fields; a
+key nobody declared is reported as a typo (with "did you mean" from difflib). Keyed
+tables (`board.chips.<chip>`, `lines.<line>`) take their identity fields (chip select,
+GPIO pins, timeslot...) from the document: those have no default because a default
+there could only collide. Absent sections get the default document's section.
+
+Assumes a Raspberry Pi 40-pin header (BCM GPIO 0..27) and the single-port chips of
+the FXS/FXO cards (Si3215/Si3210 SLIC, Si3050 DAA): one chip serves one line. The list
+of countries is read from `cext.toneplans` at validation time, never copied here.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cext import toneplans
+from drivers.errors import BranchlineError
+
+
+class ConfigError(BranchlineError):
+    """The document breaks a rule; each problem names the field path, the value and the rule."""
+
+    def __init__(self, problems: Sequence[str]):
+        self.problems = list(problems)
+        more = len(self.problems) - 1
+        tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more > 0 else ""
+        super().__init__(self.problems[0] + tail)
+
+
+class _Invalid(Exception):
+    """One field's problem, collected by the table reader."""
+
+
+REQUIRED: Any = object()  # sentinel: the field has no default
+
+FXS_CHIPS = ("si3215", "si3210")
+FXO_CHIPS = ("si3050",)
+CHIP_TYPES = FXS_CHIPS + FXO_CHIPS
+CALLERID_STANDARDS = ("bell202", "v23", "dtmf")
+DISCONNECT_SIGNALS = ("loop_drop", "reversal", "tone")
+_NAME_RULE = "must start with a letter and hold only letters, digits, '_' or '-' (at most 32)"
+_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
+
+_TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+               list: "a list", dict: "a table"}
+
+
+def _countries() -> tuple[str, ...]:
+    return tuple(toneplans.COUNTRIES)  # read at call time: the tone plans grow
+
+
+def _known_country_rule() -> str:
+    return "is not a known country; known: " + ", ".join(_countries())
+
+
+@dataclass(frozen=True)
+class Field:
+    """One setting: type, default, unit and range or choices, plus optional rules."""
+
+    type: type
+    default: Any = REQUIRED
+    unit: str = ""
+    minval: float | None = None
+    maxval: float | None = None
+    choices: Sequence[Any] | Callable[[], Sequence[Any]] | None = None
+    choice_rule: str | Callable[[], str] = ""
+    allow_empty: bool = False  # "" (or []) means "inherit", accepted besides the choices
+    pattern: str = ""
+    pattern_rule: str = ""
+    item: Field | None = None  # the element field of a list
+    extra: Callable[[Any], str] | None = None  # whole-value rule; returns "" when fine
+    help: str = ""
+
+    def check(self, value: Any, path: str) -> Any:
+        """The value converted to the field's type, or _Invalid naming path, value, rule."""
+        value = self._typed(value, path)
+        if self.allow_empty and value in ("", []):
+            return value
+        if self.type is list:
+            value = [self.item.check(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        self._check_range(value, path)
+        self._check_choice(value, path)
+        self._check_pattern(value, path)
+        rule = self.extra(value) if self.extra else ""
+        if rule:
+            raise _Invalid(f"{path}: {value!r} {rule}")
+        return value
+
+    def _typed(self, value: Any, path: str) -> Any:
+        wanted = self.type
+        if wanted is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, wanted) and not (wanted is int and isinstance(value, bool)):
+            return value
+        unit = f" ({self.unit})" if self.unit else ""
+        hint = ""
+        if wanted is str and isinstance(value, int) and not isinstance(value, bool):
+            hint = f'; quote it: "{value}"'  # extensions and numbers are digit strings
+        raise _Invalid(f"{path}: {value!r} must be {_TYPE_WORDS[wanted]}{unit}{hint}")
+
+    def _check_range(self, value: Any, path: str) -> None:
+        if self.minval is None or not isinstance(value, int | float):
+            return
+        if not self.minval <= value <= self.maxval:
+            unit = f" {self.unit}" if self.unit else ""
+            raise _Invalid(f"{path}: {value!r} is out of range; allowed "
+                           f"{_num(self.minval)}..{_num(self.maxval)}{unit}")
+
+    def _check_choice(self, value: Any, path: str) -> None:
+        if self.choices is None:
+            return
+        choices = self.choices() if callable(self.choices) else self.choices
+        if value in choices:
+            return
+        rule = self.choice_rule() if callable(self.choice_rule) else self.choice_rule
+        rule = rule or "is not allowed; choose one of: " + ", ".join(map(str, choices))
+        raise _Invalid(f"{path}: {value!r} {rule}")
+
+    def _check_pattern(self, value: Any, path: str) -> None:
+        if self.pattern and not re.fullmatch(self.pattern, value):
+            raise _Invalid(f"{path}: {value!r} {self.pattern_rule}")
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _cadence_rule(cadence: list[float]) -> str:
+    if len(cadence) % 2 or len(cadence) > 8:
+        return "must be on/off pairs in seconds (2, 4, 6 or 8 values), e.g. [2.0, 4.0]"
+    if sum(cadence) > 30.0:
+        return "must repeat within 30 s"
+    return ""
+
+
+def _disconnect_rule(signals: list[str]) -> str:
+    if not signals:
+        return "must name at least one signal, or a dropped call keeps the line seized"
+    if len(set(signals)) != len(signals):
+        return "names a signal twice"
+    return ""
+
+
+_ALSA = dict(pattern=r"[A-Za-z0-9_:,=.-]{1,64}",
+             pattern_rule="is not an ALSA device name (e.g. default, hw:0,0, plughw:CARD=Headset)")
+_COUNTRY = dict(choices=_countries, choice_rule=_known_country_rule)
+
+SYSTEM = {
+    "name": Field(str, "branch-01", pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}",
+                  pattern_rule="must be 1 to 63 letters, digits, '-', '_' or '.'",
+                  help="box name"),
+}
+COUNTRY = {
+    "code": Field(str, "us", **_COUNTRY, help="default country of every line"),
+    "callerid": Field(str, "", choices=CALLERID_STANDARDS, allow_empty=True,
+                      help='"" = the country\'s standard'),
+    "ring_cadence": Field(list, [], unit="s", allow_empty=True, extra=_cadence_rule,
+                          item=Field(float, unit="s", minval=0.1, maxval=10.0),
+                          help="[] = the country's; else on/off pairs"),
+}
+CHIP = {
+    "type": Field(str, choices=CHIP_TYPES),
+    "spi_bus": Field(int, 0, minval=0, maxval=6),
+    "spi_cs": Field(int, minval=0, maxval=3),
+    "spi_hz": Field(int, 2_000_000, unit="Hz", minval=100_000, maxval=10_000_000),
+    "reset_gpio": Field(int, unit="BCM", minval=0, maxval=27),
+    "int_gpio": Field(int, unit="BCM", minval=0, maxval=27),
+}
+HEADSET = {
+    "enabled": Field(bool, True),
+    "alsa_device": Field(str, "default", **_ALSA),
+    "rate": Field(int, 48000, unit="Hz", choices=(16000, 32000, 44100, 48000)),
+}
+LINE = {
+    "kind": Field(str, choices=("fxs", "fxo")),
+    "chip": Field(str, pattern=_NAME_RE.pattern, pattern_rule=_NAME_RULE),
+    "alsa_device": Field(str, "hw:0,0", **_ALSA),
+    "timeslot": Field(int, minval=0, maxval=31),
+    "name": Field(str, "", pattern=r"[^\x00-\x1f\x7f]{0,40}",
+                  pattern_rule="must be at most 40 printable characters"),
+    "country": Field(str, "", allow_empty=True, **_COUNTRY, help='"" = country.code'),
+}
+FXS_LINE = {
+    "extension": Field(str, "", allow_empty=True, pattern=r"\d{1,8}",
+                       pattern_rule="must be 1 to 8 digits"),
+    "debounce_ms": Field(int, 20, unit="ms", minval=5, maxval=100),
+    "flash_min_ms": Field(int, 100, unit="ms", minval=20, maxval=1000),
+    "flash_max_ms": Field(int, 800, unit="ms", minval=50, maxval=2000),
+    "interdigit_ms": Field(int, 300, unit="ms", minval=100, maxval=1000),  # ends a pulse digit
+}
+FXO_LINE = {
+    "number": Field(str, "", allow_empty=True, pattern=r"\+?\d{1,20}",
+                    pattern_rule="must be a phone number: digits, optionally after '+'"),
+    "disconnect": Field(list, list(DISCONNECT_SIGNALS), extra=_disconnect_rule,
+                        item=Field(str, choices=DISCONNECT_SIGNALS)),
+    "ring_min_ms": Field(int, 200, unit="ms", minval=100, maxval=1000),
+    # No ring for this long: the caller gave up (longer than any country's ring pause).
+    "ring_timeout_ms": Field(int, 6000, unit="ms", minval=4500, maxval=15000),
+    # Loop current gone for this long while seized: the far end hung up.
+    "loop_drop_ms": Field(int, 200, unit="ms", minval=100, maxval=1000),
+}
+KIND_FIELDS = {"fxs": FXS_LINE, "fxo": FXO_LINE}
+
+_DEFAULT_CHIPS = {
+    "slic0": {"type": "si3215", "spi_bus": 0, "spi_cs": 0, "spi_hz": 2_000_000,
+              "reset_gpio": 17, "int_gpio": 27},
+    "slic1": {"type": "si3215", "spi_bus": 0, "spi_cs": 1, "spi_hz": 2_000_000,
+              "reset_gpio": 5, "int_gpio": 6},
+    "daa0": {"type": "si3050", "spi_bus": 0, "spi_cs": 2, "spi_hz": 2_000_000,
+             "reset_gpio": 22, "int_gpio": 23},
+}
+_DEFAULT_LINES = {
+    "fxs1": {"kind": "fxs", "chip": "slic0", "alsa_device": "hw:0,0", "timeslot": 0,
+             "name": "Front desk", "extension": "201", "country": ""},
+    "fxs2": {"kind": "fxs", "chip": "slic1", "alsa_device": "hw:0,0", "timeslot": 1,
+             "name": "Back office", "extension": "202", "country": ""},
+    "fxo1": {"kind": "fxo", "chip": "daa0", "alsa_device": "hw:0,0", "timeslot": 2,
+             "name": "PSTN 1", "number": "", "country": ""},
+}
+
+
+def _defaults(fields: dict[str, Field]) -> dict[str, Any]:
+    return {k: copy.deepcopy(f.default) for k, f in fields.items() if f.default is not REQUIRED}
+
+
+def default_document() -> dict:
+    """The document a new box starts with: two FXS ports and one FXO line, US plan."""
+    return {
+        "system": _defaults(SYSTEM),
+        "country": _defaults(COUNTRY),
+        "board": {"chips": copy.deepcopy(_DEFAULT_CHIPS), "headset": _defaults(HEADSET)},
+        "lines": {name: _line_defaults(line) for name, line in _DEFAULT_LINES.items()},
+    }
+
+
+def _line_defaults(line: dict) -> dict:
+    fields = {**LINE, **KIND_FIELDS[line["kind"]]}
+    return {k: line.get(k, copy.deepcopy(f.default)) for k, f in fields.items()}
+
+
+# --- reading tables -------------------------------------------------------------------
+
+
+class _Reader:
+    """Reads tables against their fields, collecting every problem instead of stopping."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def table(self, value: Any, path: str, fields: dict[str, Field],
+              foreign: dict[str, str] | None = None) -> dict:
+        if not isinstance(value, dict):
+            self.problems.append(f"{path}: {value!r} must be a table")
+            return {}
+        out = {}
+        for key, field in fields.items():
+            out[key] = self._field(value, key, field, f"{path}.{key}")
+        self.unknown(value, path, fields, foreign or {})
+        return {k: v for k, v in out.items() if v is not REQUIRED}
+
+    def _field(self, table: dict, key: str, field: Field, path: str) -> Any:
+        if key not in table:
+            if field.default is REQUIRED:
+                self.problems.append(f"{path}: missing; this setting has no default")
+            return copy.deepcopy(field.default)
+        try:
+            return field.check(table[key], path)
+        except _Invalid as exc:
+            self.problems.append(str(exc))
+            return REQUIRED
+
+    def unknown(self, table: dict, path: str, known: Sequence[str],
+                foreign: dict[str, str]) -> None:
+        """Report keys nobody reads: in a config file they are typos."""
+        for key in table:
+            if key in known:
+                continue
+            where = f"{path}.{key}" if path else key
+            if key in foreign:
+                self.problems.append(f"{where}: {foreign[key]}")
+                continue
+            close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
+            self.problems.append(f"{where}: unknown setting{hint}")
+
+    def keyed(self, value: Any, path: str, read_entry: Callable[[Any, str], dict]) -> dict:
+        if not isinstance(value, dict):
+            self.problems.append(f"{path}: {value!r} must be a table")
+            return {}
+        out = {}
+        for name, entry in value.items():
+            if not _NAME_RE.fullmatch(name):
+                self.problems.append(f"{path}.{name}: the name {_NAME_RULE}")
+                continue
+            out[name] = read_entry(entry, f"{path}.{name}")
+        return out
+
+
+def _read_line(reader: _Reader, entry: Any, path: str) -> dict:
+    kind = entry.get("kind") if isinstance(entry, dict) else None
+    if not (isinstance(kind, str) and kind in KIND_FIELDS):
+        # The kind's own problem is reported; accept either kind's settings meanwhile.
+        return reader.table(entry, path, {**LINE, **FXS_LINE, **FXO_LINE})
+    foreign = {key: f"not a setting of an {kind} line; it belongs to {other} lines"
+               for other, fields in KIND_FIELDS.items() if other != kind for key in fields}
+    return reader.table(entry, path, {**LINE, **KIND_FIELDS[kind]}, foreign)
+
+
+def _read_board(reader: _Reader, board: Any, base: dict) -> dict:
+    if not isinstance(board, dict):
+        reader.problems.append(f"board: {board!r} must be a table")
+        return {}
+    reader.unknown(board, "board", ("chips", "headset"), {})
+    return {
+        "chips": reader.keyed(board.get("chips", base["chips"]), "board.chips",
+                              lambda entry, path: reader.table(entry, path, CHIP)),
+        "headset": reader.table(board.get("headset", {}), "board.headset", HEADSET),
+    }
+
+
+def _read_document(reader: _Reader, doc: Any) -> dict:
+    if not isinstance(doc, dict):
+        raise ConfigError([f"the config document must be a table, not {type(doc).__name__}"])
+    base = default_document()
+    reader.unknown(doc, "", ("system", "country", "board", "lines"), {})
+    return {
+        "system": reader.table(doc.get("system", {}), "system", SYSTEM),
+        "country": reader.table(doc.get("country", {}), "country", COUNTRY),
+        "board": _read_board(reader, doc.get("board", base["board"]), base["board"]),
+        "lines": reader.keyed(doc.get("lines", base["lines"]), "lines",
+                              lambda entry, path: _read_line(reader, entry, path)),
+    }
+
+
+def read_document(doc: Any) -> tuple[dict, list[str]]:
+    """The document typed and defaulted field by field, and the problems found."""
+    reader = _Reader()
+    out = _read_document(reader, copy.deepcopy(doc))
+    return out, reader.problems

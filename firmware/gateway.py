@@ -1,0 +1,194 @@
+"""The gateway core at its first stage: start every chip, keep each port's live state.
+
+`Gateway(doc, board, reactor)` takes a built board (real or simulated), starts each
+line's chip driver and the headset, and listens to their line events. A chip that fails
+to start (or whose bus never opened) is marked failed with its one-line reason; the other
+ports keep running. Each event updates the port's state (on-hook/off-hook, idle/ringing/
+seized/in-use, present/absent, failed), is appended to `log`, and is passed to listeners
+with the old and new state. A 20 ms media tick drains every port's PCM and feeds the FXO
+caller-ID decoder (cext.callerid, the line's standard from the config) so callers'
+numbers reach the log; a burst with a bad checksum is dropped.
+Call control and SIP build on this in later issues; `seize()`/`release()` are what call
+control will call on an FXO port.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from drivers import events as ev
+from drivers.bus.pcm import FRAME, LINE_RATE
+from drivers.errors import BranchlineError
+from drivers.events import LineEvent
+from firmware.core.config import effective_callerid
+
+SEIZED = "seized"  # gateway actions, logged like line events
+RELEASED = "released"
+CALLER_ID = "caller_id"  # data: {"number": ..., "name": ...}
+MEDIA_TICK_S = FRAME / LINE_RATE
+
+FAILED = "failed"
+CID_STATES = ("idle", "ringing")  # caller ID comes before answer: between rings or before
+# event kind -> the port state it leads to (None: the state does not change)
+NEXT_STATE = {
+    ev.OFF_HOOK: "off-hook", ev.ON_HOOK: "on-hook", ev.FLASH: None, ev.DIGIT: None,
+    ev.POWER_ALARM: "alarm",
+    ev.RING_START: "ringing", ev.RING_STOP: "idle", ev.POLARITY_REVERSAL: None,
+    ev.DISCONNECT: "disconnected", ev.LINE_IN_USE: "in-use", ev.LINE_FREE: "idle",
+    ev.HEADSET_PLUGGED: "present", ev.HEADSET_UNPLUGGED: "absent",
+    ev.CHIP_FAILED: FAILED, SEIZED: "seized", RELEASED: "idle", CALLER_ID: None,
+}
+INITIAL = {"fxs": "on-hook", "fxo": "idle", "headset": "absent"}
+
+
+@dataclass
+class Port:
+    name: str
+    kind: str
+    state: str
+    reason: str = ""  # why it failed
+    digits: str = ""  # dialled since the last off-hook
+    caller: dict = field(default_factory=dict)  # last caller ID on an FXO line
+
+
+Listener = Callable[[LineEvent, str, str], None]  # (event, old state, new state)
+
+
+class Gateway:
+    def __init__(self, doc: dict, board, reactor) -> None:
+        self.doc, self.board, self.reactor = doc, board, reactor
+        self.ports = {name: Port(name, line["kind"], INITIAL[line["kind"]])
+                      for name, line in doc["lines"].items()}
+        if board.headset_driver is not None:
+            self.ports["headset"] = Port("headset", "headset", INITIAL["headset"])
+        self.log: list[LineEvent] = []
+        self._listeners: list[Listener] = []
+        self._cid: dict[str, object] = {}
+        self._media_timer = None
+        board.subscribe(self._on_event)
+
+    def subscribe(self, fn: Listener) -> None:
+        self._listeners.append(fn)
+
+    # -- life cycle --
+    def start(self) -> None:
+        for name, port in self.ports.items():
+            if port.kind != "headset":
+                self._start_line(name)
+        if self.board.headset_driver is not None:
+            self._start_headset()
+        self._media_timer = self.reactor.register_timer(self._media, self.reactor.now())
+
+    def _start_line(self, name: str) -> None:
+        driver = self.board.drivers.get(name)
+        if driver is None:
+            self._fail(name, self.board.errors.get(name, "no driver was built for this line"))
+            return
+        try:
+            driver.start()
+        except BranchlineError as exc:
+            self._fail(name, str(exc))
+            return
+        if self.ports[name].kind == "fxo":
+            self._cid[name] = _callerid_receiver(effective_callerid(self.doc, name))
+
+    def _start_headset(self) -> None:
+        headset = self.board.headset_driver
+        try:
+            headset.start()
+        except BranchlineError as exc:
+            self._fail("headset", str(exc))
+            return
+        if headset.present:
+            self._set("headset", LineEvent("headset", ev.HEADSET_PLUGGED, self.reactor.now(),
+                                           {"rate": headset.rate}))
+
+    def stop(self) -> None:
+        if self._media_timer is not None:
+            self.reactor.unregister_timer(self._media_timer)
+            self._media_timer = None
+        self.board.close()
+
+    # -- what call control will call --
+    def seize(self, name: str) -> None:
+        self.board.drivers[name].seize()
+        self._set(name, LineEvent(name, SEIZED, self.reactor.now()))
+
+    def release(self, name: str) -> None:
+        self.board.drivers[name].release()
+        self._set(name, LineEvent(name, RELEASED, self.reactor.now()))
+
+    def status(self) -> dict[str, dict]:
+        """Per port: the gateway's view merged over the driver's live readout."""
+        out = {}
+        for name, port in self.ports.items():
+            live = self._live(name) if port.state != FAILED else {}
+            out[name] = {**live, "port": name, "kind": port.kind, "state": port.state,
+                         "reason": port.reason or live.get("reason", "")}
+        return out
+
+    def _live(self, name: str) -> dict:
+        driver = self.board.headset_driver if name == "headset" else self.board.drivers.get(name)
+        if driver is None:
+            return {}
+        try:
+            return dict(driver.status())
+        except BranchlineError as exc:
+            return {"reason": str(exc)}
+
+    # -- events --
+    def _fail(self, name: str, reason: str) -> None:
+        self.ports[name].reason = reason
+        self._set(name, LineEvent(name, ev.CHIP_FAILED, self.reactor.now(), {"error": reason}))
+
+    def _on_event(self, event: LineEvent) -> None:
+        if event.port in self.ports:
+            self._set(event.port, event)
+
+    def _set(self, name: str, event: LineEvent) -> None:
+        port = self.ports[name]
+        old = port.state
+        new = NEXT_STATE.get(event.kind) or old
+        if old == FAILED and event.kind != ev.CHIP_FAILED:
+            new = FAILED  # a failed chip stays failed until restarted
+        port.state = new
+        self._track(port, event)
+        self.log.append(event)
+        for fn in list(self._listeners):
+            fn(event, old, new)
+
+    @staticmethod
+    def _track(port: Port, event: LineEvent) -> None:
+        if event.kind == ev.OFF_HOOK:
+            port.digits = ""
+        elif event.kind == ev.DIGIT:
+            port.digits += str(event.data.get("digit", ""))
+        elif event.kind == CALLER_ID:
+            port.caller = dict(event.data)
+
+    # -- media --
+    def _media(self, eventtime: float) -> float:
+        """Drain each port's audio; FXO audio goes through the caller-ID receiver."""
+        for name, pcm in self.board.pcm.items():
+            while (frame := pcm.read()) is not None:
+                self._hear(name, frame, eventtime)
+        return eventtime + MEDIA_TICK_S
+
+    def _hear(self, name: str, frame, eventtime: float) -> None:
+        receiver = self._cid.get(name)
+        if receiver is None or self.ports[name].state not in CID_STATES:
+            return
+        for message in receiver.process(frame):
+            if message.get("checksum_ok", True):
+                self._set(name, LineEvent(name, CALLER_ID, eventtime, message))
+
+
+def _callerid_receiver(standard: str):
+    """cext.callerid's streaming decoder for the line's standard, or None when the
+    kernels it needs are not built (the line still works, without caller ID)."""
+    try:
+        from cext.callerid import CallerIdDecoder
+        return CallerIdDecoder(standard, LINE_RATE)
+    except ImportError:
+        return None
