@@ -1,0 +1,197 @@
+"""Slow NumPy reference twin of cext.echo.EchoCanceller (same algorithm, float64, numpy.fft).
+
+The tests run both on a short signal and compare outputs; see cext/echo.pyx for why the
+algorithm is a proportionate partitioned-block frequency-domain filter. Per-sample Python
+loop: use it only on short signals. Assumes 8 kHz int16 input.
+"""
+
+import numpy as np
+
+B = 64            # block (partition) length in samples
+N = 2 * B         # FFT size (overlap-save)
+K = B + 1         # rfft bins
+HP_A = 0.996      # DC blocker pole (~5 Hz)
+MU = 0.5          # step size (NLMS-equivalent ~ MU)
+GEIGEL_MARGIN = 1.4  # Geigel threshold over the learned echo/far amplitude ratio
+LAMBDA = 0.9      # per-bin far power smoothing per block
+ALPHA_IP = 0.0    # IPNLMS proportionality (-1 uniform .. 1 fully proportionate)
+DELTA = N * 30.0 ** 2          # per-bin regularisation (~ -55 dBm0 far end)
+FAR_MIN = 50.0 ** 2            # block power under which the far end counts as silent (~ -50 dBm0)
+PDT_RATIO = 2.0                # power double-talk detector: error 3 dB over its recent level
+PDT_MAX_BLOCKS = 62            # ...for at most 0.5 s in a row (longer: echo-path change)
+HANG = 240                     # double-talk hangover, samples (30 ms)
+SMOOTH = 0.9                   # block smoothing of the ERLE powers
+CONVERGED_DB = 12.0
+LCG_A, LCG_C = 1664525, 1013904223
+
+
+def check_tail(tail_ms: int, rate: int) -> int:
+    """Number of partitions for a tail, or ValueError naming the allowed range."""
+    if rate != 8000:
+        raise ValueError(f"echo canceller rate {rate} Hz unsupported: use 8000")
+    if not 16 <= int(tail_ms) <= 128:
+        raise ValueError(f"echo canceller tail_ms={tail_ms} out of range: use 16..128 ms")
+    return -(-int(tail_ms) * 8 // B)
+
+
+class EchoCanceller:
+    """See cext.echo.EchoCanceller; identical API and algorithm."""
+
+    def __init__(self, tail_ms: int = 128, rate: int = 8000, nlp: bool = True,
+                 comfort_noise: bool = True, adapt: bool = True):
+        self.P = check_tail(tail_ms, rate)
+        self.nlp, self.comfort_noise, self.adapt = bool(nlp), bool(comfort_noise), bool(adapt)
+        self.reset()
+
+    def reset(self):
+        P = self.P
+        self.W = np.zeros((P, K), complex)
+        self.X = np.zeros((P, K), complex)   # X[0] newest block spectrum
+        self.w0 = np.zeros(B)
+        self.yt = np.zeros(B)
+        self.xb = np.zeros(N)
+        self.dblk, self.eblk = np.zeros(B), np.zeros(B)
+        self.Pk = np.zeros(K)
+        self.nblocks = 0
+        self.pos = 0
+        self.hp = [0.0, 0.0, 0.0, 0.0]       # far x1, y1, near x1, y1
+        self.fmax = np.zeros(P + 1)           # |far| peak of recent blocks, [0] current
+        self.dt_hang = 0
+        self.pdt_run = 0
+        self.locked = False
+        self.block_dt = False
+        self.far_hang = 0
+        self.pd = self.pe = self.py = self.pf = 1e-3
+        self.erle_db = 0.0
+        self.converged = False
+        self.doubletalk = False
+        self.geigel = 1.0
+        self.noise = -1.0
+        self.rr = 1
+        self.seed = 12345
+
+    def _hpf(self, x, i):
+        y = HP_A * (self.hp[i + 1] + x - self.hp[i])
+        self.hp[i], self.hp[i + 1] = x, y
+        return y
+
+    def _cn(self):
+        self.seed = (LCG_A * self.seed + LCG_C) & 0xFFFFFFFF
+        u = self.seed / 4294967296.0 - 0.5
+        return u * np.sqrt(12.0 * max(self.noise, 0.0))
+
+    def process(self, near, far):
+        near = np.asarray(near, dtype=np.int16)
+        far = np.asarray(far, dtype=np.int16)
+        if near.shape != far.shape or near.ndim != 1:
+            raise ValueError("near and far must be 1-D and of equal length")
+        out = np.empty(near.size, dtype=np.int16)
+        for i in range(near.size):
+            out[i] = self._sample(float(near[i]), float(far[i]))
+        return out
+
+    def _sample(self, nr, fr):
+        f = self._hpf(fr, 0)
+        d = self._hpf(nr, 2)
+        pos = self.pos
+        self.xb[B + pos] = f
+        y = self.yt[pos] + float(np.dot(self.w0, self.xb[B + pos - np.arange(B)]))
+        e = d - y
+        self.fmax[0] = max(self.fmax[0], abs(f))
+        if abs(d) > self.geigel * self.fmax.max():
+            self.dt_hang = HANG
+        if self.dt_hang > 0:
+            self.dt_hang -= 1
+            self.block_dt = True
+        self.doubletalk = self.dt_hang > 0
+        self.dblk[pos], self.eblk[pos] = d, e
+        o = e
+        if self.nlp and self.converged and self.far_hang > 0 and not self.doubletalk:
+            o = self._cn() if self.comfort_noise else 0.0
+        self.pos += 1
+        if self.pos == B:
+            self._end_block()
+        return min(max(round(o), -32768), 32767)
+
+    def _end_block(self):
+        P = self.P
+        self.X = np.roll(self.X, 1, axis=0)
+        self.X[0] = np.fft.rfft(self.xb)
+        mag = np.abs(self.X[0]) ** 2
+        self.Pk = mag if self.nblocks == 0 else LAMBDA * self.Pk + (1 - LAMBDA) * mag
+        self.nblocks += 1
+        x = self.xb[B:]
+        pf = float(np.mean(x * x))
+        pd, pe = float(np.mean(self.dblk ** 2)), float(np.mean(self.eblk ** 2))
+        py = float(np.mean((self.dblk - self.eblk) ** 2))
+        far_active = pf > FAR_MIN
+        self.far_hang = P + 1 if far_active else max(self.far_hang - 1, 0)
+        self._power_dtd(pf, pe)
+        self._track_noise(pe)
+        if far_active and not self.block_dt:  # near speech would fake a loss of ERLE
+            self._stats(pf, pd, pe, py)
+        if self.adapt and far_active and not self.block_dt:
+            self._update(pe)
+        self.fmax = np.roll(self.fmax, 1)
+        self.fmax[0] = 0.0
+        self.xb[:B] = self.xb[B:]
+        Y = np.sum(self.W[1:] * self.X[: P - 1], axis=0)
+        self.yt = np.fft.irfft(Y, N)[B:]
+        self.block_dt = False
+        self.pos = 0
+
+    def _stats(self, pf, pd, pe, py):
+        s = SMOOTH
+        self.pf = s * self.pf + (1 - s) * pf
+        self.pd = s * self.pd + (1 - s) * pd
+        self.pe = s * self.pe + (1 - s) * pe
+        self.py = s * self.py + (1 - s) * py
+        self.erle_db = 10 * np.log10((self.pd + 1e-3) / (self.pe + 1e-3))
+        self.converged = self.erle_db > CONVERGED_DB
+        self.locked = self.locked or self.converged
+        if self.converged:
+            self.geigel = min(max(GEIGEL_MARGIN * np.sqrt(self.py / self.pf), 0.25), 1.0)
+
+    def _power_dtd(self, pf, pe):
+        """Once locked on, a block whose error jumps over the recent error level (scaled by
+        the far power) is double talk; if that lasts past PDT_MAX_BLOCKS it is an echo-path
+        change instead: unlock and let the filter re-adapt."""
+        if not self.locked:
+            return
+        if pe > PDT_RATIO * (self.pe * pf / (self.pf + 1e-3) + self.noise + 1.0):
+            self.pdt_run += 1
+            if self.pdt_run <= PDT_MAX_BLOCKS:
+                self.block_dt = True
+                self.dt_hang = HANG
+            else:
+                self.locked = False
+        else:
+            self.pdt_run = 0
+
+    def _track_noise(self, pe):
+        if self.noise < 0 or pe < self.noise:
+            self.noise = pe if self.noise < 0 else 0.7 * self.noise + 0.3 * pe
+        else:
+            self.noise *= 1.005
+
+    def _gains(self):
+        norms = np.sqrt(np.sum(np.abs(self.W) ** 2, axis=1))
+        P = self.P
+        return (1 - ALPHA_IP) / (2 * P) + (1 + ALPHA_IP) * norms / (2 * norms.sum() + 1e-6)
+
+    def _update(self, pe):
+        E = np.fft.rfft(np.concatenate([np.zeros(B), self.eblk]))
+        g = self._gains()
+        # normalise by the proportionate regressor power, or the smoothed power if larger
+        reg = np.sum(g[:, None] * np.abs(self.X) ** 2, axis=0)
+        G = (2 * MU) * E / (np.maximum(self.Pk, reg) + DELTA)
+        self.W += g[:, None] * np.conj(self.X) * G[None, :]
+        self._constrain(0)
+        self._constrain(self.rr)
+        self.rr = self.rr + 1 if self.rr + 1 < self.P else 1
+        self.w0 = np.fft.irfft(self.W[0], N)[:B]
+
+    def _constrain(self, p):
+        w = np.fft.irfft(self.W[p], N)
+        w[B:] = 0.0
+        self.W[p] = np.fft.rfft(w)
