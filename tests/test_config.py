@@ -47,7 +47,7 @@ def doc():
 
 def test_default_document_is_valid_and_complete(doc):
     assert validate(doc) == doc
-    assert set(doc) == {"system", "country", "board", "lines"}
+    assert set(doc) == {"system", "country", "board", "lines", "sip", "calls"}
     assert list(doc["board"]["chips"]) == ["slic0", "slic1", "daa0"]
     assert doc["lines"]["fxs1"]["flash_max_ms"] == 800
     assert doc["lines"]["fxo1"]["disconnect"] == ["loop_drop", "reversal", "tone"]
@@ -743,3 +743,16 @@ def test_spi1_is_refused_because_its_pins_carry_the_lines_pcm_audio(doc):
     assert problems_of(doc)[0] == (
         "board.chips.daa0.spi_bus: GPIO 19 is also used by the lines' PCM audio (PCM_FS); "
         "a pin can have only one use")
+
+
+@pytest.mark.parametrize(("path", "value", "expected"), [
+    ("sip.edges", ["edge1.example.com"], "sip.edges[0]: 'edge1.example.com' must be a SIP URI"),
+    ("sip.transport", "sctp", "sip.transport: 'sctp' is not allowed; choose one of: udp, tcp, tls"),
+    ("sip.codecs", ["PCMU", "opus"], "sip.codecs[1]: 'opus' is not allowed"),
+    ("calls.dialplan", "[2-9]xxx; rm", "calls.dialplan: '[2-9]xxx; rm' must be a digit map"),
+    ("calls.interdigit_s", 0.5, "calls.interdigit_s: 0.5 is out of range; allowed 1..20 s"),
+    ("calls.emergency", ["9-1-1"], "calls.emergency[0]: '9-1-1' must be 2 to 6 digits"),
+])
+def test_sip_and_calls_sections_are_checked(doc, path, value, expected):
+    set_path(doc, path, value)
+    assert problems_of(doc)[0].startswith(expected)

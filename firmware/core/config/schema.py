@@ -187,6 +187,50 @@ LINE = {
                   pattern_rule="must be at most 40 printable characters"),
     "country": Field(str, "", allow_empty=True, **_COUNTRY, help='"" = country.code'),
 }
+_SIP_URI = dict(pattern=r"sips?:[^\s<>\"]{1,200}",
+                pattern_rule="must be a SIP URI, e.g. sip:edge1.example.com:5060")
+SIP = {
+    "transport": Field(str, "udp", choices=("udp", "tcp", "tls")),
+    "local_port": Field(int, 5060, minval=1, maxval=65535),
+    "bind_address": Field(str, "0.0.0.0", pattern=r"[0-9a-fA-F.:]{2,45}",
+                          pattern_rule="must be an IP address"),
+    "public_address": Field(str, "", allow_empty=True, pattern=r"[A-Za-z0-9.:-]{1,253}",
+                            pattern_rule="must be a host name or IP address",
+                            help="address to advertise behind NAT"),
+    "edges": Field(list, [], item=Field(str, **_SIP_URI),
+                   help="cloud edges, primary first; [] = no cloud (local calls only)"),
+    "domain": Field(str, "", allow_empty=True, pattern=r"[A-Za-z0-9.-]{1,253}",
+                    pattern_rule="must be a domain name"),
+    "registration": Field(str, "trunk", choices=("trunk", "per_line", "none")),
+    "username": Field(str, "", allow_empty=True, pattern=r"[^\s:@]{1,64}",
+                      pattern_rule="must be 1 to 64 characters without spaces, ':' or '@'"),
+    "password": Field(str, "", allow_empty=True),
+    "register_expires_s": Field(int, 300, unit="s", minval=60, maxval=3600),
+    "options_interval_s": Field(float, 1.0, unit="s", minval=0.2, maxval=60.0),
+    "options_timeout_s": Field(float, 1.0, unit="s", minval=0.2, maxval=10.0),
+    "options_misses": Field(int, 2, minval=1, maxval=10),
+    "nat_keepalive_s": Field(int, 15, unit="s", minval=0, maxval=300),
+    "codecs": Field(list, ["PCMU", "PCMA", "G722"],
+                    item=Field(str, choices=("PCMU", "PCMA", "G722"))),
+    "dtmf": Field(str, "rfc4733", choices=("rfc4733", "info")),
+    "tls_verify": Field(bool, True),
+}
+CALLS = {
+    "dialplan": Field(str, "[2-9]xxxxxx|1[2-9]xxxxxxxxx|911|*xx",
+                      pattern=r"[0-9xX*#\[\]\-.|]{1,400}",
+                      pattern_rule="must be a digit map like [2-9]xxxxxx|1[2-9]xxxxxxxxx|*xx"),
+    "first_digit_s": Field(float, 10.0, unit="s", minval=2.0, maxval=60.0),
+    "interdigit_s": Field(float, 4.0, unit="s", minval=1.0, maxval=20.0),
+    "emergency": Field(list, [], allow_empty=True, item=Field(str, pattern=r"\d{2,6}",
+                                                               pattern_rule="must be 2 to 6 digits"),
+                       help="[] = the country's emergency numbers"),
+    "call_waiting": Field(bool, True),
+    "park_prefix": Field(str, "*7", pattern=r"\*\d", pattern_rule="must be * and one digit"),
+    "pickup_prefix": Field(str, "*8", pattern=r"\*\d", pattern_rule="must be * and one digit"),
+    "headset_auto_answer": Field(bool, False),
+    "answer_fxo_after_rings": Field(int, 2, minval=1, maxval=10,
+                                    help="inbound PSTN calls wait for caller ID on ring 1"),
+}
 FXS_LINE = {
     "extension": Field(str, "", allow_empty=True, pattern=r"\d{1,8}",
                        pattern_rule="must be 1 to 8 digits"),
@@ -194,6 +238,10 @@ FXS_LINE = {
     "flash_min_ms": Field(int, 100, unit="ms", minval=20, maxval=1000),
     "flash_max_ms": Field(int, 800, unit="ms", minval=50, maxval=2000),
     "interdigit_ms": Field(int, 300, unit="ms", minval=100, maxval=1000),  # ends a pulse digit
+    "sip_user": Field(str, "", allow_empty=True, pattern=r"[^\s:@]{1,64}",
+                      pattern_rule="must be 1 to 64 characters without spaces, ':' or '@'",
+                      help='per_line registration: "" = the extension'),
+    "sip_password": Field(str, "", allow_empty=True),
 }
 FXO_LINE = {
     "number": Field(str, "", allow_empty=True, pattern=r"\+?\d{1,20}",
@@ -237,6 +285,8 @@ def default_document() -> dict:
         "country": _defaults(COUNTRY),
         "board": {"chips": copy.deepcopy(_DEFAULT_CHIPS), "headset": _defaults(HEADSET)},
         "lines": {name: _line_defaults(line) for name, line in _DEFAULT_LINES.items()},
+        "sip": _defaults(SIP),
+        "calls": _defaults(CALLS),
     }
 
 
@@ -329,13 +379,15 @@ def _read_document(reader: _Reader, doc: Any) -> dict:
     if not isinstance(doc, dict):
         raise ConfigError([f"the config document must be a table, not {type(doc).__name__}"])
     base = default_document()
-    reader.unknown(doc, "", ("system", "country", "board", "lines"), {})
+    reader.unknown(doc, "", ("system", "country", "board", "lines", "sip", "calls"), {})
     return {
         "system": reader.table(doc.get("system", {}), "system", SYSTEM),
         "country": reader.table(doc.get("country", {}), "country", COUNTRY),
         "board": _read_board(reader, doc.get("board", base["board"]), base["board"]),
         "lines": reader.keyed(doc.get("lines", base["lines"]), "lines",
                               lambda entry, path: _read_line(reader, entry, path)),
+        "sip": reader.table(doc.get("sip", {}), "sip", SIP),
+        "calls": reader.table(doc.get("calls", {}), "calls", CALLS),
     }
 
 

@@ -1,0 +1,95 @@
+"""The interface between call control and SIP.
+
+Call control (on the reactor thread) drives a `Bridge` with commands and receives
+`SipEvent`s through the `on_event` callback it gives the bridge; the bridge delivers
+them on the reactor thread (via `reactor.call_soon`). Calls are named by integer
+handles the bridge hands out. Audio crosses in `MediaPipe`s: 20 ms frames of 160
+int16 samples at 8 kHz, lock-free deques on both sides.
+
+Two implementations: `firmware.sip.pjbridge.PjBridge` (pjsua2, the product) and
+`lab.simcloud.SimCloud` (an in-process cloud in fake time, for long scenarios).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+FRAME = 160
+
+# Event kinds
+INCOMING = "incoming"  # data: from_number, from_name, to_number (DNIS), line, headers
+RINGING = "ringing"  # 180 from the far end
+EARLY_MEDIA = "early_media"  # 183 with SDP: play the far end's audio before answer
+ANSWERED = "answered"
+ENDED = "ended"  # data: code (SIP status or 0), reason
+DTMF = "dtmf"  # data: digit, method ("rfc4733" | "info")
+HELD = "held"  # the far end put us on hold
+RESUMED = "resumed"
+TRANSFER_REQUESTED = "transfer_requested"  # REFER from the far end; data: target
+TRANSFER_DONE = "transfer_done"  # our REFER finished; data: ok, code
+REGISTRATION = "registration"  # data: account, ok, code, reason
+EDGE = "edge"  # OPTIONS health of a cloud edge; data: edge, ok, rtt_ms
+
+
+@dataclass(frozen=True)
+class SipEvent:
+    kind: str
+    call: int | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class MediaPipe:
+    """Audio of one call, both ways. The line side puts frames for the cloud and takes
+    frames from it; the SIP side does the reverse. Bounded: old frames are dropped."""
+
+    def __init__(self, depth: int = 10) -> None:
+        self.to_cloud: deque[np.ndarray] = deque(maxlen=depth)
+        self.from_cloud: deque[np.ndarray] = deque(maxlen=depth)
+
+    def put_to_cloud(self, frame: np.ndarray) -> None:
+        self.to_cloud.append(frame)
+
+    def take_from_cloud(self) -> np.ndarray | None:
+        try:
+            return self.from_cloud.popleft()
+        except IndexError:
+            return None
+
+
+class Bridge(Protocol):
+    """What call control needs from SIP. Every method is called on the reactor thread
+    and returns at once; outcomes arrive later as SipEvents."""
+
+    def start(self, on_event: Callable[[SipEvent], None]) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def make_call(self, line: str, to: str, *, from_number: str | None = None,
+                  from_name: str | None = None, headers: dict[str, str] | None = None) -> int: ...
+
+    def ringing(self, call: int) -> None: ...
+
+    def answer(self, call: int) -> None: ...
+
+    def reject(self, call: int, code: int = 486) -> None: ...
+
+    def hangup(self, call: int) -> None: ...
+
+    def send_dtmf(self, call: int, digits: str) -> None: ...
+
+    def hold(self, call: int) -> None: ...
+
+    def unhold(self, call: int) -> None: ...
+
+    def transfer(self, call: int, target: str) -> None: ...
+
+    def transfer_attended(self, call: int, other: int) -> None: ...
+
+    def media(self, call: int) -> MediaPipe: ...
+
+    def status(self) -> dict[str, Any]: ...
