@@ -28,17 +28,25 @@ class MonotonicClock:
     def now(self) -> float:
         return time.monotonic()
 
+    def wall(self) -> float:
+        """Seconds since the epoch, for records people read (CDRs, logs)."""
+        return time.time()
+
 
 class FakeClock:
     """Seconds that only move when the reactor (or a test) moves them."""
 
     fake = True
 
-    def __init__(self, start: float = 1000.0) -> None:
+    def __init__(self, start: float = 1000.0, epoch: float = 1_795_000_000.0) -> None:
         self._t = start
+        self._epoch = epoch - start  # wall() = epoch at `start`, moving with the clock
 
     def now(self) -> float:
         return self._t
+
+    def wall(self) -> float:
+        return self._epoch + self._t
 
     def set(self, t: float) -> None:
         if t < self._t:

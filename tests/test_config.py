@@ -756,3 +756,9 @@ def test_spi1_is_refused_because_its_pins_carry_the_lines_pcm_audio(doc):
 def test_sip_and_calls_sections_are_checked(doc, path, value, expected):
     set_path(doc, path, value)
     assert problems_of(doc)[0].startswith(expected)
+
+
+def test_headset_extension_may_not_clash_with_a_line(doc):
+    doc["calls"]["headset_extension"] = "201"
+    assert problems_of(doc)[0] == (
+        "lines.fxs1.extension: '201' is also the extension of headset (calls.headset_extension)")

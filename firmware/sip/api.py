@@ -45,9 +45,13 @@ class SipEvent:
 
 class MediaPipe:
     """Audio of one call, both ways. The line side puts frames for the cloud and takes
-    frames from it; the SIP side does the reverse. Bounded: old frames are dropped."""
+    frames from it; the SIP side does the reverse. Bounded: old frames are dropped.
+    `rate` is 8000 (lines: 160-sample frames) or 16000 (the headset, wideband when the
+    cloud offers G.722: 320-sample frames)."""
 
-    def __init__(self, depth: int = 10) -> None:
+    def __init__(self, depth: int = 10, rate: int = 8000) -> None:
+        self.rate = rate
+        self.frame = rate // 50
         self.to_cloud: deque[np.ndarray] = deque(maxlen=depth)
         self.from_cloud: deque[np.ndarray] = deque(maxlen=depth)
 
@@ -90,6 +94,10 @@ class Bridge(Protocol):
 
     def transfer_attended(self, call: int, other: int) -> None: ...
 
-    def media(self, call: int) -> MediaPipe: ...
+    def media(self, call: int, rate: int = 8000) -> MediaPipe: ...
+
+    def quality(self, call: int) -> dict[str, Any]:
+        """RTCP figures of a call: codec, jitter_ms, loss_pct, rtt_ms (None if unknown)."""
+        ...
 
     def status(self) -> dict[str, Any]: ...

@@ -158,6 +158,9 @@ def _pcm_problems(doc: dict) -> list[str]:
 
 def _extension_problems(doc: dict) -> list[str]:
     problems, seen = [], {}
+    headset = doc.get("calls", {}).get("headset_extension", "")
+    if headset:
+        seen[headset] = "headset (calls.headset_extension)"
     for name, line in doc["lines"].items():
         ext = line.get("extension", "")
         if not ext:
@@ -172,12 +175,16 @@ def _extension_problems(doc: dict) -> list[str]:
 
 def _overlap(ext: str, other_ext: str, other: str, path: str) -> list[str]:
     if ext == other_ext:
-        return [f"{path}: {ext!r} is also the extension of lines.{other}"]
+        return [f"{path}: {ext!r} is also the extension of {_owner(other)}"]
     if other_ext.startswith(ext) or ext.startswith(other_ext):
         short, long_ = sorted((ext, other_ext), key=len)
-        return [f"{path}: {ext!r} and {other_ext!r} (lines.{other}) overlap; a caller "
+        return [f"{path}: {ext!r} and {other_ext!r} ({_owner(other)}) overlap; a caller "
                 f"dialling {long_} would reach {short} first"]
     return []
+
+
+def _owner(other: str) -> str:
+    return other if other.startswith("headset") else f"lines.{other}"
 
 
 def _emergency_problems(doc: dict, name: str, ext: str, path: str) -> list[str]:

@@ -228,6 +228,7 @@ CALLS = {
     "park_prefix": Field(str, "*7", pattern=r"\*\d", pattern_rule="must be * and one digit"),
     "pickup_prefix": Field(str, "*8", pattern=r"\*\d", pattern_rule="must be * and one digit"),
     "headset_auto_answer": Field(bool, False),
+    "headset_extension": Field(str, "200", pattern=r"\d{1,8}", pattern_rule="must be 1 to 8 digits"),
     "answer_fxo_after_rings": Field(int, 2, minval=1, maxval=10,
                                     help="inbound PSTN calls wait for caller ID on ring 1"),
 }
