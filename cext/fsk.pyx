@@ -110,6 +110,15 @@ def energy_threshold(double dbm0, int n, double mark_hz, double space_hz, int ra
     return int(corr * corr)
 
 
+cdef inline void _mix(uint32_t *out, const int32_t *dx, const int32_t *coef, int m) noexcept nogil:
+    """out = dx * coef over m samples (own function: one plain contiguous loop, which
+    gcc vectorises, instead of a loop nest it would turn into gathers)."""
+    cdef int i
+    for i in range(m):
+        out[i] = <uint32_t>(dx[i] * coef[i])
+
+
+@cython.final  # direct (inlinable) calls to the cdef methods, no vtable
 @cython.auto_pickle(False)
 cdef class FskRx:
     """One channel's FSK receiver; process() takes int16 buffers of any length."""
@@ -117,20 +126,21 @@ cdef class FskRx:
     cdef public str standard
     cdef public int rate
     cdef int n, length
-    cdef double spb, half_width, tau_step
+    cdef double spb, tau_step
+    cdef int half_width  # samples
     cdef int32_t coef[4][LMAX + CHUNK]  # one period, then repeated for a whole chunk
     cdef uint32_t e_on, e_off
     # front-end state and scratch
     cdef int phase
     cdef int32_t last_x
-    cdef int32_t prod[4][CHUNK + NMAX]
-    cdef int32_t hist[4][NMAX]  # the last n-1 products of the previous chunk
-    cdef int32_t box[4][CHUNK]
+    cdef uint32_t run[4][CHUNK + NMAX]  # running sums of the mixed products (wrapping)
+    cdef uint32_t hist[4][NMAX]  # the last n running sums of the previous chunk
     cdef int32_t dis[CHUNK]
     cdef uint32_t ene[CHUNK]
     cdef int32_t dx[CHUNK]
     # detector / UART state
     cdef int32_t ring[RING]  # d by absolute sample index & RMASK
+    cdef double trip[RING]  # d[j - half_width] + d[j] + d[j + half_width], same indexing
     cdef int64_t count  # absolute index of the next input sample
     cdef bint cd
     cdef int below  # consecutive samples under the off threshold
@@ -152,7 +162,7 @@ cdef class FskRx:
         self.rate = rate
         self.n, self.length, tables = design(fm, fs, rate, baud, window)
         self.spb = rate / float(baud)
-        self.half_width = HALF_WIDTH_BITS * self.spb
+        self.half_width = max(1, <int>lrint(HALF_WIDTH_BITS * self.spb))
         self.tau_step = TAU_STEP_BITS * self.spb
         cdef int k, i
         cdef int32_t[::1] t
@@ -172,6 +182,7 @@ cdef class FskRx:
                 self.hist[k][i] = 0
         for i in range(RING):
             self.ring[i] = 0
+            self.trip[i] = 0.0
         self.phase = 0
         self.last_x = 0
         self.count = 0
@@ -194,42 +205,46 @@ cdef class FskRx:
     # ------------------------------------------------------------ front end
 
     cdef void _front(self, const int16_t *x, int m) noexcept nogil:
-        """Difference, correlate and discriminate m <= CHUNK samples into dis/ene."""
-        cdef int h = self.n - 1
+        """Difference, mix, correlate and discriminate m <= CHUNK samples into dis/ene."""
+        cdef int n = self.n
         cdef int i, k, p = self.phase
-        cdef int32_t prev = self.last_x
-        for k in range(4):  # the previous chunk's last n-1 products go in front
-            for i in range(h):
-                self.prod[k][i] = self.hist[k][i]
-        self.dx[0] = <int32_t>x[0] - prev
+        cdef uint32_t s0, s1, s2, s3
+        for k in range(4):  # the previous chunk's last n running sums go in front
+            for i in range(n):
+                self.run[k][i] = self.hist[k][i]
+        self.dx[0] = <int32_t>x[0] - self.last_x
         for i in range(1, m):
             self.dx[i] = <int32_t>x[i] - <int32_t>x[i - 1]
         self.last_x = x[m - 1]
-        for k in range(4):
-            for i in range(m):
-                self.prod[k][h + i] = self.dx[i] * self.coef[k][p + i]
+        for k in range(4):  # mixing: contiguous table slices, vectorised
+            _mix(&self.run[k][n], self.dx, &self.coef[k][p], m)
         self.phase = (p + m) % self.length
-        self._correlate(m)
-        for k in range(4):  # keep the newest n-1 products for the next chunk
-            for i in range(h):
-                self.hist[k][i] = self.prod[k][m + i]
+        s0, s1, s2, s3 = self.run[0][n - 1], self.run[1][n - 1], self.run[2][n - 1], self.run[3][n - 1]
+        for i in range(n, n + m):  # running sums: 4 independent scalar chains, wrapping
+            s0 += self.run[0][i]
+            s1 += self.run[1][i]
+            s2 += self.run[2][i]
+            s3 += self.run[3][i]
+            self.run[0][i] = s0
+            self.run[1][i] = s1
+            self.run[2][i] = s2
+            self.run[3][i] = s3
+        self._discriminate(m)
+        for k in range(4):  # keep the newest n running sums for the next chunk
+            for i in range(n):
+                self.hist[k][i] = self.run[k][m + i]
 
-    cdef void _correlate(self, int m) noexcept nogil:
-        """Box sums over n products per tone component (j outer, i inner: contiguous,
-        vectorised), then d and e per sample, all in 32-bit lanes."""
-        cdef int i, j, k
+    cdef void _discriminate(self, int m) noexcept nogil:
+        """Box sum of the last n products = difference of running sums n apart (exact:
+        the true sum fits int32, so the wrap-around cancels); then d and e per sample.
+        One contiguous 32-bit loop: vectorised."""
+        cdef int i, n = self.n
         cdef int32_t a, b, c, s, mk, sp
-        for k in range(4):
-            for i in range(m):
-                self.box[k][i] = self.prod[k][i]
-            for j in range(1, self.n):
-                for i in range(m):
-                    self.box[k][i] += self.prod[k][i + j]
         for i in range(m):
-            a = self.box[0][i] >> SHIFT
-            b = self.box[1][i] >> SHIFT
-            c = self.box[2][i] >> SHIFT
-            s = self.box[3][i] >> SHIFT
+            a = <int32_t>(self.run[0][n + i] - self.run[0][i]) >> SHIFT
+            b = <int32_t>(self.run[1][n + i] - self.run[1][i]) >> SHIFT
+            c = <int32_t>(self.run[2][n + i] - self.run[2][i]) >> SHIFT
+            s = <int32_t>(self.run[3][n + i] - self.run[3][i]) >> SHIFT
             mk = a * a + b * b
             sp = c * c + s * s
             self.dis[i] = mk - sp
@@ -286,13 +301,15 @@ cdef class FskRx:
     cdef void _uart(self, int m) noexcept nogil:
         """Carrier detect and start-edge hunt per sample; characters are decided when
         their last sample arrives."""
-        cdef int i
+        cdef int i, h = self.half_width
         cdef int32_t d
         cdef int64_t now
         for i in range(m):
             now = self.count + i
             d = self.dis[i]
             self.ring[now & RMASK] = d
+            self.trip[(now - h) & RMASK] = (<double>self.ring[(now - 2 * h) & RMASK]
+                                            + self.ring[(now - h) & RMASK] + d)
             if not self._carrier_step(self.ene[i], now):
                 continue
             if self.in_char:
@@ -329,9 +346,9 @@ cdef class FskRx:
         self.edge = (j - 1) + d0 / (d0 - d1)
         self.start_j = j
         self.in_char = True
-        # the latest instant the decision reads, plus the sample after it (interpolation)
-        self.due = <int64_t>floor(self.edge + TAU_STEPS * self.tau_step + 9.5 * self.spb
-                                  + self.half_width) + 1
+        # the latest instant the decision reads, the sample after it (interpolation)
+        # and the half width beyond that (its three-point sum)
+        self.due = <int64_t>floor(self.edge + TAU_STEPS * self.tau_step + 9.5 * self.spb) + 1 + self.half_width
 
     cdef void _finish(self, int64_t now) noexcept nogil:
         """Decide every character that is complete by `now`, hunting for the next."""
@@ -344,33 +361,49 @@ cdef class FskRx:
                     self._begin(j)
                     break
 
-    cdef double _d_at(self, double t) noexcept nogil:
-        """d linearly interpolated at fractional sample time t."""
-        cdef int64_t i = <int64_t>floor(t)
-        cdef double d0 = <double>self.ring[i & RMASK]
-        return d0 + (t - i) * (<double>self.ring[(i + 1) & RMASK] - d0)
+    cdef inline double _bit_stat(self, double centre) noexcept nogil:
+        """d summed at centre and half_width samples either side, linearly interpolated:
+        the same as interpolating the three-point sums kept in trip."""
+        cdef int64_t i = <int64_t>floor(centre)
+        cdef double t0 = self.trip[i & RMASK]
+        return t0 + (centre - i) * (self.trip[(i + 1) & RMASK] - t0)
 
-    cdef double _bit_stat(self, double centre) noexcept nogil:
-        return (self._d_at(centre - self.half_width) + self._d_at(centre)
-                + self._d_at(centre + self.half_width))
+    cdef double _metric(self, double t0, double *stat) noexcept nogil:
+        """Eye opening of the character with its start edge at t0: sum of |statistic|."""
+        cdef double total = 0.0
+        cdef int k
+        for k in range(10):
+            stat[k] = self._bit_stat(t0 + (k + 0.5) * self.spb)
+            total += fabs(stat[k])
+        return total
+
+    cdef double _best_timing(self, double *stat) noexcept nogil:
+        """Hill-climb the eye opening over start-edge shifts of tau_step, at most
+        TAU_STEPS either way; returns the edge, leaves its statistics in stat."""
+        cdef double trial[10]
+        cdef double best = self._metric(self.edge, stat)
+        cdef double m
+        cdef int k, w, way, steps = 0
+        for w in range(2):  # up first, then down if up did not help
+            way = 1 - 2 * w
+            while steps * way < TAU_STEPS:
+                m = self._metric(self.edge + (steps + way) * self.tau_step, trial)
+                if m <= best:
+                    break
+                best = m
+                steps += way
+                for k in range(10):
+                    stat[k] = trial[k]
+            if steps != 0:
+                break
+        return self.edge + steps * self.tau_step
 
     cdef int64_t _decide(self) noexcept nogil:
         """Time and bits of the character at self.edge; emits it. Returns the sample
         to resume the start-edge hunt from."""
         cdef double stat[10]
-        cdef double best = -1.0, metric, t0, tau = 0.0
-        cdef int step, k, value = 0
-        for step in range(2 * TAU_STEPS + 1):  # 0, -1, +1, -2, +2 ...: ties keep |tau| small
-            t0 = self.edge + self.tau_step * ((step + 1) // 2) * (1 if step % 2 == 0 else -1)
-            metric = 0.0
-            for k in range(10):
-                metric += fabs(self._bit_stat(t0 + (k + 0.5) * self.spb))
-            if metric > best:
-                best = metric
-                tau = t0 - self.edge
-        t0 = self.edge + tau
-        for k in range(10):
-            stat[k] = self._bit_stat(t0 + (k + 0.5) * self.spb)
+        cdef double t0 = self._best_timing(stat)
+        cdef int k, value = 0
         if stat[0] >= 0.0:  # start bit is mark: the edge was a noise dip
             return self.start_j + 1
         for k in range(8):

@@ -407,6 +407,7 @@ def test_extensions_are_unique(doc):
 
 
 def test_extension_that_is_a_prefix_of_another_is_refused(doc):
+    doc["calls"]["headset_extension"] = "300"
     doc["lines"]["fxs2"]["extension"] = "20"
     assert one_problem(doc) == ("lines.fxs2.extension: '20' and '201' (lines.fxs1) overlap; "
                                 "a caller dialling 201 would reach 20 first")
