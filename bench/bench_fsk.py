@@ -113,12 +113,12 @@ def accuracy(lib, standard, msgs, snrs, rng):
 def main():
     lib = load()
     rng = np.random.default_rng(1)
-    msgs = _messages(50, rng)
+    msgs = _messages(100, rng)
     out = {"speed": {}, "accuracy": {}}
     for standard in ("bell202", "v23"):
         x = _train(msgs, standard, 30.0, rng)
         out["speed"][standard] = speed(lib, standard, x)
-        out["accuracy"][standard] = accuracy(lib, standard, msgs, [6, 8, 10, 12, 15, 20, 30], rng)
+        out["accuracy"][standard] = accuracy(lib, standard, msgs, [6, 8, 9, 10, 11, 12, 13, 15, 20, 30], rng)
     _print(out)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2))

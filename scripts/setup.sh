@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Creates or refreshes what the demo and the tests need: the virtual environment in
-# .venv with branchline installed (compiled DSP kernels included) and, when run as root,
-# the Debian packages the tests use as real peers and test tools. Safe to run again:
-# each step is skipped when it is already done. Sourced by scripts/demo and scripts/test.
+# .venv with branchline installed (compiled DSP kernels included), pjsua2 built from
+# source (scripts/pjsua2/build.sh; the wheel is cached outside the repo) and, when run
+# as root, the Debian packages the tests use as real peers and test tools. Safe to run
+# again: each step is skipped when it is already done. Sourced by scripts/demo and
+# scripts/test.
 set -euo pipefail
 
 BL_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -58,4 +60,31 @@ bl_venv() {
         (cd "$BL_ROOT" && "$BL_VENV/bin/python" setup.py -q build_ext --inplace >/dev/null)
         echo "$want" > "$stamp"
     fi
+    bl_pjsua2
+}
+
+# Shared libraries the static pjsua2 wheel links against (Debian bookworm names; on
+# newer releases the 64-bit-time_t "t64" variants count as present).
+BL_PJSUA2_RUNTIME=(libsrtp2-1 libgsm1 libspeex1 libspeexdsp1 libasound2 libssl3 libuuid1)
+
+bl_pjsua2() {
+    # pjsua2 into .venv: the runtime libraries, then the cached wheel, which
+    # scripts/pjsua2/build.sh builds first when missing (~2.5 min, needs root once).
+    local p wanted=() wheel
+    for p in "${BL_PJSUA2_RUNTIME[@]}"; do
+        dpkg-query -W -f='${Status}' "${p}t64" 2>/dev/null | grep -q "install ok installed" \
+            || wanted+=("$p")
+    done
+    bl_apt "${wanted[@]}"
+    "$BL_VENV/bin/python" -c 'import pjsua2' 2>/dev/null && return 0
+    if ! wheel="$("$BL_ROOT/scripts/pjsua2/build.sh" "$BL_VENV/bin/python")"; then
+        bl_log "pjsua2 is not built yet; as root run once:" \
+            "sudo BRANCHLINE_CACHE=\"${BRANCHLINE_CACHE:-$HOME/.cache/branchline}\"" \
+            "$BL_ROOT/scripts/pjsua2/build.sh $BL_VENV/bin/python   (then run this again)"
+        return 0
+    fi
+    bl_log "installing pjsua2 into .venv from $wheel"
+    "$BL_VENV/bin/python" -m pip install -q --no-deps --force-reinstall "$wheel"
+    "$BL_VENV/bin/python" -c 'import pjsua2' \
+        || { bl_log "pjsua2 from $wheel does not import: see the error above"; return 1; }
 }

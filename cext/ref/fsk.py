@@ -1,8 +1,10 @@
 """Plain NumPy/Python twin of cext/fsk.pyx: the same FSK receiver (difference filter,
-integer correlators over one bit, discriminator, carrier detect, UART) and the same
-phase-continuous modulator, written for clarity and nothing else. The tests check that
-the kernel's discriminator output is identical and its bit decisions (characters with
-their start-edge times) agree. Slow: a Python loop per sample.
+integer correlators, discriminator, carrier detect, UART with a per-character timing
+search) and the same phase-continuous modulator, written for clarity and nothing else.
+The kernel's running sums, 32-bit lanes and history rings are implementation detail:
+here the correlators are plain convolutions and the UART indexes whole arrays. The
+tests check that the kernel's discriminator output is identical and its characters
+(values, refined start-edge times, idle times) agree. Slow: a Python loop per sample.
 """
 
 import math
@@ -11,19 +13,27 @@ import numpy as np
 
 STANDARDS = {"bell202": (1200.0, 2200.0), "v23": (1300.0, 2100.0)}
 BAUD = 1200
-SHIFT = 6
-WINDOW_BITS = 9 / 6.6667
-RING = 8  # recent discriminator values kept for the look-back after a character
-HALF_WIDTH_BITS = 1.0 / 6.6667  # bits are decided on the sum of d this near the centre
+COEF_BITS = 10
+WINDOW_S = {"bell202": 9 / 8000, "v23": 10 / 8000}  # correlator length in seconds
+HALF_WIDTH_BITS = 0.15  # a bit's statistic: d at its centre and this far either side
+TAU_STEP_BITS = 0.075  # timing search step ...
+TAU_STEPS = 6  # ... and the most steps either way
+FRAC = 64  # statistics interpolate d in steps of 1/FRAC sample
 CHAR, FRAMING_ERROR, CARRIER_ON, CARRIER_OFF = 0, 1, 2, 3
 
 
-def tables(mark_hz, space_hz, rate, baud=BAUD):
+def box_shift(n):
+    """Right shift of the box sums before squaring (keeps the kernel's squares in 32 bits)."""
+    return max(14, math.ceil(math.log2(n * 65535 * 1024.5 / 46340.0)))
+
+
+def tables(standard, rate):
     """Correlator length and the four coefficient tables (mark cos/sin, space cos/sin)."""
-    n = int(round(WINDOW_BITS * rate / baud))
+    mark_hz, space_hz = STANDARDS[standard]
+    n = round(WINDOW_S[standard] * rate)
     length = rate // math.gcd(math.gcd(int(rate), int(mark_hz)), int(space_hz))
     gains = [2.0 * math.sin(math.pi * f / rate) for f in (mark_hz, space_hz)]
-    scale = 2**14 * min(gains)
+    scale = 2**COEF_BITS * min(gains)
     idx = np.arange(length)
     out = []
     for f, g in zip((mark_hz, space_hz), gains, strict=True):
@@ -36,92 +46,67 @@ def threshold(dbm0, n, mark_hz, space_hz, rate):
     """Energy of a steady tone at `dbm0`, as the kernel computes it."""
     amp = 32767.0 * 10 ** ((dbm0 - 3.14) / 20.0)
     g = min(2.0 * math.sin(math.pi * f / rate) for f in (mark_hz, space_hz))
-    corr = amp * 2**14 * g * n / 2.0 / 2**SHIFT
+    corr = amp * 2**COEF_BITS * g * n / 2.0 / 2 ** box_shift(n)
     return int(corr * corr)
 
 
 def discriminator(samples, standard="bell202", rate=8000):
     """(d, e): |mark|^2 - |space|^2 and |mark|^2 + |space|^2 per sample, from silence."""
-    mark_hz, space_hz = STANDARDS[standard]
-    n, coefs = tables(mark_hz, space_hz, rate)
+    n, coefs = tables(standard, rate)
     x = np.asarray(samples, dtype=np.int64)
     dx = np.diff(x, prepend=0)
     phase = np.arange(len(x)) % len(coefs[0])
     sums = []
     for c in coefs:
         prod = dx * c[phase]
-        sums.append(np.convolve(prod, np.ones(n, dtype=np.int64))[: len(x)] >> SHIFT)
+        sums.append(np.convolve(prod, np.ones(n, dtype=np.int64))[: len(x)] >> box_shift(n))
     a, b, c, d = sums
-    return a * a + b * b - c * c - d * d, a * a + b * b + c * c + d * d
+    mark, space = a * a + b * b, c * c + d * d
+    return mark - space, mark + space
 
 
 def demodulate(samples, standard="bell202", rate=8000, cd_on_dbm0=-48.0, cd_off_dbm0=-53.0):
     """Events [(kind, value, time, idle_bits)] as FskRx.process gives them."""
     mark_hz, space_hz = STANDARDS[standard]
-    n = int(round(WINDOW_BITS * rate / BAUD))
+    n = round(WINDOW_S[standard] * rate)
     d, e = discriminator(samples, standard, rate)
-    uart = _Uart(n, rate / BAUD, threshold(cd_on_dbm0, n, mark_hz, space_hz, rate),
+    uart = _Uart([int(v) for v in d], n, rate / BAUD, threshold(cd_on_dbm0, n, mark_hz, space_hz, rate),
                  threshold(cd_off_dbm0, n, mark_hz, space_hz, rate))
     for i in range(len(d)):
-        uart.step(i, int(d[i]), int(e[i]))
+        uart.step(i, int(e[i]))
     return uart.events
 
 
 class _Uart:
-    """Carrier detect with hysteresis, start-edge search, bit decisions on the sum of d
-    within self.hw samples of each bit's centre."""
+    """Carrier detect with hysteresis, start-edge hunt (snapped to the clock of the
+    previous character when back to back), and per character a hill-climb of the eye
+    opening over start-edge shifts before the bits are decided."""
 
-    def __init__(self, n, spb, e_on, e_off):
-        self.n, self.spb, self.e_on, self.e_off = n, spb, e_on, e_off
+    def __init__(self, d, n, spb, e_on, e_off):
+        self.d, self.n, self.spb, self.e_on, self.e_off = d, n, spb, e_on, e_off
+        self.h = max(1, round(HALF_WIDTH_BITS * spb))
+        self.tau_step = TAU_STEP_BITS * spb
+        h = self.h
+        pad = [0] * (2 * h)
+        dd = pad + d + pad  # d[j] is dd[j + 2h]; zeros before the start, as in the kernel
+        self.trip = [dd[j + h] + dd[j + 2 * h] + dd[j + 3 * h] for j in range(len(d))]
         self.events = []
-        self.carrier = False
-        self.below = 0
-        self.in_char = False
-        self.mark_run = 0
-        self.prev_d = 0
-        self.ring = [0] * RING
-        self.hw = HALF_WIDTH_BITS * spb
+        self.carrier, self.below, self.onset, self.in_char, self.has_pred = False, 0, 0, False, False
 
-    def step(self, now, d, e):
-        self.ring[now % RING] = d
-        if self._carrier(now, e):
-            if self.in_char:
-                if now >= self.next_t - self.hw:
-                    self.acc += d
-                if now + 1 > self.next_t + self.hw and self._bit(self.acc >= 0):
-                    self._lookback(now)
-            elif d >= 0:
-                self.mark_run += 1
-            elif self.prev_d >= 0:
-                self._start(now)
-            else:
-                self.mark_run = 0
-        self.prev_d = d
-
-    def _start(self, j):
-        """Start a character at the crossing between samples j-1 and j."""
-        d0, d1 = self.ring[(j - 1) % RING], self.ring[j % RING]
-        self.edge = (j - 1) + float(d0) / (float(d0) - float(d1))
-        self.idle = self.mark_run / self.spb
-        self.in_char, self.bit_index, self.shreg, self.acc = True, 0, 0, 0
-        self.next_t = self.edge + 0.5 * self.spb
-
-    def _lookback(self, now):
-        """A character just ended: the next start edge may already be behind us."""
-        first = max(int(math.floor(self.last_t)) + 1, now - RING + 2)
-        for j in range(first, now + 1):
-            if self.ring[(j - 1) % RING] >= 0 and self.ring[j % RING] < 0:
-                self.mark_run = 0
-                self._start(j)
-                for k in range(j, now + 1):
-                    if k >= self.next_t - self.hw:
-                        self.acc += self.ring[k % RING]
-                return
+    def step(self, now, e):
+        if not self._carrier(now, e):
+            return
+        if self.in_char:
+            if now >= self.wake:
+                self._advance(now)
+        elif self.d[now] < 0 and now > self.onset and self.d[now - 1] >= 0:
+            self._begin(now)
 
     def _carrier(self, now, e):
         if not self.carrier:
             if e >= self.e_on:
-                self.carrier, self.below, self.mark_run = True, 0, 0
+                self.carrier, self.below, self.onset, self.idle_since = True, 0, now, float(now)
+                self.has_pred = False
                 self.events.append((CARRIER_ON, 0, float(now), 0.0))
             return self.carrier
         if e >= self.e_off:
@@ -129,26 +114,81 @@ class _Uart:
             return True
         self.below += 1
         if self.below >= 2 * self.n:
-            self.carrier, self.in_char, self.mark_run = False, False, 0
+            self.carrier, self.in_char = False, False
             self.events.append((CARRIER_OFF, 0, float(now), 0.0))
         return self.carrier
 
-    def _bit(self, bit):
-        """Take one bit; True when the character is over (false start or stop bit)."""
-        self.last_t = self.next_t
-        if self.bit_index == 0 and bit:
-            self.in_char, self.mark_run = False, 0
-            return True
-        if 1 <= self.bit_index <= 8:
-            self.shreg |= int(bit) << (self.bit_index - 1)
-        if self.bit_index == 9:
-            self.events.append((CHAR if bit else FRAMING_ERROR, self.shreg, self.edge, self.idle))
-            self.in_char, self.mark_run = False, 0
-            return True
-        self.bit_index += 1
-        self.acc = 0
-        self.next_t = self.edge + (self.bit_index + 0.5) * self.spb
-        return False
+    def _begin(self, j):
+        """Propose a start edge at the crossing between samples j-1 and j, or at the
+        back-to-back position the previous character predicts when within half a bit."""
+        d0, d1 = float(self.d[j - 1]), float(self.d[j])
+        edge = (j - 1) + d0 / (d0 - d1)
+        if self.has_pred and abs(edge - self.predict) <= 0.5 * self.spb:
+            edge = self.predict
+        self._begin_at(edge, j)
+
+    def _begin_at(self, edge, j):
+        self.edge, self.start_j, self.in_char = edge, j, True
+        self.due = math.floor(self.edge + TAU_STEPS * self.tau_step + 9.5 * self.spb) + 1 + self.h
+        self.checked = False
+        self.wake = math.floor(self.edge + 0.5 * self.spb) + 1 + self.h
+
+    def _advance(self, now):
+        """Early start-bit check, then the whole character, then the next hunt."""
+        while self.in_char and now >= self.wake:
+            if not self.checked:
+                self.checked, self.wake = True, self.due
+                if self._stat(self.edge + 0.5 * self.spb) >= 0:  # a noise dip
+                    self.in_char = self.has_pred = False
+                    self._hunt(self.start_j + 1, now)
+                continue
+            j = max(self._decide(), self.onset + 1)
+            self.in_char = False
+            if self.has_pred and self.d[j - 1] < 0 and self.d[j] < 0:
+                self._begin_at(self.predict, j)  # space already: back-to-back start bit
+            else:
+                self._hunt(j, now)
+
+    def _hunt(self, j, now):
+        for jj in range(j, now + 1):
+            if self.d[jj - 1] >= 0 and self.d[jj] < 0:
+                self._begin(jj)
+                return
+
+    def _stat(self, centre):
+        i = math.floor(centre)
+        t0 = self.trip[i]
+        return t0 * FRAC + int((centre - i) * FRAC) * (self.trip[i + 1] - t0)
+
+    def _metric(self, t0):
+        stat = [self._stat(t0 + (k + 0.5) * self.spb) for k in range(10)]
+        return sum(abs(s) for s in stat), stat
+
+    def _best_timing(self):
+        best, stat = self._metric(self.edge)
+        steps = 0
+        for way in (1, -1):
+            while steps * way < TAU_STEPS:
+                m, trial = self._metric(self.edge + (steps + way) * self.tau_step)
+                if m <= best:
+                    break
+                best, stat, steps = m, trial, steps + way
+            if steps:
+                break
+        return self.edge + steps * self.tau_step, stat
+
+    def _decide(self):
+        """Emit the character at self.edge; returns where the start-edge hunt resumes."""
+        t0, stat = self._best_timing()
+        if stat[0] >= 0:  # a noise dip, not a start bit
+            self.has_pred = False
+            return self.start_j + 1
+        value = sum(1 << k for k in range(8) if stat[k + 1] >= 0)
+        kind = CHAR if stat[9] >= 0 else FRAMING_ERROR
+        self.events.append((kind, value, t0, (t0 - self.idle_since) / self.spb))
+        self.idle_since = self.predict = t0 + 10.0 * self.spb
+        self.has_pred = stat[9] >= 0
+        return math.floor(t0 + 9.5 * self.spb) + 1
 
 
 def modulate(bits, mark_hz, space_hz, rate=8000, amplitude=8000.0, baud=BAUD):

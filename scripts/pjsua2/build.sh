@@ -24,15 +24,20 @@ tag="$("$PY" -c 'import sys,sysconfig; print(f"cp{sys.version_info[0]}{sys.versi
 cached="$(ls -t "$CACHE"/pjsua2-*-"${tag%%-*}"-*"${tag#*-}".whl 2>/dev/null | head -n1 || true)"
 if [ -n "$cached" ]; then echo "$cached"; exit 0; fi
 
-if [ "$(id -u)" -ne 0 ]; then
-    log "building pjsua2 needs Debian build packages: run this once as root (or sudo)"; exit 1
-fi
 export DEBIAN_FRONTEND=noninteractive
 deps=(swig libssl-dev libasound2-dev uuid-dev build-essential libsrtp2-dev libspeex-dev
       libspeexdsp-dev libgsm1-dev pkg-config dpkg-dev xz-utils)
-log "installing build packages"
-apt-get install -y -qq --no-install-recommends "${deps[@]}" >/dev/null
-
+missing=()
+for p in "${deps[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        log "building pjsua2 needs: ${missing[*]} (sudo apt-get install ${missing[*]})"; exit 1
+    fi
+    log "installing build packages"
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
 work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
 
 mirror_uri() {
@@ -44,11 +49,11 @@ mirror_uri() {
 }
 uri="$(mirror_uri)"
 [ -n "$uri" ] || { log "no Debian archive found in /etc/apt/sources*: cannot fetch pjproject source"; exit 1; }
-mkdir -p "$work/apt/lists/partial" "$work/src"
+mkdir -p "$work/apt/lists/partial" "$work/apt/cache/archives/partial" "$work/src"
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 echo "deb-src [signed-by=$keyring] $uri unstable main" > "$work/apt/sources.list"
 A=(-o "Dir::Etc::sourcelist=$work/apt/sources.list" -o Dir::Etc::sourceparts=-
-   -o "Dir::State::Lists=$work/apt/lists" -o APT::Get::List-Cleanup=0 -o APT::Sandbox::User=root)
+   -o "Dir::State::Lists=$work/apt/lists" -o "Dir::Cache=$work/apt/cache" -o APT::Get::List-Cleanup=0 -o APT::Sandbox::User=root)
 log "fetching the asterisk source package (pjproject inside) from Debian unstable"
 apt-get "${A[@]}" update -qq >/dev/null
 (cd "$work/src" && apt-get "${A[@]}" source --download-only -qq asterisk >/dev/null)

@@ -20,8 +20,12 @@ def _burst(sig, lead=800, trail=800):
 
 
 def _noisy(sig, snr_db, rng):
+    """White noise over the whole buffer, snr_db below the burst's power (measured from
+    its first to its last non-zero sample, so leading/trailing silence does not count)."""
     x = sig.astype(np.float64)
-    noise = rng.normal(0.0, np.sqrt(np.mean(x**2) / 10 ** (snr_db / 10)), len(x))
+    live = np.flatnonzero(x)
+    power = np.mean(x[live[0] : live[-1] + 1] ** 2)
+    noise = rng.normal(0.0, np.sqrt(power / 10 ** (snr_db / 10)), len(x))
     return np.clip(np.rint(x + noise), -32768, 32767).astype(np.int16)
 
 
@@ -100,12 +104,13 @@ def test_clean_round_trip_reports_standard(standard, fmt):
     assert _fields(out[0]) == expect
 
 
-@pytest.mark.parametrize("standard, snr_db", [("bell202", 12.0), ("v23", 20.0)])
+@pytest.mark.parametrize("standard, snr_db", [("bell202", 10.0), ("v23", 13.0)])
 def test_noise_every_message_decodes(standard, snr_db):
-    """40 random messages at the S/N down to which 100 of 100 decoded when measured
-    (Bell 202: 12 dB, 96/100 at 10 dB; V.23: 20 dB, 95/100 at 14 dB)."""
+    """100 random messages at the S/N down to which every one of 1000 decoded when
+    measured (Bell 202: 1000/1000 at 10 dB, 997 at 9, 987 at 8; V.23: 1000/1000 at 13 dB,
+    996 at 12, 989 at 11). spandsp's adsi_rx needs 12 and 15 dB (bench/bench_fsk.py)."""
     rng = np.random.default_rng(20)
-    for i in range(40):
+    for i in range(100):
         msg = _random_message(rng, i)
         x = _noisy(_burst(callerid.modulate(callerid.encode(msg), standard)), snr_db, rng)
         out = _decode(x, standard)
@@ -171,6 +176,20 @@ def test_frame_by_frame_equals_whole_buffer(standard):
     assert whole == pieces == odd_pieces and len(whole) > 30
 
 
+@pytest.mark.parametrize("standard", STANDARDS)
+def test_wideband_rate_round_trip(standard):
+    """16 kHz (wideband ports): longer correlators, more samples per bit, same results."""
+    sig = _noisy(_burst(callerid.modulate(callerid.encode(FULL), standard, rate=16000), 1600, 1600),
+                 15.0, np.random.default_rng(8))
+    dec = callerid.CallerIdDecoder(standard, rate=16000)
+    assert [_fields(m) for m in dec.process(sig) + dec.flush()] == [FULL]
+
+
+def test_rate_too_high_is_named():
+    with pytest.raises(ValueError, match="48000 Hz"):
+        fsk.FskRx("v23", 48000)
+
+
 def test_reset_forgets_history():
     x = _burst(callerid.modulate(callerid.encode(FULL)))
     rx = fsk.FskRx()
@@ -189,7 +208,10 @@ def test_kernel_matches_reference_discriminator_and_bits(standard):
     d, e = fsk.FskRx(standard).discriminator(x)
     rd, re = ref.discriminator(x, standard)
     assert np.array_equal(d, rd) and np.array_equal(e, re)
-    assert fsk.FskRx(standard).process(x) == ref.demodulate(x, standard)
+    ours, theirs = fsk.FskRx(standard).process(x), ref.demodulate(x, standard)
+    assert [ev[:2] for ev in ours] == [ev[:2] for ev in theirs] and len(ours) > 30
+    # times and idle spans: same arithmetic, but -ffast-math may round a last bit apart
+    assert np.allclose([ev[2:] for ev in ours], [ev[2:] for ev in theirs], rtol=0, atol=1e-9)
 
 
 @pytest.mark.parametrize("standard", STANDARDS)

@@ -191,7 +191,7 @@ _SIP_URI = dict(pattern=r"sips?:[^\s<>\"]{1,200}",
                 pattern_rule="must be a SIP URI, e.g. sip:edge1.example.com:5060")
 SIP = {
     "transport": Field(str, "udp", choices=("udp", "tcp", "tls")),
-    "local_port": Field(int, 5060, minval=1, maxval=65535),
+    "local_port": Field(int, 5060, minval=0, maxval=65535, help="0 = any free port"),
     "bind_address": Field(str, "0.0.0.0", pattern=r"[0-9a-fA-F.:]{2,45}",
                           pattern_rule="must be an IP address"),
     "public_address": Field(str, "", allow_empty=True, pattern=r"[A-Za-z0-9.:-]{1,253}",

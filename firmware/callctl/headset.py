@@ -1,0 +1,175 @@
+"""Headset port (a local agent position): calls answered, placed, muted and hung up from
+the control API, with an auto-answer option.
+
+States and what moves them (one method per state below):
+  IDLE       incoming -> RINGING (auto-answer after AUTO_ANSWER_S when
+             calls.headset_auto_answer); dial(digits) -> CALLING
+  RINGING    answer (API or auto) -> CONNECTED; hangup -> 486; the caller gives up -> IDLE
+  CALLING    answered -> CONNECTED; ended or hangup -> IDLE
+  CONNECTED  dial(digits) sends DTMF; hangup or far end ends -> IDLE
+Unplugging the headset ends its call. Audio runs at 8 kHz through the headset driver,
+which resamples to the card's rate itself: the driver offers no 16 kHz frames yet, so
+wideband (G.722) calls are carried narrowband (see the report in the controller).
+
+Assumes drivers.chips.headset.Headset (present, mute()).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+
+from drivers import events as lev
+from firmware.callctl.base import TIMEOUT, Ev, PortFsm
+from firmware.callctl.dialplan import Decision, Match
+from firmware.sip import api
+
+log = logging.getLogger(__name__)
+
+AUTO_ANSWER_S = 0.5  # a short ring so the agent hears a call arrive
+ANSWER, HANGUP, DIAL = "answer", "hangup", "dial"  # control-API requests
+
+
+class State(enum.Enum):
+    IDLE = "idle"
+    RINGING = "ringing"
+    CALLING = "calling"
+    CONNECTED = "connected"
+
+
+class HeadsetPort(PortFsm):
+    State = State
+    kind = "headset"
+
+    def __init__(self, cc, name: str, media, driver) -> None:
+        super().__init__(cc, name, media)
+        self.driver = driver
+        self.auto_answer = bool(cc.doc.get("calls", {}).get("headset_auto_answer", False))
+        self.extension = cc.doc.get("calls", {}).get("headset_extension", "")
+        self.call: int | None = None
+        self.caller: dict = {}
+
+    # ---- the control API ----
+    def answer(self) -> None:
+        self.handle(Ev(ANSWER))
+
+    def hangup(self) -> None:
+        self.handle(Ev(HANGUP))
+
+    def dial(self, digits: str) -> None:
+        self.handle(Ev(DIAL, None, {"digits": digits}))
+
+    def mute(self, on: bool) -> None:
+        self.driver.mute(on)
+        self.media.muted = bool(on)
+
+    # ---- what the controller asks ----
+    def calls(self) -> list[int]:
+        return [self.call] if self.call is not None else []
+
+    def free(self) -> bool:
+        return self.state is State.IDLE and self.driver.present
+
+    def replace_call(self, old: int, new: int) -> None:
+        if self.call == old:
+            self.call = new
+            if self.state is State.CONNECTED:
+                self._connect()
+
+    def _any(self, ev: Ev) -> bool:
+        if ev.kind == api.INCOMING and not self.free():
+            self.cc.reject(ev.call, 486 if self.driver.present else 480)
+            return True
+        if ev.kind == lev.HEADSET_UNPLUGGED and self.call is not None:
+            log.warning("%s: unplugged during a call: hanging up", self.name)
+            self._safe()
+            return True
+        return ev.call is not None and ev.call != self.call and ev.kind != api.INCOMING
+
+    def _safe(self) -> None:
+        if self.call is not None:
+            self.cc.hangup(self.call)
+        self._end()
+
+    # ---- one method per state ----
+    def _idle(self, ev: Ev) -> None:
+        if ev.kind == api.INCOMING:
+            self.call, self.caller = ev.call, dict(ev.data)
+            self.cc.ringing(ev.call)
+            if self.auto_answer:
+                self._arm(AUTO_ANSWER_S, "auto_answer")
+            self._set_state(State.RINGING)
+        elif ev.kind == DIAL:
+            self._place(ev.data["digits"])
+
+    def _ringing(self, ev: Ev) -> None:
+        if ev.kind in (ANSWER, TIMEOUT):
+            self._disarm()
+            self.cc.pick_up(self.call)
+            self._talk()
+        elif ev.kind == HANGUP:
+            self.cc.reject(self.call, 486)
+            self._end()
+        elif ev.kind == api.ENDED:
+            self._end()
+
+    def _calling(self, ev: Ev) -> None:
+        if ev.kind == api.ANSWERED:
+            self._talk()
+        elif ev.kind == api.EARLY_MEDIA:
+            self._connect()
+        elif ev.kind == HANGUP:
+            self.cc.hangup(self.call)
+            self._end()
+        elif ev.kind == api.ENDED:
+            self._end()
+
+    def _connected(self, ev: Ev) -> None:
+        if ev.kind == DIAL:
+            self.cc.send_dtmf(self.call, ev.data["digits"])
+        elif ev.kind == HANGUP:
+            self.cc.hangup(self.call)
+            self._end()
+        elif ev.kind == api.ENDED:
+            self._end()
+
+    # ---- helpers ----
+    def _place(self, digits: str) -> None:
+        decision = self.cc.dialplan.decide(digits, final=True)
+        if decision.kind == "pickup" and decision.match is Match.FULL:
+            self._pickup(decision.target)
+            return
+        call = None if decision.match is not Match.FULL else self._invite(decision)
+        if call is None:
+            log.warning("%s: %r not dialled (no match, or no route)", self.name, digits)
+            return
+        self.call = call
+        self._set_state(State.CALLING)
+
+    def _invite(self, d: Decision) -> int | None:
+        who = {"from_number": self.extension, "from_name": "Headset"}
+        if d.kind == "emergency":
+            return self.cc.emergency_call(self, d.number, self.extension)
+        if d.kind == "extension":
+            return self.cc.local_call(self, d.target, d.number, **who)
+        return self.cc.call_out(self, d.number, **who) if d.kind == "external" else None
+
+    def _pickup(self, slot: str) -> None:
+        call = self.cc.pickup(self, slot)
+        if call is not None:
+            self.call = call
+            self._talk()
+
+    def _talk(self) -> None:
+        self.media.start()
+        self._connect()
+        self._set_state(State.CONNECTED)
+
+    def _connect(self) -> None:
+        self.cc.connect(self.media, self.call)
+
+    def _end(self) -> None:
+        self._disarm()
+        self.media.stop()
+        self.call, self.caller = None, {}
+        self._set_state(State.IDLE)

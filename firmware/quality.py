@@ -1,0 +1,224 @@
+"""Call quality from RTCP figures: the ITU-T G.107 E-model rating R and its MOS estimate.
+
+The CDR store turns each call's RTCP summary (codec, jitter, loss, round-trip time) into
+the transmission rating R and the conversational MOS that G.107 derives from it, so a
+technician or the cloud can sort calls by how they sounded.
+
+What it computes: the full G.107 (06/2015) algorithm, R = Ro - Is - Id - Ie,eff + A,
+with every parameter at its G.107 default except the four that the call tells us:
+  - delay: the mean one-way mouth-to-ear delay is estimated as rtt/2 (network) + the
+    jitter buffer + one packet (20 ms) + the codec's own delay. It is used as Ta
+    (absolute delay, G.107's Idd), as T (talker-echo path; the box cancels echo, so
+    TELR keeps its default 65 dB) and, doubled, as Tr (listener-echo loop);
+  - loss: Ppl in percent, with BurstR (1 = random loss);
+  - codec: Ie and Bpl from ITU-T G.113 Appendix I (G.711 with PLC, because pjsua2's
+    pjmedia conceals lost frames).
+
+Assumptions and their limits:
+  - G.722 is rated on the narrowband scale as G.711 (Ie 0, Bpl of G.711 with PLC) with
+    its longer codec delay. The wideband E-model (G.107.1, R up to 129, Ie,wb from
+    G.113 Appendix IV) is not used: its scale does not map onto the narrowband MOS
+    that every other call in the CDR table carries, so a G.722 call's MOS here is a
+    lower bound of how it sounded.
+  - The jitter buffer, when not given, is taken as twice the RTCP interarrival
+    jitter but at least one packet: what an adaptive buffer settles at.
+  - The E-model is a planning model: the MOS is an estimate for ranking and
+    alarms, not a measurement of what the people on the call heard.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+PTIME_MS = 20.0  # one RTP packet of audio, the packetisation delay
+
+
+@dataclass(frozen=True)
+class Codec:
+    ie: float  # equipment impairment factor (G.113 Appendix I)
+    bpl: float  # packet-loss robustness factor (G.113 Appendix I)
+    delay_ms: float  # algorithmic delay of the codec itself (frame + look-ahead)
+
+
+# G.711 frame is one sample (0.125 ms). G.722's QMF analysis and synthesis filters add
+# about 1.5 ms each, so 3 ms in all.
+CODECS = {
+    "PCMU": Codec(ie=0.0, bpl=25.1, delay_ms=0.125),
+    "PCMA": Codec(ie=0.0, bpl=25.1, delay_ms=0.125),
+    "G722": Codec(ie=0.0, bpl=25.1, delay_ms=3.0),
+}
+G711_WITHOUT_PLC = Codec(ie=0.0, bpl=4.3, delay_ms=0.125)  # G.113 App. I, for comparison
+
+_ALIASES = {"G711U": "PCMU", "G711A": "PCMA", "ULAW": "PCMU", "ALAW": "PCMA",
+            "G.711U": "PCMU", "G.711A": "PCMA", "G.722": "G722"}
+
+
+@dataclass(frozen=True)
+class Params:
+    """The G.107 input parameters, at the defaults of its Table 3 (units as in G.107)."""
+
+    SLR: float = 8.0  # send loudness rating, dB
+    RLR: float = 2.0  # receive loudness rating, dB
+    STMR: float = 15.0  # sidetone masking rating, dB
+    LSTR: float = 18.0  # listener sidetone rating, dB
+    Ds: float = 3.0  # D-value of telephone, send side
+    Dr: float = 3.0  # D-value of telephone, receive side
+    TELR: float = 65.0  # talker echo loudness rating, dB
+    WEPL: float = 110.0  # weighted echo path loss, dB
+    T: float = 0.0  # mean one-way delay of the echo path, ms
+    Tr: float = 0.0  # round-trip delay in a 4-wire loop, ms
+    Ta: float = 0.0  # absolute delay in echo-free connections, ms
+    qdu: float = 1.0  # number of quantisation distortion units
+    Ie: float = 0.0  # equipment impairment factor
+    Bpl: float = 4.3  # packet-loss robustness factor
+    Ppl: float = 0.0  # random packet-loss probability, %
+    BurstR: float = 1.0  # burst ratio (1 = random loss)
+    Nc: float = -70.0  # circuit noise referred to the 0 dBr point, dBm0p
+    Nfor: float = -64.0  # noise floor at the receive side, dBmp
+    Ps: float = 35.0  # room noise at the send side, dB(A)
+    Pr: float = 35.0  # room noise at the receive side, dB(A)
+    A: float = 0.0  # advantage factor
+
+
+def _log(x: float) -> float:
+    return math.log10(x)
+
+
+def noise_no(p: Params) -> float:
+    """No: the total noise power, G.107 (7-3) to (7-7), in dBm0p."""
+    olr = p.SLR + p.RLR
+    nos = p.Ps - p.SLR - p.Ds - 100 + 0.004 * (p.Ps - olr - p.Ds - 14) ** 2
+    pre = p.Pr + 10 * _log(1 + 10 ** ((10 - p.LSTR) / 10))
+    nor = p.RLR - 121 + pre + 0.008 * (pre - 35) ** 2
+    nfo = p.Nfor + p.RLR
+    return 10 * _log(sum(10 ** (n / 10) for n in (p.Nc, nos, nor, nfo)))
+
+
+def ro(p: Params) -> float:
+    """Ro, the basic signal-to-noise ratio, G.107 (7-2)."""
+    return 15 - 1.5 * (p.SLR + noise_no(p))
+
+
+def _ist(p: Params) -> float:
+    """Impairment from a non-optimum sidetone, G.107 (7-11) and (7-12)."""
+    stmro = -10 * _log(10 ** (-p.STMR / 10) + math.exp(-p.T / 4) * 10 ** (-p.TELR / 10))
+    return (12 * (1 + ((stmro - 13) / 6) ** 8) ** (1 / 8)
+            - 28 * (1 + ((stmro + 1) / 19.4) ** 35) ** (1 / 35)
+            - 13 * (1 + ((stmro - 3) / 33) ** 13) ** (1 / 13) + 29)
+
+
+def _iq(p: Params, r0: float) -> float:
+    """Impairment from quantising distortion, G.107 (7-13) to (7-17)."""
+    q = 37 - 15 * _log(p.qdu)
+    g = 1.07 + 0.258 * q + 0.0602 * q * q
+    y = (r0 - 100) / 15 + 46 / 8.4 - g / 9
+    z = 46 / 30 - g / 40
+    return 15 * _log(1 + 10 ** y + 10 ** z)
+
+
+def is_(p: Params) -> float:
+    """Is, the simultaneous impairment factor, G.107 (7-8) to (7-17)."""
+    olr = p.SLR + p.RLR
+    xolr = olr + 0.2 * (64 + noise_no(p) - p.RLR)
+    iolr = 20 * ((1 + (xolr / 8) ** 8) ** (1 / 8) - xolr / 8)
+    return iolr + _ist(p) + _iq(p, ro(p))
+
+
+def idte(p: Params) -> float:
+    """Talker-echo impairment, G.107 (7-19) to (7-22)."""
+    roe = -1.5 * (noise_no(p) - p.RLR)
+    terv = p.TELR - 40 * _log((1 + p.T / 10) / (1 + p.T / 150)) + 6 * math.exp(-0.3 * p.T ** 2)
+    if p.STMR < 9:  # a loud sidetone masks the echo, G.107 (7-23)
+        terv += _ist(p) / 2
+    re = 80 + 2.5 * (terv - 14)
+    d = roe - re
+    return (d / 2 + math.sqrt(d * d / 4 + 100) - 1) * (1 - math.exp(-p.T))
+
+
+def idle(p: Params) -> float:
+    """Listener-echo impairment, G.107 (7-24) and (7-25)."""
+    rle = 10.5 * (p.WEPL + 7) * (p.Tr + 1) ** -0.25
+    d = ro(p) - rle
+    return d / 2 + math.sqrt(d * d / 4 + 169)
+
+
+def idd(ta_ms: float) -> float:
+    """Impairment from absolute one-way delay Ta, G.107 (7-26) and (7-27): none up to
+    100 ms, then growing with the number of doublings of Ta beyond 100 ms."""
+    if ta_ms <= 100:
+        return 0.0
+    x = _log(ta_ms / 100) / _log(2)
+    return 25 * ((1 + x ** 6) ** (1 / 6) - 3 * (1 + (x / 3) ** 6) ** (1 / 6) + 2)
+
+
+def ie_eff(p: Params) -> float:
+    """Effective equipment impairment with packet loss, G.107 (7-29)."""
+    return p.Ie + (95 - p.Ie) * p.Ppl / (p.Ppl / p.BurstR + p.Bpl)
+
+
+def r_from_params(p: Params) -> float:
+    """R = Ro - Is - Id - Ie,eff + A, G.107 (7-1). All defaults give R = 93.2."""
+    return ro(p) - is_(p) - (idte(p) + idle(p) + idd(p.Ta)) - ie_eff(p) + p.A
+
+
+def mos_from_r(r: float) -> float:
+    """The estimated conversational MOS for a rating R, G.107 Annex B (B-4)."""
+    if r <= 0:
+        return 1.0
+    if r >= 100:
+        return 4.5
+    # The cubic dips a hair below 1 for R under 6.5; MOS has no value below 1.
+    return max(1.0, 1 + 0.035 * r + r * (r - 60) * (100 - r) * 7e-6)
+
+
+def codec_of(name: str) -> Codec:
+    """The Codec entry for a name as pjsua2 or the config writes it ("PCMU/8000/1")."""
+    key = name.split("/")[0].strip().upper()
+    key = _ALIASES.get(key, key)
+    try:
+        return CODECS[key]
+    except KeyError:
+        raise ValueError(f"no E-model figures for codec {name!r}; known: "
+                         f"{', '.join(CODECS)}") from None
+
+
+def one_way_delay_ms(codec: str, rtt_ms: float, jitter_ms: float,
+                     jitter_buffer_ms: float | None = None) -> float:
+    """Mouth-to-ear delay estimate: half the RTT + jitter buffer + one packet + codec."""
+    if jitter_buffer_ms is None:
+        jitter_buffer_ms = max(PTIME_MS, 2 * jitter_ms)
+    return rtt_ms / 2 + jitter_buffer_ms + PTIME_MS + codec_of(codec).delay_ms
+
+
+def r_factor(codec: str, loss_pct: float, jitter_ms: float, rtt_ms: float,
+             jitter_buffer_ms: float | None = None, burst_r: float = 1.0) -> float:
+    """The G.107 rating R of a call with these RTCP figures (see the module docstring)."""
+    for name, value in (("loss_pct", loss_pct), ("jitter_ms", jitter_ms), ("rtt_ms", rtt_ms)):
+        if not (value >= 0 and math.isfinite(value)):
+            raise ValueError(f"{name} must be a finite number >= 0, not {value!r}")
+    if loss_pct > 100 or burst_r < 1:
+        raise ValueError(f"loss_pct must be <= 100 and burst_r >= 1 ({loss_pct}, {burst_r})")
+    c = codec_of(codec)
+    delay = one_way_delay_ms(codec, rtt_ms, jitter_ms, jitter_buffer_ms)
+    p = replace(Params(), Ie=c.ie, Bpl=c.bpl, Ppl=loss_pct, BurstR=burst_r,
+                T=delay, Ta=delay, Tr=2 * delay)
+    return r_from_params(p)
+
+
+def estimate(quality: dict[str, Any]) -> dict[str, float | None]:
+    """{"r_factor", "mos"} from a Bridge.quality() dict; both None when the codec is
+    unknown or jitter/loss were never measured (a call too short for RTCP). A missing
+    RTT (no receiver report came back) counts as 0 ms, so the MOS is then an upper bound."""
+    none: dict[str, float | None] = {"r_factor": None, "mos": None}
+    codec = quality.get("codec")
+    loss, jitter = quality.get("loss_pct"), quality.get("jitter_ms")
+    rtt = quality.get("rtt_ms")
+    if not codec or loss is None or jitter is None:
+        return none
+    try:
+        r = r_factor(codec, float(loss), float(jitter), float(rtt or 0.0))
+    except ValueError:
+        return none
+    return {"r_factor": round(r, 2), "mos": round(mos_from_r(r), 2)}
