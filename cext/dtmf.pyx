@@ -1,20 +1,31 @@
 # cython: language_level=3
 """DTMF detector (ITU-T Q.24) and generator (Q.23), one state object per channel.
 
-Detector. Every 5 ms (hop H = N/4) a 20 ms Hann-windowed frame (N = 160 at 8 kHz) is
-correlated with the 8 DTMF frequencies (one complex DFT bin each, precomputed
-window*cos/sin tables: 64 multiply-adds per sample, vectorised by the compiler over the
-frame). Why not spandsp's 102-sample Goertzel blocks: a bin 78 Hz wide cannot tell a
-tone 1.5 % off nominal (accept) from one 3.5 % off (reject), and its -13 dB sidelobes
-let dial tone leak into the row bins. Here each tone's frequency is measured from the
-bin's phase advance between frames H apart, which is unambiguous over +-fs/(2H) =
-+-100 Hz, exactly the Hann main lobe, so anything outside the main lobe is >= 31 dB down
-and anything inside it is measured. A frame is a digit when: the best row and column beat
-the other rows/columns by 6 dB, both offsets are within 2.5 % (midway between Q.24's 1.5 %
-accept and 3.5 % reject), both levels reach min_level, the twist is within limits and the
-two tones carry >= 75 % of the frame's energy (speech and music do not).
+Detector. Every 5 ms (hop H = N/4) a 20 ms sine-windowed frame (N = 160 at 8 kHz) is
+correlated with the 8 DTMF frequencies (one complex DFT bin each). Why not spandsp's
+102-sample Goertzel blocks: a bin 78 Hz wide cannot tell a tone 1.5 % off nominal
+(accept) from one 3.5 % off (reject), and its -13 dB sidelobes let dial tone leak into
+the row bins. Here each tone's frequency is measured from the bin's phase advance
+between frames H apart, unambiguous over +-fs/(2H) = +-100 Hz, wider than the sine
+window's +-75 Hz main lobe (outside it everything is >= 23 dB down, the neighbouring
+DTMF tones >= 35 dB and dial tone >= 41 dB).
+Cost, per sample: the window sin(pi m/N) is two complex exponentials, so a frame's bin
+is half the difference of two plain DFT sums at w -+ V (V = pi/N), and a plain sum over
+the frame is the sum of its four sub-blocks' sums. Each sample is therefore touched once,
+by 32 multiply-adds (16 frequencies, re and im; _subblock, vectorised as 4 ymm FMAs per
+sample). Each sub-block sum is turned into absolute phase once (a table row: the phase
+repeats after 200 hops), so a frame is a plain sum of four, the window's own phase is an
+eighth turn per frame, and the phase advance of a bin needs no correction.
+Per frame (200 a second), cheapest checks first, so silence, noise and speech leave
+early: sum(x^2) too small for any digit; the best row and column beat the other
+rows/columns by 6 dB; both levels could reach min_level; both phase advances below the
+angle that means 2.5 % off (midway between Q.24's 1.5 % accept and 3.5 % reject: a
+cross-product test, no atan2); both levels, corrected for the window's loss at the
+measured offset (a polynomial in the advance's cosine, no sin), reach min_level; twist
+within limits; and the two tones carry >= 75 % of the frame's windowed energy (from
+per-sub-block moments of x^2, speech and music do not).
 A frame-level state machine then times each digit where its envelope crosses half the
-peak amplitude (for a Hann frame that is the frame whose centre is on the edge), merges
+peak amplitude (for a symmetric window, the frame whose centre is on the edge), merges
 interruptions shorter than 0.75*min_off, and reports digits lasting 0.75*min_on or more
 (40 ms min => 30 ms threshold, between Q.24's 40 ms must-accept and 20 ms must-reject).
 
@@ -22,7 +33,7 @@ Assumes int16 samples; levels follow spandsp (0 dBm0 = sine of RMS 16112). Sampl
 indexes count from construction or reset(). The plain NumPy twin is cext/ref/dtmf.py.
 """
 
-from libc.math cimport M_PI, atan2, cos, fabs, sin, sqrt
+from libc.math cimport M_PI, sin, sqrt, sqrtf
 
 import numpy as np
 
@@ -30,82 +41,92 @@ ROWS = (697.0, 770.0, 852.0, 941.0)
 COLS = (1209.0, 1336.0, 1477.0, 1633.0)
 KEYS = "123A456B789C*0#D"
 DBM0_RMS = 32767.0 * 10 ** (-3.14 / 20) / 2 ** 0.5
+# 1/g^2 for the sine window's gain g(k) = cos(pi k) / (1 - 4 k^2) at a tone whose phase
+# advance over one hop is phi (k = 2 phi / pi bins off centre), as a polynomial in
+# u = 1 - cos(phi); least squares over the accepted |phi| < 2 pi * 2.5 % * 1633 / 200
+# (the worst case, k = 0.82), max error 5e-5
+GAIN_POLY = (1.00002958, 1.51132849, 1.64700344, 0.59738002, 3.88606203, -4.30553200,
+             4.43545504)
+cdef double GAIN_MIN2 = 0.25   # g^2 at that worst case is 0.2531
 
 DEF NBINS = 8
+DEF NLANE = 32          # 2 frequencies per tone (w - V, w + V) x 8 tones, re then im
 DEF MAXEV = 64          # digits per chunk; a chunk is short enough never to fill it
-DEF CHUNK = 16000       # samples converted per nogil pass
+DEF CHUNK = 16000       # samples per nogil pass (events are collected per pass)
+DEF PIECE = 1024        # samples converted to float at a time
 DEF RISE_MAX = 16
-DEF NCOL = 64           # sub-block table columns: 48 for x, 5 (padded to 16) for x^2
+DEF PERIOD = 200        # sub-block phases repeat every 200 hops (1 s): see _tables
 
 cdef double ROW_F[4]
 cdef double COL_F[4]
 ROW_F[:] = [697.0, 770.0, 852.0, 941.0]
 COL_F[:] = [1209.0, 1336.0, 1477.0, 1633.0]
+cdef double GP[7]
+GP[:] = list(GAIN_POLY)
 cdef double FREQ_TOL = 0.025
 cdef double REL_PEAK = 10 ** (6.0 / 10)
 cdef double RATIO_MIN = 0.75
 cdef double LEVEL_SLACK_DB = 1.5
 cdef double TWIST_SLACK_DB = 0.5
 cdef double EDGE_FRACTION = 0.75
-cdef double QUIET = 0.05
+cdef double QUIET = 0.9
 cdef enum:
     IDLE = 0
     ON = 1
     OFF_PENDING = 2
 
 
-cdef double hann_gain(double k) noexcept nogil:
-    """Hann window response k bins off centre, relative to the centre."""
-    if fabs(k) < 1e-6:
-        return 1.0
-    if fabs(fabs(k) - 1.0) < 1e-6:
-        return 0.5
-    return fabs(sin(M_PI * k) / (M_PI * k) / (1.0 - k * k))
-
-
 def _tables(int rate, int n, int hop):
-    """Sub-block tables, (hop, NCOL) float32, sample-major. Columns 0..23: cos(nu*m) and
-    24..47: -sin(nu*m) for nu = w_k - W, w_k, w_k + W per DTMF frequency w_k (W = 2pi/N,
-    the Hann window's own frequency); then 1, cos(W m), -sin(W m), cos(2W m), -sin(2W m)
-    for the x^2 sums that give the windowed frame energy. Also the (4, 29) complex
-    phase steps exp(-j nu q hop) that put sub-block q of a frame in the frame's phase."""
+    """Column j = 8 g + k (g = 0, 1 for nu = w_k - V, w_k + V; V = pi / N, the sine
+    window's own frequency), real parts in 0..15 and imaginary in 16..31.
+    tab (hop, 32): exp(-j nu m) over one sub-block. ph (PERIOD, 32): exp(-j nu s hop),
+    the absolute phase of sub-block s; nu * hop = 2 pi (f_k +- 25 Hz) / 200 for every
+    rate, a whole number of turns after 200 sub-blocks. sq (2, hop): cos and sin of
+    2 V m, for the frame's windowed energy (w^2 = (1 - cos 2Vm) / 2)."""
     freqs = np.array(ROWS + COLS)
-    big_w = 2 * np.pi / n
-    nus = (2 * np.pi * freqs[:, None] / rate + np.array([-big_w, 0.0, big_w])[None, :]).ravel()
+    v = np.pi / n
+    nus = (2 * np.pi * freqs[None, :] / rate + np.array([-v, v])[:, None]).ravel()
+    tab = np.exp(-1j * np.outer(np.arange(hop), nus))
+    ph = np.exp(-1j * np.outer(np.arange(PERIOD) * hop, nus))
     m = np.arange(hop)
-    ph = np.outer(m, nus)
-    tab = np.zeros((hop, NCOL), dtype=np.float32)
-    tab[:, 0:24] = np.cos(ph)
-    tab[:, 24:48] = -np.sin(ph)
-    tab[:, 48] = 1.0
-    tab[:, 49], tab[:, 50] = np.cos(big_w * m), -np.sin(big_w * m)
-    tab[:, 51], tab[:, 52] = np.cos(2 * big_w * m), -np.sin(2 * big_w * m)
-    allnu = np.concatenate([nus, [big_w, 2 * big_w]])
-    step = np.exp(-1j * np.outer(np.arange(4) * hop, allnu))
-    return (tab, np.ascontiguousarray(step.real, dtype=np.float32),
-            np.ascontiguousarray(step.imag, dtype=np.float32))
+    sq = np.array([np.cos(2 * v * m), np.sin(2 * v * m)], dtype=np.float32)
+
+    def split(z):
+        return np.ascontiguousarray(np.concatenate([z.real, z.imag], axis=1), dtype=np.float32)
+
+    return split(tab), split(ph), sq
+
+
+cdef inline float _inverse_gain2(float u) noexcept nogil:
+    """1/g^2 for a tone whose bin advances by phi per hop, u = 1 - cos(phi) (Estrin's
+    scheme: a short dependency chain)."""
+    cdef float u2 = u * u
+    return (((<float>GP[0] + <float>GP[1] * u) + u2 * (<float>GP[2] + <float>GP[3] * u))
+            + (u2 * u2) * ((<float>GP[4] + <float>GP[5] * u) + u2 * <float>GP[6]))
 
 
 cdef class DtmfDetector:
     """Q.24 DTMF receiver for one channel: process() int16 buffers of any length."""
 
     cdef int rate, n, hop, rise_len
-    cdef double normal, reverse, e_min, on_min, off_min, quiet
-    cdef double freqs[NBINS]
-    cdef double rot_re[NBINS]
-    cdef double rot_im[NBINS]
+    cdef double on_min, off_min
+    cdef float normal, reverse, e_min, quiet, share, rel_peak
+    cdef float cre[8]            # exp(-j V n0) of a frame starting at n0, by frame % 8
+    cdef float cim[8]
+    cdef float t2[NBINS]        # tan^2 of the largest accepted phase advance per tone
     cdef float[:, ::1] tab
-    cdef float[:, ::1] step_re
-    cdef float[:, ::1] step_im
-    cdef float sub[4][NCOL]      # the last four sub-block sums (ring, by frame number)
+    cdef float[:, ::1] ph
+    cdef float[:, ::1] sq
+    cdef float sub[4][NLANE]     # last four sub-block sums in absolute phase (ring: s % 4)
+    cdef float pw[4]             # and their sum(x^2)
+    cdef float mre[4]            # and j^s sum(x^2 exp(j 2 V m)) (see _windowed_energy)
+    cdef float mim[4]
     cdef float[::1] buf          # last N samples, then the chunk being processed
     cdef long long total, frame
     cdef int fill                # samples in buf (tail included)
-    cdef double xre[NBINS]
-    cdef double xim[NBINS]
-    cdef double pre[NBINS]       # previous frame's bin energies
-    cdef double pre2[NBINS]      # and the one before
-    cdef double eng[NBINS]
+    cdef float xre[NBINS]        # frame bins in absolute phase: exp(-j w_k n0) X_k
+    cdef float xim[NBINS]
+    cdef float amps[3][NBINS]    # bin amplitudes |X| of the last three frames (frame % 3)
     # state machine
     cdef int state, digit, cur, valid, first, nrise
     cdef double peak, last_amp, start_t, end_t
@@ -119,28 +140,35 @@ cdef class DtmfDetector:
     def __init__(self, int rate=8000, double twist_normal_db=8.0, double twist_reverse_db=4.0,
                  double min_level_dbm0=-36, int min_on_ms=40, int min_off_ms=40):
         cdef int k
+        if rate <= 0 or rate % 200:
+            raise ValueError(f"DTMF detector rate {rate} Hz unsupported: use a multiple of 200 Hz (8000)")
         self.rate = rate
+        self.rel_peak = REL_PEAK
         self.n = int(round(rate * 0.02))
         self.hop = self.n // 4
         self.rise_len = self.n // self.hop + 4
         self.normal = 10 ** ((twist_normal_db + TWIST_SLACK_DB) / 10)
         self.reverse = 10 ** ((twist_reverse_db + TWIST_SLACK_DB) / 10)
         amp_min = DBM0_RMS * 2 ** 0.5 * 10 ** ((min_level_dbm0 - LEVEL_SLACK_DB) / 20)
-        self.e_min = (amp_min * self.n / 4) ** 2
-        # sum(x^2) of a frame below which no tone can reach 0.36*e_min (Cauchy-Schwarz
-        # with sum(w^2) = 3N/8 gives 0.06*amp_min^2*N): skipping such frames never
-        # changes a decision, it only zeroes sub-threshold amplitudes
-        self.quiet = QUIET * amp_min ** 2 * self.n
+        win = np.sin(np.pi * np.arange(self.n) / self.n)
+        # |X|^2 of a tone at amp_min; the frame energy share of a lone tone's |X|^2
+        self.e_min = (amp_min * win.sum() / 2) ** 2
+        self.share = RATIO_MIN * win.sum() ** 2 / (2 * np.sum(win ** 2))
+        # sum(x^2) of a frame below which no tone can reach GAIN_MIN2*e_min (Cauchy-
+        # Schwarz: |X|^2 <= sum(x^2) sum(w^2)): skipping such frames never changes a
+        # decision, it only zeroes sub-threshold amplitudes
+        self.quiet = QUIET * GAIN_MIN2 * self.e_min / np.sum(win ** 2)
+        for k in range(8):   # frame f starts at (f - 4) hop and V hop = pi / 4
+            c = np.exp(-1j * np.pi * (k - 4) / 4)
+            self.cre[k] = c.real
+            self.cim[k] = c.imag
         self.on_min = EDGE_FRACTION * min_on_ms * rate / 1000.0
         self.off_min = EDGE_FRACTION * min_off_ms * rate / 1000.0
         for k, f in enumerate(ROWS + COLS):
-            self.freqs[k] = f
-            self.rot_re[k] = cos(-2 * M_PI * f * self.hop / rate)
-            self.rot_im[k] = sin(-2 * M_PI * f * self.hop / rate)
-        if rate % 200:
-            raise ValueError(f"DTMF detector rate {rate} Hz unsupported: use a multiple of 200 Hz (8000)")
-        self.tab, self.step_re, self.step_im = _tables(rate, self.n, self.hop)
-        self.buf = np.zeros(self.n + CHUNK, dtype=np.float32)
+            # |offset| < FREQ_TOL * f  <=>  |phase advance over a hop| < this angle
+            self.t2[k] = np.tan(2 * M_PI * FREQ_TOL * f * self.hop / rate) ** 2
+        self.tab, self.ph, self.sq = _tables(rate, self.n, self.hop)
+        self.buf = np.zeros(self.n + PIECE, dtype=np.float32)
         self.reset()
 
     def reset(self):
@@ -150,9 +178,11 @@ cdef class DtmfDetector:
         self.total = 0
         self.frame = 0
         for k in range(NBINS):
-            self.xre[k] = self.xim[k] = self.pre[k] = self.pre2[k] = 0.0
+            self.xre[k] = self.xim[k] = 0.0
+            self.amps[0][k] = self.amps[1][k] = self.amps[2][k] = 0.0
         for k in range(4):
-            for j in range(NCOL):
+            self.pw[k] = self.mre[k] = self.mim[k] = 0.0
+            for j in range(NLANE):
                 self.sub[k][j] = 0.0
         self._idle()
 
@@ -192,10 +222,16 @@ cdef class DtmfDetector:
 
     # -- framing ---------------------------------------------------------------------
     cdef void _run(self, const short[::1] x) noexcept nogil:
-        cdef Py_ssize_t i, m = x.shape[0], next_end
+        cdef Py_ssize_t pos = 0, m = x.shape[0], k
+        while pos < m:   # pieces small enough that the converted samples stay in L1
+            k = min(PIECE, m - pos)
+            self._piece(&x[pos], k)
+            pos += k
+
+    cdef void _piece(self, const short *src, Py_ssize_t m) noexcept nogil:
+        cdef Py_ssize_t i, next_end
         cdef int n = self.n
         cdef float *dst = &self.buf[self.fill]
-        cdef const short *src = &x[0]
         for i in range(m):
             dst[i] = src[i]
         self.fill += <int>m
@@ -204,146 +240,163 @@ cdef class DtmfDetector:
         next_end = (self.frame + 1) * self.hop
         while next_end <= self.total:
             self.frame += 1
-            self._frame(self.fill - <int>(self.total - next_end) - n)
+            self._frame(&self.buf[self.fill - <int>(self.total - next_end) - n])
             next_end += self.hop
         for i in range(n):
             self.buf[i] = self.buf[self.fill - n + i]
         self.fill = n
 
-    cdef void _frame(self, int off) noexcept nogil:
-        cdef double e[NBINS]
-        cdef double pr[NBINS]
-        cdef double pi[NBINS]
-        cdef double etot
-        cdef int k, d
+    cdef void _frame(self, float *xp) noexcept nogil:
+        """Frame self.frame, whose n samples start at xp: its newest sub-block (the last
+        hop samples, absolute sub-block s = frame - 1) joins the ring, then the frame's
+        bins are the ring's sum (see _bins), classified and fed to the state machine."""
+        cdef float e[NBINS]
+        cdef float pr[NBINS]
+        cdef float pi[NBINS]
+        cdef int k, d = -1
+        cdef long long s = self.frame - 1
+        cdef int q = <int>(s % 4)
+        cdef float en
+        cdef float *amp = self.amps[self.frame % 3]
         for k in range(NBINS):
             pr[k] = self.xre[k]
             pi[k] = self.xim[k]
-        etot = self._correlate(off)
-        for k in range(NBINS):
-            e[k] = self.xre[k] * self.xre[k] + self.xim[k] * self.xim[k]
-        d = self._classify(e, pr, pi, etot)
-        self._step(d, e)
-        for k in range(NBINS):
-            self.pre2[k] = self.pre[k]
-            self.pre[k] = e[k]
-
-    cdef double _correlate(self, int off) noexcept nogil:
-        """Bins and windowed energy of the frame ending at buf[off + n]. Only the newest
-        sub-block (the last hop samples) is correlated here: the Hann window is three
-        complex exponentials, so each bin is 0.5 P(w) - 0.25 P(w-W) - 0.25 P(w+W) with
-        P a plain DFT over the frame, i.e. the sum of the four sub-blocks' DFTs rotated
-        into the frame's phase. Each sample is touched once (64 lanes)."""
-        cdef int q = <int>(self.frame % 4), k
-        self._subblock(&self.buf[off + self.n - self.hop], self.sub[q])
-        if (self.sub[0][48] + self.sub[1][48]) + (self.sub[2][48] + self.sub[3][48]) < self.quiet:
+        en = self._subblock(xp + self.n - self.hop, q, <int>(s % PERIOD))
+        # the new sub-block's sum(x^2) from the register, the others from the ring (a
+        # vector load of the ring right after the store would stall store forwarding)
+        if (en + self.pw[q ^ 1]) + (self.pw[q ^ 2] + self.pw[q ^ 3]) < self.quiet:
             for k in range(NBINS):   # too quiet for any digit: skip the rest of the frame
-                self.xre[k] = self.xim[k] = 0.0
-            return 0.0
-        return self._combine(q)
+                self.xre[k] = self.xim[k] = amp[k] = 0.0
+        else:
+            self._bins(e, amp)
+            d = self._classify(e, pr, pi, xp)
+        self._step(d)
 
-    cdef void _subblock(self, float *xp, float *out) noexcept nogil:
-        # the hot loop: four samples feed four accumulator sets so FMA latencies overlap
+    cdef float _subblock(self, float *xp, int q, int p) noexcept nogil:
+        """The hot loop: correlate hop samples with the 16 frequencies (32 lanes, held in
+        registers; even and odd samples feed separate sums so FMA latencies overlap),
+        then turn the sums into absolute phase (row p of ph) into ring slot q. Returns
+        the sub-block's sum(x^2), also kept in the ring."""
         cdef int k, i, h = self.hop
-        cdef float a0[NCOL]
-        cdef float a1[NCOL]
-        cdef float a2[NCOL]
-        cdef float a3[NCOL]
-        cdef float x0, x1, x2, x3, y0, y1, y2, y3
-        cdef float *t0
-        for k in range(NCOL):
-            a0[k] = a1[k] = a2[k] = a3[k] = 0
-        for i in range(0, h - 3, 4):
+        cdef float a0[NLANE]
+        cdef float a1[NLANE]
+        cdef float x0, x1, y, en = 0, mc = 0, ms = 0
+        cdef const float *t0 = &self.tab[0, 0]
+        cdef const float *rot = &self.ph[p, 0]
+        cdef float *out = self.sub[q]
+        for k in range(NLANE):
+            a0[k] = a1[k] = 0
+        for i in range(0, h - 1, 2):
             x0 = xp[i]
             x1 = xp[i + 1]
-            x2 = xp[i + 2]
-            x3 = xp[i + 3]
-            y0 = x0 * x0
-            y1 = x1 * x1
-            y2 = x2 * x2
-            y3 = x3 * x3
-            t0 = &self.tab[i, 0]
-            for k in range(48):
+            for k in range(NLANE):
                 a0[k] += x0 * t0[k]
-                a1[k] += x1 * t0[k + NCOL]
-                a2[k] += x2 * t0[k + 2 * NCOL]
-                a3[k] += x3 * t0[k + 3 * NCOL]
-            for k in range(48, NCOL):
-                a0[k] += y0 * t0[k]
-                a1[k] += y1 * t0[k + NCOL]
-                a2[k] += y2 * t0[k + 2 * NCOL]
-                a3[k] += y3 * t0[k + 3 * NCOL]
-        for k in range(NCOL):
-            out[k] = (a0[k] + a1[k]) + (a2[k] + a3[k])
+                a1[k] += x1 * t0[k + NLANE]
+            t0 += 2 * NLANE
+        if h % 2:
+            x0 = xp[h - 1]
+            for k in range(NLANE):
+                a0[k] += x0 * t0[k]
+        for k in range(NLANE):
+            a0[k] += a1[k]
+        for k in range(NLANE // 2):
+            out[k] = a0[k] * rot[k] - a0[k + 16] * rot[k + 16]
+            out[k + 16] = a0[k] * rot[k + 16] + a0[k + 16] * rot[k]
+        for i in range(h):
+            y = xp[i] * xp[i]
+            en += y
+            mc += y * self.sq[0, i]
+            ms += y * self.sq[1, i]
+        self.pw[q] = en
+        # times j^s, s = q mod 4: absolute phase, as for the bins
+        self.mre[q] = mc if q == 0 else (-ms if q == 1 else (-mc if q == 2 else ms))
+        self.mim[q] = ms if q == 0 else (mc if q == 1 else (-ms if q == 2 else -mc))
+        return en
 
-    cdef double _combine(self, int newest) noexcept nogil:
-        """Frame bins (into xre/xim) and windowed energy from the four sub-blocks."""
-        cdef float pr[32]
-        cdef float pi[32]
-        cdef int j, q, b
-        cdef float *t
-        cdef float *sr
-        cdef float *si
-        for j in range(32):
-            pr[j] = pi[j] = 0.0
-        for q in range(4):
-            b = (newest + 1 + q) % 4       # oldest sub-block is position 0 in the frame
-            t = self.sub[b]
-            sr = &self.step_re[q, 0]
-            si = &self.step_im[q, 0]
-            for j in range(24):            # contiguous: vectorised
-                pr[j] += t[j] * sr[j] - t[j + 24] * si[j]
-                pi[j] += t[j] * si[j] + t[j + 24] * sr[j]
-            for j in range(2):
-                pr[24 + j] += t[49 + 2 * j] * sr[24 + j] - t[50 + 2 * j] * si[24 + j]
-            pr[28] += t[48]
-        for j in range(NBINS):
-            self.xre[j] = 0.5 * pr[3 * j + 1] - 0.25 * (pr[3 * j] + pr[3 * j + 2])
-            self.xim[j] = 0.5 * pi[3 * j + 1] - 0.25 * (pi[3 * j] + pi[3 * j + 2])
-        # sum x^2 w^2 with w^2 = 3/8 - cos(W n)/2 + cos(2W n)/8
-        return 0.375 * pr[28] - 0.5 * pr[24] + 0.125 * pr[25]
+    cdef inline void _bins(self, float *e, float *amp) noexcept nogil:
+        """Sine-windowed bins of the frame (n0 = its first sample), up to a constant
+        phase, in absolute phase: with w(m) = sin(V m) = (exp(jVm) - exp(-jVm)) / 2j,
+        X = 0.5 (c P(w - V) - conj(c) P(w + V)), P(nu) the ring's sum and
+        c = exp(-j V n0), an eighth of a turn per frame."""
+        cdef float sr[NLANE]
+        cdef float cr, ci, br, bi, gr, gi
+        cdef int j, k, f8 = <int>(self.frame % 8)
+        for j in range(NLANE):
+            sr[j] = (self.sub[0][j] + self.sub[1][j]) + (self.sub[2][j] + self.sub[3][j])
+        cr = self.cre[f8]
+        ci = self.cim[f8]
+        for k in range(NBINS):
+            br = sr[k]
+            gr = sr[8 + k]
+            bi = sr[16 + k]
+            gi = sr[24 + k]
+            self.xre[k] = 0.5 * ((cr * br - ci * bi) - (cr * gr + ci * gi))
+            self.xim[k] = 0.5 * ((cr * bi + ci * br) - (cr * gi - ci * gr))
+        for k in range(NBINS):
+            e[k] = self.xre[k] * self.xre[k] + self.xim[k] * self.xim[k]
+        for k in range(NBINS):       # for the state machine's envelope (one vector sqrt)
+            amp[k] = sqrtf(e[k])
+
+    cdef inline double _windowed_energy(self) noexcept nogil:
+        """sum (x w)^2 over the frame, from the ring: with t = p hop + m in the frame,
+        w^2 = (1 - Re exp(j 2 V t)) / 2 and exp(j 2 V p hop) = j^p, so it is half the
+        frame's sum(x^2) less half of Re(j^p M_p) summed, M_p = sum(x^2 exp(j 2 V m)) of
+        sub-block p; with the ring's j^s M_s that is Re(j^-frame sum)."""
+        cdef float zr = (self.mre[0] + self.mre[1]) + (self.mre[2] + self.mre[3])
+        cdef float zi = (self.mim[0] + self.mim[1]) + (self.mim[2] + self.mim[3])
+        cdef int f4 = <int>(self.frame % 4)
+        cdef float re = zr if f4 == 0 else (zi if f4 == 1 else (-zr if f4 == 2 else -zi))
+        return 0.5 * (((self.pw[0] + self.pw[1]) + (self.pw[2] + self.pw[3])) - re)
 
     # -- per-frame decision ----------------------------------------------------------
-    cdef double _offset_hz(self, int k, double *pr, double *pi) noexcept nogil:
-        """Tone frequency minus nominal, from the bin's phase advance over one hop."""
-        cdef double re = self.xre[k] * pr[k] + self.xim[k] * pi[k]
-        cdef double im = self.xim[k] * pr[k] - self.xre[k] * pi[k]
-        cdef double rr = re * self.rot_re[k] - im * self.rot_im[k]
-        cdef double ri = re * self.rot_im[k] + im * self.rot_re[k]
-        return atan2(ri, rr) * self.rate / (2 * M_PI * self.hop)
+    cdef inline int _best(self, float *e, int lo) noexcept nogil:
+        """Index of the strongest of e[lo..lo+3], or -1 if another is within 6 dB
+        (few branches: on noise and speech the winner is random)."""
+        cdef float m = max(max(e[lo], e[lo + 1]), max(e[lo + 2], e[lo + 3])), rel = self.rel_peak
+        if ((e[lo] * rel > m) + (e[lo + 1] * rel > m) + (e[lo + 2] * rel > m)
+                + (e[lo + 3] * rel > m)) != 1:
+            return -1   # none (silence) or more than one within 6 dB of the strongest
+        return lo + (e[lo + 1] == m) + 2 * (e[lo + 2] == m) + 3 * (e[lo + 3] == m)
 
-    cdef int _best(self, double *e, int lo) noexcept nogil:
-        """Index of the strongest of e[lo..lo+3], or -1 if another is within 6 dB."""
-        cdef int k, b = lo
-        for k in range(lo + 1, lo + 4):
-            if e[k] > e[b]:
-                b = k
-        for k in range(lo, lo + 4):
-            if k != b and e[k] * REL_PEAK > e[b]:
-                return -1
-        return b
-
-    cdef int _classify(self, double *e, double *pr, double *pi, double etot) noexcept nogil:
-        cdef int r = self._best(e, 0), c = self._best(e, 4), k, j
-        cdef double ec[2]
-        cdef double d, g
-        if r < 0 or c < 0:
+    cdef int _classify(self, float *e, float *pr, float *pi, float *xp) noexcept nogil:
+        """Cheapest checks first: peaks, level, frequency, twist, then the energy share."""
+        cdef int r = self._best(e, 0), c
+        cdef float er, ec
+        cdef float zr, zi, dr, zc, zj, dc, ur = 0.0, uc = 0.0
+        if r < 0:
             return -1
-        # cheap early exit for quiet frames (gain >= 0.6 within the frequency tolerance)
-        if e[r] < 0.36 * self.e_min or e[c] < 0.36 * self.e_min:
+        c = self._best(e, 4)
+        if c < 0:
             return -1
-        for j in range(2):
-            k = r if j == 0 else c
-            d = self._offset_hz(k, pr, pi)
-            if fabs(d) >= FREQ_TOL * self.freqs[k]:
-                return -1
-            g = hann_gain(d * self.n / self.rate)
-            ec[j] = e[k] / (g * g)
-        if ec[0] < self.e_min or ec[1] < self.e_min:
+        # the window keeps at least GAIN_MIN2 of the energy within the tolerance
+        if e[r] < GAIN_MIN2 * self.e_min or e[c] < GAIN_MIN2 * self.e_min:
             return -1
-        if ec[1] > ec[0] * self.normal or ec[0] > ec[1] * self.reverse:
+        # frequency: the bins' phase advance since the previous frame, z = X conj(Xprev)
+        # (absolute phase: zero advance at the nominal frequency), must be under
+        # atan(sqrt(t2)), i.e. the tone within FREQ_TOL of nominal; z = 0 (no previous
+        # frame to compare with) means no offset
+        zr = self.xre[r] * pr[r] + self.xim[r] * pi[r]
+        zi = self.xim[r] * pr[r] - self.xre[r] * pi[r]
+        zc = self.xre[c] * pr[c] + self.xim[c] * pi[c]
+        zj = self.xim[c] * pr[c] - self.xre[c] * pi[c]
+        dr = zr * zr + zi * zi
+        dc = zc * zc + zj * zj
+        if dr != 0 and (zr <= 0 or zi * zi >= self.t2[r] * zr * zr):
             return -1
-        if (ec[0] + ec[1]) * 3.0 < RATIO_MIN * self.n * etot:
+        if dc != 0 and (zc <= 0 or zj * zj >= self.t2[c] * zc * zc):
+            return -1
+        # energies before the window's loss at the measured offsets (both chains at once)
+        if dr != 0:
+            ur = 1 - zr / sqrtf(dr)
+        if dc != 0:
+            uc = 1 - zc / sqrtf(dc)
+        er = e[r] * _inverse_gain2(ur)
+        ec = e[c] * _inverse_gain2(uc)
+        if er < self.e_min or ec < self.e_min:
+            return -1
+        if ec > er * self.normal or er > ec * self.reverse:
+            return -1
+        if er + ec < self.share * self._windowed_energy():
             return -1
         return r * 4 + (c - 4)
 
@@ -359,15 +412,17 @@ cdef class DtmfDetector:
     cdef inline double _centre(self, long long f) noexcept nogil:
         return <double>(f * self.hop) - self.n / 2.0
 
-    cdef inline double _amp(self, double *e, int d) noexcept nogil:
-        return sqrt(e[d // 4]) + sqrt(e[4 + d % 4])
+    cdef inline double _amp(self, long long f, int d) noexcept nogil:
+        """Envelope of digit d in frame f (one of the last three): |X_row| + |X_col|."""
+        cdef float *a = self.amps[(f + 3) % 3]   # f >= -1
+        return <double>a[d // 4] + a[4 + d % 4]
 
-    cdef void _begin(self, int d, double *e) noexcept nogil:
+    cdef void _begin(self, int d) noexcept nogil:
         self.state = ON
         self.digit = d
-        self.rise[0] = self._amp(self.pre2, d)
-        self.rise[1] = self._amp(self.pre, d)
-        self.peak = self.last_amp = self._amp(e, d)
+        self.rise[0] = self._amp(self.frame - 2, d)
+        self.rise[1] = self._amp(self.frame - 1, d)
+        self.peak = self.last_amp = self._amp(self.frame, d)
         self.rise[2] = self.last_amp
         self.nrise = 3
         self.first = <int>(self.frame - 2)
@@ -419,13 +474,14 @@ cdef class DtmfDetector:
             self.tracking = False
         self._start()
 
-    cdef void _step(self, int d, double *e) noexcept nogil:
-        cdef double now = self._centre(self.frame), amp, half
+    cdef inline void _step(self, int d) noexcept nogil:
+        cdef double now, amp, half
         if self.state == IDLE:
             if d >= 0:
-                self._begin(d, e)
+                self._begin(d)
             return
-        amp = self._amp(e, self.digit)   # raw: edge frames fail the checks but time the edge
+        now = self._centre(self.frame)
+        amp = self._amp(self.frame, self.digit)   # raw: edge frames fail the checks but time the edge
         half = 0.5 * self.peak
         if d == self.digit and amp >= half:
             self.state = ON
@@ -444,7 +500,7 @@ cdef class DtmfDetector:
             self._track_end(now, amp, half)
         if d >= 0 and d != self.digit:
             self._finish()
-            self._begin(d, e)
+            self._begin(d)
         elif not self.tracking and now - self.end_t >= self.off_min:
             self._finish()
 

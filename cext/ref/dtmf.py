@@ -2,8 +2,9 @@
 
 Same algorithm and constants as the Cython kernel, written for reading, not speed; the
 tests compare the two. See cext/dtmf.pyx for why the detector looks the way it does:
-Hann-windowed 20 ms frames at a 5 ms hop, a single DFT bin per DTMF frequency, the
-frequency offset of each tone measured from the bin's phase advance between frames,
+sine-windowed 20 ms frames at a 5 ms hop, a single DFT bin per DTMF frequency, the
+frequency offset of each tone measured from the bin's phase advance between frames
+(a threshold on the angle and a polynomial for the window's gain, no trigonometry),
 and a frame-level state machine that times tone edges at half the digit's peak
 amplitude. Assumes int16 samples at `rate` Hz; levels follow spandsp (0 dBm0 is a sine
 of RMS 16112).
@@ -26,7 +27,12 @@ REL_PEAK_DB = 6.0  # the chosen row (column) beats every other row (column) by t
 RATIO_MIN = 0.75  # the two tones carry at least this share of the frame's energy
 LEVEL_SLACK_DB = 1.5  # a tone exactly at min_level is accepted despite estimate noise
 TWIST_SLACK_DB = 0.5  # a pair exactly at a twist limit is accepted
-QUIET = 0.05  # frames with sum(x^2) < QUIET*amp_min^2*N cannot hold a digit: skipped
+QUIET = 0.9  # share of the sum(x^2) below which no tone can pass the level check
+# 1/g^2 of the window's gain as a polynomial in u = 1 - cos(phase advance per hop) and
+# g^2 at the largest accepted advance: see cext/dtmf.pyx (same constants)
+GAIN_POLY = (1.00002958, 1.51132849, 1.64700344, 0.59738002, 3.88606203, -4.30553200,
+             4.43545504)
+GAIN_MIN2 = 0.25
 EDGE_FRACTION = 0.75  # on/off times shorter than 0.75*min are rejected (Q.24 grey zone)
 IDLE, ON, OFF_PENDING = 0, 1, 2
 
@@ -36,25 +42,31 @@ def frame_len(rate: int) -> int:
     return int(round(rate * 0.02))
 
 
-def hann(n: int) -> np.ndarray:
-    return 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)
+def window(n: int) -> np.ndarray:
+    """Sine window sin(pi m / N): two complex exponentials, so the kernel needs only two
+    sub-block sums per tone."""
+    return np.sin(np.pi * np.arange(n) / n)
 
 
 def tables(rate: int) -> np.ndarray:
-    """(16, N) float32: Hann * cos, then Hann * -sin, for the 8 DTMF frequencies."""
+    """(16, N) float32: window * cos, then window * -sin, for the 8 DTMF frequencies."""
     n = frame_len(rate)
-    w = hann(n)
+    w = window(n)
     ph = 2 * np.pi * np.outer(FREQS, np.arange(n)) / rate
     return np.concatenate([w * np.cos(ph), -w * np.sin(ph)]).astype(np.float32)
 
 
-def hann_gain(k: float) -> float:
-    """Hann window response k bins off centre, relative to the centre."""
-    if abs(k) < 1e-6:
-        return 1.0
-    if abs(abs(k) - 1.0) < 1e-6:
-        return 0.5
-    return abs(math.sin(math.pi * k) / (math.pi * k) / (1.0 - k * k))
+def window_gain(k: float) -> float:
+    """Sine window response k bins off centre, relative to the centre (what GAIN_POLY
+    approximates)."""
+    if abs(abs(k) - 0.5) < 1e-9:
+        return math.pi / 4
+    return abs(math.cos(math.pi * k) / (1.0 - 4.0 * k * k))
+
+
+def inverse_gain2(u: float) -> float:
+    """1/g^2 for a tone whose bin advanced by phi per hop, u = 1 - cos(phi)."""
+    return sum(c * u**i for i, c in enumerate(GAIN_POLY))
 
 
 class Classifier:
@@ -66,15 +78,27 @@ class Classifier:
         self.normal = 10 ** ((twist_normal_db + TWIST_SLACK_DB) / 10)
         self.reverse = 10 ** ((twist_reverse_db + TWIST_SLACK_DB) / 10)
         amp_min = DBM0_RMS * math.sqrt(2) * 10 ** ((min_level_dbm0 - LEVEL_SLACK_DB) / 20)
-        self.e_min = (amp_min * self.n / 4) ** 2  # |X|^2 of a tone at that amplitude
-        self.quiet = QUIET * amp_min**2 * self.n
+        win = window(self.n)
+        self.e_min = (amp_min * win.sum() / 2) ** 2  # |X|^2 of a tone at that amplitude
+        # a lone tone's |X|^2 over the frame's windowed energy, times RATIO_MIN
+        self.share = RATIO_MIN * win.sum() ** 2 / (2 * np.sum(win**2))
+        # Cauchy-Schwarz: |X|^2 <= sum(x^2) sum(w^2)
+        self.quiet = QUIET * GAIN_MIN2 * self.e_min / np.sum(win**2)
+        # |offset| < FREQ_TOL * f  <=>  |phase advance per hop| < this angle
+        self.t2 = [math.tan(2 * math.pi * FREQ_TOL * f * self.hop / rate) ** 2 for f in FREQS]
         self.rel = 10 ** (REL_PEAK_DB / 10)
 
-    def offset_hz(self, x, xprev, k):
-        """Tone frequency minus FREQS[k], from the bin's phase advance over one hop."""
+    def corrected(self, x, xprev, e, k):
+        """e[k] / g^2 (the tone's energy before the window's loss at its frequency), or
+        -1 if the bin's phase advance over one hop, less the nominal w_k * hop, puts
+        the tone FREQ_TOL or more off nominal."""
         rot = -2 * math.pi * FREQS[k] * self.hop / self.rate
-        ph = np.angle(x[k] * np.conj(xprev[k]) * complex(math.cos(rot), math.sin(rot)))
-        return float(ph) * self.rate / (2 * math.pi * self.hop)
+        z = complex(x[k] * np.conj(xprev[k]) * complex(math.cos(rot), math.sin(rot)))
+        if z == 0:
+            return float(e[k])  # no previous frame to compare with: no offset
+        if z.real <= 0 or z.imag**2 >= self.t2[k] * z.real**2:
+            return -1.0
+        return float(e[k]) * inverse_gain2(1 - z.real / abs(z))
 
     def peaks_ok(self, e, best, group):
         return all(e[o] * self.rel <= e[best] for o in group if o != best)
@@ -85,18 +109,14 @@ class Classifier:
         c = 4 + int(np.argmax(e[4:]))
         if not (self.peaks_ok(e, r, range(4)) and self.peaks_ok(e, c, range(4, 8))):
             return -1
-        ec = []
-        for k in (r, c):
-            d = self.offset_hz(x, xprev, k)
-            if abs(d) >= FREQ_TOL * FREQS[k]:
-                return -1
-            ec.append(e[k] / hann_gain(d * self.n / self.rate) ** 2)
-        er, ecol = ec
+        if e[r] < GAIN_MIN2 * self.e_min or e[c] < GAIN_MIN2 * self.e_min:
+            return -1
+        er, ecol = self.corrected(x, xprev, e, r), self.corrected(x, xprev, e, c)
         if er < self.e_min or ecol < self.e_min:
             return -1
         if ecol > er * self.normal or er > ecol * self.reverse:
             return -1
-        if (er + ecol) * 3.0 < RATIO_MIN * self.n * etot:
+        if er + ecol < self.share * etot:
             return -1
         return r * 4 + (c - 4)
 
@@ -109,7 +129,7 @@ class DtmfDetector:
         self.cls = Classifier(rate, twist_normal_db, twist_reverse_db, min_level_dbm0)
         self.n, self.hop = self.cls.n, self.cls.hop
         self.tab = tables(rate)
-        self.win = hann(self.n).astype(np.float32)
+        self.win = window(self.n).astype(np.float32)
         self.on_min = EDGE_FRACTION * min_on_ms * rate / 1000
         self.off_min = EDGE_FRACTION * min_off_ms * rate / 1000
         self.rise_len = self.n // self.hop + 4

@@ -72,6 +72,20 @@ def test_dtmf_reference_twin_agreement():
             assert abs(s1 - s2) <= 1 and abs(e1 - e2) <= 1
 
 
+def test_dtmf_gain_polynomial_matches_window():
+    """The level correction (1/g^2 as a polynomial in 1 - cos of the phase advance per
+    hop, no trigonometry per frame) follows the sine window's exact response to 1e-4
+    over every accepted offset, and kernel and twin use the same constants."""
+    assert kernel.GAIN_POLY == ref.GAIN_POLY
+    hop, rate, tol = 40, 8000, 0.025
+    for f in ROWS + COLS:
+        for off in np.linspace(-tol * f, tol * f, 41):
+            phi = 2 * np.pi * off * hop / rate
+            k = off * 160 / rate  # bins of 50 Hz
+            assert ref.inverse_gain2(1 - np.cos(phi)) * ref.window_gain(k) ** 2 == pytest.approx(1, abs=1e-4)
+            assert ref.window_gain(k) ** 2 >= ref.GAIN_MIN2
+
+
 def test_dtmf_reference_twin_generator_identical():
     args = ("0123456789*#ABCD", 70, 30, -3.0, 2.5)
     assert np.array_equal(kernel.dtmf_samples(*args), ref.dtmf_samples(*args))

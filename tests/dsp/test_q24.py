@@ -7,8 +7,8 @@ convention from lab.linemodel; everything runs in a few seconds.
 
 import numpy as np
 import pytest
-from cext.dtmf import DtmfDetector, dtmf_samples
 
+from cext.dtmf import DtmfDetector, dtmf_samples
 from lab.linemodel import dbm0_to_rms, g711_munge, to_int16, white_noise
 
 RATE = 8000

@@ -14,8 +14,8 @@ import wave
 
 import numpy as np
 import pytest
-from cext.dtmf import DtmfDetector
 
+from cext.dtmf import DtmfDetector
 from lab.linemodel import dbm0_to_rms, g711_munge, to_int16
 
 RATE = 8000
