@@ -16,6 +16,12 @@ GEIGEL_MARGIN = 1.4  # Geigel threshold over the learned echo/far amplitude rati
 LAMBDA = 0.9      # per-bin far power smoothing per block
 ALPHA_IP = 0.0    # IPNLMS proportionality (-1 uniform .. 1 fully proportionate)
 DELTA = N * 30.0 ** 2          # per-bin regularisation (~ -55 dBm0 far end)
+BIN_FLOOR = 0.1                # per-bin step normaliser >= this share of the mean bin power
+FB_SMOOTH = 0.6                # block smoothing of the two filters' error powers
+COPY_RATIO = 0.8               # background error 1 dB under the foreground's: copy it over
+COPY_RATIO_DT = 0.5            # ...3 dB under while the power detector suspects double talk
+NARROW_BINS = 8.0              # far end in fewer effective bins than this: narrow-band
+RESET_RATIO = 4.0              # background error 6 dB over the foreground's: restart from it
 FAR_MIN = 50.0 ** 2            # block power under which the far end counts as silent (~ -50 dBm0)
 PDT_RATIO = 2.0                # power double-talk detector: error 3 dB over its recent level
 PDT_MAX_BLOCKS = 62            # ...for at most 0.5 s in a row (longer: echo-path change)
@@ -45,7 +51,13 @@ class EchoCanceller:
 
     def reset(self):
         P = self.P
-        self.W = np.zeros((P, K), complex)
+        self.W = np.zeros((P, K), complex)   # background (adapting) filter
+        self.F = np.zeros((P, K), complex)   # foreground (output) filter
+        self.f0 = np.zeros(B)
+        self.ytf = np.zeros(B)
+        self.fblk = np.zeros(B)
+        self.sb = self.sf = 0.0
+        self.fg_copies = self.bg_resets = 0
         self.X = np.zeros((P, K), complex)   # X[0] newest block spectrum
         self.w0 = np.zeros(B)
         self.yt = np.zeros(B)
@@ -56,7 +68,9 @@ class EchoCanceller:
         self.pos = 0
         self.hp = [0.0, 0.0, 0.0, 0.0]       # far x1, y1, near x1, y1
         self.fmax = np.zeros(P + 1)           # |far| peak of recent blocks, [0] current
-        self.dt_hang = 0
+        self.dt_hang = 0                      # power detector hangover (stats, NLP)
+        self.g_hang = 0                       # Geigel hangover (also stops adaptation)
+        self.block_g = False
         self.pdt_run = 0
         self.locked = False
         self.block_dt = False
@@ -95,17 +109,21 @@ class EchoCanceller:
         d = self._hpf(nr, 2)
         pos = self.pos
         self.xb[B + pos] = f
-        y = self.yt[pos] + float(np.dot(self.w0, self.xb[B + pos - np.arange(B)]))
-        e = d - y
+        xr = self.xb[B + pos - np.arange(B)]
+        e = d - (self.yt[pos] + float(np.dot(self.w0, xr)))
+        ef = d - (self.ytf[pos] + float(np.dot(self.f0, xr)))
         self.fmax[0] = max(self.fmax[0], abs(f))
         if abs(d) > self.geigel * self.fmax.max():
-            self.dt_hang = HANG
+            self.g_hang = HANG
+        if self.g_hang > 0:
+            self.g_hang -= 1
+            self.block_g = True
         if self.dt_hang > 0:
             self.dt_hang -= 1
             self.block_dt = True
-        self.doubletalk = self.dt_hang > 0
-        self.dblk[pos], self.eblk[pos] = d, e
-        o = e
+        self.doubletalk = self.dt_hang > 0 or self.g_hang > 0
+        self.dblk[pos], self.eblk[pos], self.fblk[pos] = d, e, ef
+        o = ef
         if self.nlp and self.converged and self.far_hang > 0 and not self.doubletalk:
             o = self._cn() if self.comfort_noise else 0.0
         self.pos += 1
@@ -120,25 +138,46 @@ class EchoCanceller:
         mag = np.abs(self.X[0]) ** 2
         self.Pk = mag if self.nblocks == 0 else LAMBDA * self.Pk + (1 - LAMBDA) * mag
         self.nblocks += 1
+        # a tone or DTMF only shows the path at a few frequencies: once the filter is
+        # locked on, adapting there would drag the rest of its response off (G.168 test 6)
+        narrow = self.locked and np.sum(self.Pk) ** 2 < NARROW_BINS * np.sum(self.Pk ** 2)
         x = self.xb[B:]
         pf = float(np.mean(x * x))
         pd, pe = float(np.mean(self.dblk ** 2)), float(np.mean(self.eblk ** 2))
-        py = float(np.mean((self.dblk - self.eblk) ** 2))
+        pef = float(np.mean(self.fblk ** 2))
+        py = float(np.mean((self.dblk - self.fblk) ** 2))
         far_active = pf > FAR_MIN
         self.far_hang = P + 1 if far_active else max(self.far_hang - 1, 0)
-        self._power_dtd(pf, pe)
-        self._track_noise(pe)
-        if far_active and not self.block_dt:  # near speech would fake a loss of ERLE
-            self._stats(pf, pd, pe, py)
-        if self.adapt and far_active and not self.block_dt:
+        self._power_dtd(pf, pef)
+        self._track_noise(pef)
+        if far_active and not self.block_dt and not self.block_g:  # near speech fakes an ERLE loss
+            self._stats(pf, pd, pef, py)
+        if self.adapt and far_active and not self.block_g and not narrow:
             self._update(pe)
+        if far_active:
+            self._compare(pe, pef, 0.0 if self.block_g else (COPY_RATIO_DT if self.block_dt else COPY_RATIO))
         self.fmax = np.roll(self.fmax, 1)
         self.fmax[0] = 0.0
         self.xb[:B] = self.xb[B:]
-        Y = np.sum(self.W[1:] * self.X[: P - 1], axis=0)
-        self.yt = np.fft.irfft(Y, N)[B:]
-        self.block_dt = False
+        self.yt = np.fft.irfft(np.sum(self.W[1:] * self.X[: P - 1], axis=0), N)[B:]
+        self.ytf = np.fft.irfft(np.sum(self.F[1:] * self.X[: P - 1], axis=0), N)[B:]
+        self.block_dt = self.block_g = False
         self.pos = 0
+
+    def _compare(self, pe, pef, ratio):
+        """Two-filter safeguard: the background adapts, the foreground makes the output and
+        takes the background's taps only once they cancel clearly better; a background that
+        has run off restarts from the foreground."""
+        self.sb = FB_SMOOTH * self.sb + (1 - FB_SMOOTH) * pe
+        self.sf = FB_SMOOTH * self.sf + (1 - FB_SMOOTH) * pef
+        if self.sb + 1.0 < ratio * (self.sf + 1.0):
+            self.F, self.f0 = self.W.copy(), self.w0.copy()
+            self.sf = self.sb
+            self.fg_copies += 1
+        elif self.sb > RESET_RATIO * (self.sf + 1.0):
+            self.W, self.w0 = self.F.copy(), self.f0.copy()
+            self.sb = self.sf
+            self.bg_resets += 1
 
     def _stats(self, pf, pd, pe, py):
         s = SMOOTH
@@ -184,7 +223,7 @@ class EchoCanceller:
         g = self._gains()
         # normalise by the proportionate regressor power, or the smoothed power if larger
         reg = np.sum(g[:, None] * np.abs(self.X) ** 2, axis=0)
-        G = (2 * MU) * E / (np.maximum(self.Pk, reg) + DELTA)
+        G = (2 * MU) * E / (np.maximum(np.maximum(self.Pk, reg), BIN_FLOOR * np.mean(self.Pk)) + DELTA)
         self.W += g[:, None] * np.conj(self.X) * G[None, :]
         self._constrain(0)
         self._constrain(self.rr)

@@ -1,6 +1,7 @@
 """FXS port end to end on the twins: the virtual phone, the real SLIC driver and DSP,
 call control, and SimCloud as the cloud (fake time)."""
 
+import numpy as np
 import pytest
 
 from cext.callerid import CallerIdDecoder
@@ -368,10 +369,9 @@ def test_a_failed_slic_refuses_calls_and_the_other_ports_work():
         r.close()
 
 
-def test_a_runaway_echo_canceller_never_reaches_the_cloud(rig):
-    # Measured on cext.echo: a -10 dBm0 440 Hz far end against a 1000 Hz near end makes
-    # the canceller diverge to clipping within a second; the media path must notice,
-    # reset it and pass the line audio through instead of the runaway output.
+def test_tones_both_ways_do_not_make_the_echo_canceller_diverge(rig):
+    # Found in integration: a -10 dBm0 440 Hz far end against a 1000 Hz near end once
+    # drove cext.echo to clipping. The talker's tone must reach the cloud clean.
     r = rig()
     r.cloud.agent("5551234", answer_after=0.3, tone_hz=440.0, tone_dbm0=-10.0)
     call = connect(r)
@@ -380,4 +380,34 @@ def test_a_runaway_echo_canceller_never_reaches_the_cloud(rig):
     sent = call.received[-8000:]
     assert abs(dominant_hz(sent) - 1000.0) < 10
     assert tone_level(sent, 440) < 300 and max(abs(int(sent.max())), abs(int(sent.min()))) < 9000
+    assert r.cc.status()["ports"]["fxs1"]["echo_runaways"] == 0
+
+
+class _DivergingCanceller:
+    """Fault injection: a canceller whose output grows without bound, as a diverged
+    adaptive filter's does. The media path must catch it, not the kernel's own care."""
+
+    erle_db = 0.0
+
+    def __init__(self):
+        self.gain = 1.0
+
+    def process(self, near, far):
+        self.gain *= 1.5
+        return np.clip(near.astype(np.float64) * self.gain + 3000, -32768, 32767).astype(np.int16)
+
+    def reset(self):
+        self.gain = 1.0
+
+
+def test_a_diverging_echo_canceller_is_bypassed_and_never_reaches_the_cloud(rig):
+    r = rig()
+    r.cloud.agent("5551234", answer_after=0.3, tone_hz=440.0, tone_dbm0=-10.0)
+    call = connect(r)
+    r.cc.ports["fxs1"].media._ec = _DivergingCanceller()
+    r.phone().speak(sine(1000.0, 3.0))
+    r.run(3.0)
+    sent = call.received[-8000:]
+    assert abs(dominant_hz(sent) - 1000.0) < 10
+    assert max(abs(int(sent.max())), abs(int(sent.min()))) < 9000
     assert r.cc.status()["ports"]["fxs1"]["echo_runaways"] == 1
