@@ -83,6 +83,22 @@ class Reactor:
         self.update_timer(timer, waketime)
         return timer
 
+    def register_periodic(self, fn: Callable[[float], None], period: float,
+                          start: float | None = None, max_behind: int = 5) -> Timer:
+        """Call fn(eventtime) every `period` seconds on a fixed grid (media clocks): each
+        wake is due one period after the last one was due, not after it ran, so wake-up
+        delays never accumulate. More than `max_behind` periods late, it re-syncs."""
+        due = [self.now() if start is None else start]
+
+        def tick(eventtime: float) -> float:
+            fn(eventtime)
+            due[0] += period
+            if eventtime - due[0] > max_behind * period:
+                due[0] = eventtime + period
+            return due[0]
+
+        return self.register_timer(tick, due[0])
+
     def update_timer(self, timer: Timer, waketime: float) -> None:
         timer.waketime = max(waketime, NOW)
         timer._seq = next(self._seq)

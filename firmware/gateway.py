@@ -8,8 +8,14 @@ seized/in-use, present/absent, failed), is appended to `log`, and is passed to l
 with the old and new state. A 20 ms media tick drains every port's PCM and feeds the FXO
 caller-ID decoder (cext.callerid, the line's standard from the config) so callers'
 numbers reach the log; a burst with a bad checksum is dropped.
-Call control and SIP build on this in later issues; `seize()`/`release()` are what call
-control will call on an FXO port.
+
+With call control running (firmware.core.runtime.Core) the gateway is built with
+`media=False`: call control owns every port's PCM and its own caller-ID decoder, and
+the gateway keeps only the port states. Call control's transitions come back through
+`call_state(port, old, new)`: an FXO line is `seized` while its FSM holds the line
+(seizing, dialling, connected) and `idle` after; a phone or the headset is `in-call`
+while connected. They are logged as CALL events like line events, so `run` prints them
+and `status()` shows them.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ from firmware.core.config import effective_callerid
 SEIZED = "seized"  # gateway actions, logged like line events
 RELEASED = "released"
 CALLER_ID = "caller_id"  # data: {"number": ..., "name": ...}
+CALL = "call"  # call control's FSM moved; data: {"state": new FSM state, "was": old}
+IN_CALL = "in-call"
+SEIZED_FSM = ("seizing", "dialing", "connected")  # FXO FSM states that hold the line
 MEDIA_TICK_S = FRAME / LINE_RATE
 
 FAILED = "failed"
@@ -37,8 +46,12 @@ NEXT_STATE = {
     ev.RING_START: "ringing", ev.RING_STOP: "idle", ev.POLARITY_REVERSAL: None,
     ev.DISCONNECT: "disconnected", ev.LINE_IN_USE: "in-use", ev.LINE_FREE: "idle",
     ev.HEADSET_PLUGGED: "present", ev.HEADSET_UNPLUGGED: "absent",
-    ev.CHIP_FAILED: FAILED, SEIZED: "seized", RELEASED: "idle", CALLER_ID: None,
+    ev.CHIP_FAILED: FAILED, SEIZED: "seized", RELEASED: "idle", CALLER_ID: None, CALL: None,
 }
+# While the line is seized, the ringing and line-sense events that follow are expected:
+# the port stays seized until call control lets go (or the CO disconnects).
+KEEP_SEIZED = (ev.RING_START, ev.RING_STOP, ev.LINE_FREE, ev.LINE_IN_USE,
+               ev.POLARITY_REVERSAL)
 INITIAL = {"fxs": "on-hook", "fxo": "idle", "headset": "absent"}
 
 
@@ -50,14 +63,16 @@ class Port:
     reason: str = ""  # why it failed
     digits: str = ""  # dialled since the last off-hook
     caller: dict = field(default_factory=dict)  # last caller ID on an FXO line
+    call: str = ""  # call control's FSM state ("" without call control)
 
 
 Listener = Callable[[LineEvent, str, str], None]  # (event, old state, new state)
 
 
 class Gateway:
-    def __init__(self, doc: dict, board, reactor) -> None:
+    def __init__(self, doc: dict, board, reactor, *, media: bool = True) -> None:
         self.doc, self.board, self.reactor = doc, board, reactor
+        self.media = media  # False: call control reads the PCM (and decodes caller ID)
         self.ports = {name: Port(name, line["kind"], INITIAL[line["kind"]])
                       for name, line in doc["lines"].items()}
         if board.headset_driver is not None:
@@ -78,7 +93,8 @@ class Gateway:
                 self._start_line(name)
         if self.board.headset_driver is not None:
             self._start_headset()
-        self._media_timer = self.reactor.register_timer(self._media, self.reactor.now())
+        if self.media:
+            self._media_timer = self.reactor.register_timer(self._media, self.reactor.now())
 
     def _start_line(self, name: str) -> None:
         driver = self.board.drivers.get(name)
@@ -90,7 +106,7 @@ class Gateway:
         except BranchlineError as exc:
             self._fail(name, str(exc))
             return
-        if self.ports[name].kind == "fxo":
+        if self.ports[name].kind == "fxo" and self.media:
             self._cid[name] = _callerid_receiver(effective_callerid(self.doc, name))
 
     def _start_headset(self) -> None:
@@ -119,6 +135,18 @@ class Gateway:
         self.board.drivers[name].release()
         self._set(name, LineEvent(name, RELEASED, self.reactor.now()))
 
+    def call_state(self, name: str, old: str, new: str) -> None:
+        """Call control's FSM on `name` went old -> new (names as its State enum)."""
+        if name not in self.ports:
+            return
+        self._set(name, LineEvent(name, CALL, self.reactor.now(),
+                                  {"state": new.lower(), "was": old.lower()}))
+
+    def caller_id(self, name: str, message: dict) -> None:
+        """Call control decoded a caller ID on `name`: logged as a CALLER_ID event."""
+        if name in self.ports:
+            self._set(name, LineEvent(name, CALLER_ID, self.reactor.now(), dict(message)))
+
     def status(self) -> dict[str, dict]:
         """Per port: the gateway's view merged over the driver's live readout."""
         out = {}
@@ -126,6 +154,8 @@ class Gateway:
             live = self._live(name) if port.state != FAILED else {}
             out[name] = {**live, "port": name, "kind": port.kind, "state": port.state,
                          "reason": port.reason or live.get("reason", "")}
+            if port.call:
+                out[name]["call"] = port.call
         return out
 
     def _live(self, name: str) -> dict:
@@ -150,6 +180,10 @@ class Gateway:
         port = self.ports[name]
         old = port.state
         new = NEXT_STATE.get(event.kind) or old
+        if event.kind == CALL:
+            new = _state_for_call(port, event.data["state"])
+        elif old == "seized" and event.kind in KEEP_SEIZED:
+            new = old
         if old == FAILED and event.kind != ev.CHIP_FAILED:
             new = FAILED  # a failed chip stays failed until restarted
         port.state = new
@@ -166,6 +200,8 @@ class Gateway:
             port.digits += str(event.data.get("digit", ""))
         elif event.kind == CALLER_ID:
             port.caller = dict(event.data)
+        elif event.kind == CALL:
+            port.call = event.data["state"]
 
     # -- media --
     def _media(self, eventtime: float) -> float:
@@ -182,6 +218,19 @@ class Gateway:
         for message in receiver.process(frame):
             if message.get("checksum_ok", True):
                 self._set(name, LineEvent(name, CALLER_ID, eventtime, message))
+
+
+def _state_for_call(port: Port, fsm_state: str) -> str:
+    """The port state a call-control FSM state means (the hook state stays otherwise)."""
+    if port.kind == "fxo":
+        if fsm_state in SEIZED_FSM:
+            return "seized"
+        return "idle" if port.state in ("seized", "disconnected") else port.state
+    if fsm_state == "connected":
+        return IN_CALL
+    if port.state == IN_CALL:
+        return "present" if port.kind == "headset" else "off-hook"
+    return port.state
 
 
 def _callerid_receiver(standard: str):

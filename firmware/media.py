@@ -27,7 +27,10 @@ The DSP runs only while the port is `active` (off hook, seized, in a call); an i
 port's capture is still drained and given to the taps (caller ID arrives on hook).
 
 Assumes 8 kHz int16 frames of 160 samples on the PCM (the headset driver resamples to
-its native rate itself) and pipes of the same rate.
+its native rate itself) and pipes of the same rate. The headset's media can switch to
+16 kHz (`set_rate(16000)`, 320-sample frames) for a wideband call: its driver then
+delivers and takes 16 kHz frames, tones are generated at 16 kHz, and the pipe must be a
+16 kHz one; it has no echo canceller or DTMF detector (both are 8 kHz kernels).
 """
 
 from __future__ import annotations
@@ -88,8 +91,25 @@ class PortMedia:
         self._far: deque[np.ndarray] = deque(maxlen=FAR_QUEUE)
         self._delayed: np.ndarray | None = None
         self._delayed_digit = False
+        self.rate, self.frame, self._silence = 8000, FRAME, SILENCE
 
     # ---- what call control sets ----
+    def set_rate(self, rate: int) -> None:
+        """Carry audio at `rate` (8000, or 16000 on a port without EC and DTMF detector:
+        the headset) from now on; the PCM is switched too."""
+        if rate == self.rate:
+            return
+        if rate != 8000 and (self._ec is not None or self._det is not None):
+            raise ValueError(f"{self.name}: only a port without echo canceller and DTMF "
+                             f"detector can run at {rate} Hz")
+        self.pcm.set_line_rate(rate)
+        self.rate, self.frame = rate, rate // 50
+        self._silence = np.zeros(self.frame, dtype=np.int16)
+        self._far.clear()
+        self._delayed = None
+        self.cancel_samples()
+        if self._tone is not None:
+            self._tone = ToneGenerator(self._tone.tone, rate)
     def start(self) -> None:
         """The port goes active (off hook, seized): a fresh canceller and detector."""
         if not self.active:
@@ -113,12 +133,12 @@ class PortMedia:
             self._tone, self.tone_name = None, ""
             return
         tone = self.plan.tones[name] if isinstance(name, str) else name
-        self._tone = ToneGenerator(tone)
+        self._tone = ToneGenerator(tone, self.rate)
         self.tone_name = name if isinstance(name, str) else "custom"
 
     def overlay(self, name: str | None) -> None:
         """Mix a plan tone into whatever plays (call-waiting beeps); None ends it."""
-        self._overlay = ToneGenerator(self.plan.tones[name]) if name else None
+        self._overlay = ToneGenerator(self.plan.tones[name], self.rate) if name else None
 
     def connect(self, pipe: MediaPipe | None, send: bool = True,
                 cancel_echo: bool = True) -> None:
@@ -166,21 +186,21 @@ class PortMedia:
         if len(self._samples):
             return self._from_samples()
         if self._tone is not None:
-            out = self._tone.generate(FRAME)
+            out = self._tone.generate(self.frame)
         elif self.pipe is not None:
             frame = self.pipe.take_from_cloud()
-            out = SILENCE if frame is None or len(frame) != FRAME else frame
+            out = self._silence if frame is None or len(frame) != self.frame else frame
         else:
-            out = SILENCE
+            out = self._silence
         if self._overlay is not None:
-            mixed = out.astype(np.int32) + self._overlay.generate(FRAME)
+            mixed = out.astype(np.int32) + self._overlay.generate(self.frame)
             out = np.clip(mixed, -32768, 32767).astype(np.int16)
         return out
 
     def _from_samples(self) -> np.ndarray:
-        chunk, self._samples = self._samples[:FRAME], self._samples[FRAME:]
-        if len(chunk) < FRAME:
-            chunk = np.concatenate([chunk, np.zeros(FRAME - len(chunk), dtype=np.int16)])
+        chunk, self._samples = self._samples[:self.frame], self._samples[self.frame:]
+        if len(chunk) < self.frame:
+            chunk = np.concatenate([chunk, np.zeros(self.frame - len(chunk), dtype=np.int16)])
         if not len(self._samples) and self._then is not None:
             then, self._then = self._then, None
             then()
@@ -190,7 +210,7 @@ class PortMedia:
         if not self.active:
             self._tap(near)
             return
-        far = self._far.popleft() if self._far else SILENCE
+        far = self._far.popleft() if self._far else self._silence
         clean = self._cancel(near, far)
         digit_here = self._detect(clean)
         self._tap(clean)
@@ -236,7 +256,7 @@ class PortMedia:
     def _put(self, frame: np.ndarray) -> None:
         if self.pipe is None or not self.send:
             return
-        self.pipe.put_to_cloud(SILENCE if self.muted else frame)
+        self.pipe.put_to_cloud(self._silence if self.muted else frame)
 
 
 def _power(frame: np.ndarray) -> float:

@@ -181,6 +181,7 @@ class AgentCall(pj.Call):
                  call_id: int = pj.PJSUA_INVALID_ID) -> None:
         super().__init__(acc, call_id)
         self.agent = agent
+        self.acc = acc
         self.rec = record
         self.port: TonePort | None = None
 
@@ -243,6 +244,18 @@ class AgentCall(pj.Call):
         except Exception:
             log.exception("transfer request")
 
+
+    def onCallReplaced(self, prm: pj.OnCallReplacedParam) -> None:
+        # An INVITE with Replaces (the far end of an attended transfer) takes this call
+        # over. Without a Call of ours for it, pjsua2 made a bare C++ Call whose end
+        # crashed the process (segfault in libHandleEvents): give it a recorded one.
+        try:
+            new = self.agent.new_call("in", self.rec.remote_uri, prm.newCallId, self.acc)
+            new.rec.headers = {**self.rec.headers, "replaces": self.rec.id}
+            prm.newCall = new
+            log.info("call %d replaced by call %d", self.rec.id, new.rec.id)
+        except Exception:
+            log.exception("call replaced")
 
     def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
         try:

@@ -12,7 +12,8 @@ sent, with `dominant_hz()` to measure it. Tests act as the agent with `hangup()`
 fail at once (the cloud down); `refer_code = 403` makes the box's REFERs fail. Events reach call control through `reactor.call_soon`
 or reactor timers, as the real bridge delivers them on the reactor thread.
 
-Assumes a Reactor (FakeClock in tests); audio 8 kHz, 160-sample frames.
+Assumes a Reactor (FakeClock in tests); audio 8 kHz, 160-sample frames, or 16 kHz
+when the box asks for it (the headset).
 """
 
 from __future__ import annotations
@@ -71,14 +72,14 @@ class SimCall:
 
     @property
     def received(self) -> np.ndarray:
-        """Everything the box sent on this call (8 kHz int16)."""
+        """Everything the box sent on this call (int16 at the pipe's rate)."""
         if not self._received:
             return np.zeros(0, dtype=np.int16)
         return np.concatenate(self._received)
 
     def dominant_hz(self, last_s: float | None = None) -> float:
         """The strongest frequency in what the box sent (the last `last_s` seconds)."""
-        return dominant_hz(self.received, last_s)
+        return dominant_hz(self.received, last_s, rate=self.pipe.rate)
 
     @property
     def up(self) -> bool:
@@ -226,7 +227,10 @@ class SimCloud:
             self._end(self.calls[other], 0, "cloud", delay=0.2)
 
     def media(self, call: int, rate: int = 8000) -> api.MediaPipe:
-        return self.calls[call].pipe
+        c = self.calls[call]
+        if c.pipe.rate != rate:  # the headset asks for 16 kHz: the agent talks wideband
+            c.pipe, c._tone = api.MediaPipe(rate=rate), None
+        return c.pipe
 
     def quality(self, call: int) -> dict[str, Any]:
         return {"codec": "PCMU", "jitter_ms": 2.0, "loss_pct": 0.0, "rtt_ms": 30.0}
@@ -313,5 +317,6 @@ class SimCloud:
         agent = call.agent
         if agent.tone_hz and not call.held_by_box:
             if call._tone is None:
-                call._tone = ToneGenerator(Tone((agent.tone_hz,), agent.tone_dbm0))
-            call.pipe.from_cloud.append(call._tone.generate(160))
+                call._tone = ToneGenerator(Tone((agent.tone_hz,), agent.tone_dbm0),
+                                           call.pipe.rate)
+            call.pipe.from_cloud.append(call._tone.generate(call.pipe.frame))

@@ -83,3 +83,34 @@ def test_stop_inside_a_nested_run_ends_the_outer_run_too(reactor):
     reactor.register_timer(lambda t: fired.append(t) or NEVER, t0 + 8)
     reactor.run_until(t0 + 10)
     assert fired == [] and reactor.now() < t0 + 8
+
+
+def test_periodic_timers_stay_on_their_grid_when_woken_late():
+    reactor = Reactor(MonotonicClock())
+    t0 = reactor.now()
+    ticks = []
+
+    def slow(eventtime):
+        ticks.append(eventtime)
+        time.sleep(0.004)  # every wake-up is a little late, as on a busy box
+
+    reactor.register_periodic(slow, 0.02, start=t0)
+    reactor.run_for(1.0)
+    # 50 per second on the grid; drifting by 4 ms a tick would give only ~42.
+    assert 49 <= len(ticks) <= 51
+    assert abs(ticks[-1] - (t0 + 0.02 * (len(ticks) - 1))) < 0.015
+
+
+def test_periodic_timer_resyncs_after_a_long_stall(reactor):
+    t0 = reactor.now()
+    ticks = []
+
+    def stall_once(eventtime):
+        ticks.append(eventtime)
+        if len(ticks) == 3:
+            reactor.clock.set(eventtime + 1.0)  # the process was stopped for a second
+
+    reactor.register_periodic(stall_once, 0.02, start=t0)
+    reactor.run_until(t0 + 1.5)
+    gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
+    assert max(gaps) < 1.05 and sum(1 for g in gaps if g < 0.019) == 0

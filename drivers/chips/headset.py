@@ -1,8 +1,11 @@
-"""The local agent's headset: ALSA audio at its native rate, seen by the gateway at 8 kHz.
+"""The local agent's headset: ALSA audio at its native rate, seen by the gateway at 8 kHz
+(narrowband, like the lines) or 16 kHz (wideband calls: G.722 from the cloud).
 
-The headset (USB or I2S codec) runs at 16, 32, 44.1 or 48 kHz; lines run at 8 kHz, so
-capture is resampled down and playback up with `cext.resample.Resampler` (stateful, so
-20 ms frames join without clicks). Mute silences the microphone; volume is a playback
+The headset (USB or I2S codec) runs at 16, 32, 44.1 or 48 kHz; the gateway side runs at
+`line_rate` (8000 by default; `set_line_rate(16000)` for a wideband call), so capture is
+resampled down and playback up with `cext.resample.Resampler` (stateful, so 20 ms frames
+join without clicks; none when the two rates are equal). Frames are 20 ms at the line
+rate: 160 samples at 8 kHz, 320 at 16 kHz. Mute silences the microphone; volume is a playback
 gain in dB, clamped. A USB headset can be unplugged and plugged while the gateway runs:
 a reactor timer polls `present()` (on the box: is the ALSA card still listed in
 /proc/asound/cards) and a PCM error counts as an unplug too; both raise
@@ -22,6 +25,7 @@ from drivers.errors import BranchlineError, HardwareError
 from drivers.events import HEADSET_PLUGGED, HEADSET_UNPLUGGED, LineEvent
 
 RATES = (16000, 32000, 44100, 48000)
+LINE_RATES = (8000, 16000)  # narrowband (lines, G.711) and wideband (G.722)
 VOLUME_MIN_DB = -40.0
 VOLUME_MAX_DB = 12.0
 POLL_S = 1.0  # presence poll: a human unplugging a headset does not need faster
@@ -32,7 +36,17 @@ def native_period(rate: int) -> int:
     return rate * FRAME // LINE_RATE
 
 
+class _Same:
+    """No resampling: the headset runs at the line rate already."""
+
+    @staticmethod
+    def process(samples: np.ndarray) -> np.ndarray:
+        return np.asarray(samples, dtype=np.int16)
+
+
 def _resampler(rate_in: int, rate_out: int):
+    if rate_in == rate_out:
+        return _Same()
     from cext.resample import Resampler  # the tones engineer's kernel
 
     return Resampler(rate_in, rate_out)
@@ -58,7 +72,7 @@ class _Fifo:
 
 
 class Headset:
-    """Capture/playback at 8 kHz frames, mute, volume, presence events."""
+    """Capture/playback in 20 ms frames at the line rate, mute, volume, presence events."""
 
     def __init__(self, name: str, reactor, settings: dict,
                  open_pcm: Callable[[int, int], PcmPort], present: Callable[[], bool],
@@ -76,12 +90,14 @@ class Headset:
         self.error = ""
         self._cap_fifo, self._play_fifo = _Fifo(), _Fifo()
         self._down = self._up = None
+        self.line_rate = LINE_RATE
+        self.frame = FRAME  # samples per 20 ms at the line rate
 
     # -- life cycle --
     def start(self) -> None:
         """Open the headset if it is there; an absent headset is a state, not a failure."""
-        self._down = _resampler(self.rate, LINE_RATE)
-        self._up = _resampler(LINE_RATE, self.rate)
+        self._down = _resampler(self.rate, self.line_rate)
+        self._up = _resampler(self.line_rate, self.rate)
         if self._present():
             self._plug(announce=False)
         self._timer = self.reactor.register_timer(self._poll, self.reactor.now() + POLL_S)
@@ -102,7 +118,8 @@ class Headset:
 
     def status(self) -> dict:
         return {"chip": "headset", "state": "ok" if self.present else "absent",
-                "present": self.present, "rate": self.rate, "muted": self.muted,
+                "present": self.present, "rate": self.rate, "line_rate": self.line_rate,
+                "muted": self.muted,
                 "volume_db": self._volume_db, "error": self.error}
 
     # -- controls --
@@ -118,17 +135,31 @@ class Headset:
         self.muted = bool(on)
 
     # -- audio at the line rate --
+    def set_line_rate(self, rate: int) -> None:
+        """Carry audio at `rate` (8000 or 16000) from now on; queued audio is dropped."""
+        if rate not in LINE_RATES:
+            raise HardwareError(f"headset: line rate {rate} Hz is not supported; use one of "
+                                f"{LINE_RATES}")
+        if rate == self.line_rate:
+            return
+        self.line_rate, self.frame = rate, rate // 50
+        self._down = _resampler(self.rate, rate)
+        self._up = _resampler(rate, self.rate)
+        self._cap_fifo.clear()
+        self._play_fifo.clear()
+
     def read(self) -> np.ndarray | None:
-        """The next 20 ms of microphone audio at 8 kHz, or None (absent, or not ready)."""
+        """The next 20 ms of microphone audio at the line rate, or None (absent, or not
+        ready)."""
         while self._pcm is not None and (frame := self._guard(self._pcm.read)) is not None:
             self._cap_fifo.push(self._down.process(frame))
-        out = self._cap_fifo.pop(FRAME)
+        out = self._cap_fifo.pop(self.frame)
         if out is not None and self.muted:
-            return np.zeros(FRAME, dtype=np.int16)
+            return np.zeros(self.frame, dtype=np.int16)
         return out
 
     def write(self, frame: np.ndarray) -> None:
-        """Play 20 ms of 8 kHz audio (dropped while the headset is absent)."""
+        """Play 20 ms of audio at the line rate (dropped while the headset is absent)."""
         if self._pcm is None:
             return
         gain = 10.0 ** (self._volume_db / 20.0)

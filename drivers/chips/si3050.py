@@ -489,6 +489,14 @@ class Si3050:
             self.line_in_use = in_use
             self._emit(ev.LINE_IN_USE if in_use else ev.LINE_FREE, line_voltage_v=self.line_voltage_v)
 
+    # ---- line tests (firmware/diag/commission.py) ----
+    def measure(self) -> dict:
+        """Line volts (signed: polarity) and loop mA read from the chip now."""
+        self._require_running()
+        self._measure()
+        return {"line_voltage_v": self.line_voltage_v, "loop_current_ma": self.loop_current_ma,
+                "seized": self._seized}
+
     # ---- status for hw probe ----
     def status(self) -> dict:
         state = "failed" if self.failed else "stopped" if self.state == DaaState.STOPPED else "ok"

@@ -517,6 +517,54 @@ class Si3215:
         lfs = (self._read(R.DR_LINEFEED) >> R.LFS_SHIFT) & R.LF_MASK
         return LINEFEED_NAMES[lfs]
 
+    # ------------------------------------------------------------------ line-test access
+    # The GR-909 procedures (firmware/diag/commission.py) step the linefeed and the feed
+    # settings and read the sense registers; these are the only chip accesses they need.
+    SENSE_FULL_SCALE_V = 255 * R.VSENSE_STEP_V  # VTIP/VRING saturate here
+    SENSE_OHM = 1.0e6  # (twin) each wire's sense network, referenced to -VCM (DR73)
+
+    def sense(self) -> dict:
+        """One reading: tip and ring volts to ground (magnitudes), loop volts and mA."""
+        return {"tip_v": self._read(R.DR_VTIP) * R.VSENSE_STEP_V,
+                "ring_v": self._read(R.DR_VRING) * R.VSENSE_STEP_V,
+                "loop_v": (self._read(R.DR_LVS) & 0x3F) * R.LVS_STEP_V,
+                "loop_ma": (self._read(R.DR_LCS) & 0x3F) * R.LCS_STEP_MA}
+
+    def feed(self) -> dict:
+        """The DC feed settings now: on-hook volts, common-mode volts, loop current limit."""
+        return {"on_hook_v": self._read(R.DR_ON_HOOK_V) * R.VOC_STEP_V,
+                "common_v": self._read(R.DR_COMMON_V) * R.VOC_STEP_V,
+                "loop_limit_ma": R.ILIM_BASE_MA + R.ILIM_STEP_MA * self._read(R.DR_LOOP_I_LIMIT)}
+
+    def set_feed(self, on_hook_v: float | None = None, common_v: float | None = None,
+                 loop_limit_ma: float | None = None) -> None:
+        """Change the DC feed (for a line test; restore with the values feed() gave)."""
+        if on_hook_v is not None:
+            self._write(R.DR_ON_HOOK_V, max(0, min(0x3F, round(on_hook_v / R.VOC_STEP_V))))
+        if common_v is not None:
+            self._write(R.DR_COMMON_V, max(0, min(0x3F, round(common_v / R.VOC_STEP_V))))
+        if loop_limit_ma is not None:
+            steps = round((loop_limit_ma - R.ILIM_BASE_MA) / R.ILIM_STEP_MA)
+            self._write(R.DR_LOOP_I_LIMIT, max(0, min(7, steps)))
+
+    def ring_test(self, on: bool) -> None:
+        """Ring voltage on the line without a cadence (REN test), or back to idle."""
+        self._stop_cadence()
+        if on:
+            self._write(R.DR_RING_OSC_CTL, 0x00)  # no active/inactive timers: ring on
+            self._set_lf(R.LF_RINGING)
+        else:
+            self._set_lf(self._idle_lf())
+
+    def ring_settings(self) -> tuple[float, float]:
+        """(Hz, peak volts) of the ring oscillator as programmed."""
+        return float(self.settings.get("ring_hz", 20.0)), float(self.settings.get("ring_vpk", 65.0))
+
+    def restore_idle(self) -> None:
+        """After a line test: the idle linefeed of the port's polarity."""
+        self._stop_cadence()
+        self._set_lf(self._idle_lf())
+
     def status(self) -> dict:
         """Live state for `hw probe`; readings are None on a chip that is not running."""
         base = {"chip": self.chip, "port": self.name, "device": self.spi.name,

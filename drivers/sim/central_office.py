@@ -19,6 +19,13 @@ cext.toneplans:
 - disconnect(signal): "loop_drop" (battery off for `seconds`, then back),
   "reversal" (polarity reversed), "tone" (busy tone).
 - `events`: (what, time) of everything the CO did, for tests and the demo.
+- Line conditions for commissioning: `set_line(battery_v, loop_ohm)` (idle volts and
+  loop current), `set_echo(h)` (the hybrid: what the gateway sends comes back
+  convolved with h, one frame later, added to whatever the CO sends; see
+  drivers/sim/echo_paths), `callerid_standard` (bell202, v23 or dtmf instead of the
+  plan's), `disconnect("tone", tone=Tone(...))` (a tone the plan does not know, whose
+  cadence the gateway has to learn). A DTMF digit heard while the CO gives dial tone
+  stops it (state "dialing"; the digits are kept in `dialed`), as a real exchange does.
 
 Tones are numpy sinusoids at the plan's levels (0 dBm0 = 22 800 peak, 16-bit linear);
 the line carries raw PCM, the DSP decodes it later. Audio only reaches the gateway
@@ -34,6 +41,7 @@ from collections.abc import Callable
 import numpy as np
 
 from cext import toneplans
+from cext.dtmf import DtmfDetector
 from drivers.bus.pcm import FRAME, LINE_RATE
 from drivers.reactor import NEVER, Reactor
 
@@ -108,7 +116,14 @@ class VirtualCO:
         self._script: list[tuple[float, Callable[[], None]]] = []
         self._cadence: tuple[float, ...] = ()
         self._script_timer = reactor.register_timer(self._run_script, NEVER)
-        self._frame_timer = reactor.register_timer(self._frame, reactor.now() + FRAME_S)
+        self._frame_timer = reactor.register_periodic(self._frame, FRAME_S, start=reactor.now() + FRAME_S)
+        self.callerid_standard: str | None = None  # None: the country plan's
+        self.dialed = ""
+        self._dtmf: DtmfDetector | None = None
+        self._echo_h = np.zeros(0)
+        self._echo_hist = np.zeros(0)
+        self._echo_out = np.zeros(0)
+        self._custom_tone: toneplans.Tone | None = None
         daa.watch_hook(self._hook_changed)
 
     # ---- what the tests and the demo call ----
@@ -141,8 +156,10 @@ class VirtualCO:
         if self.state == "ringing":
             self._end_ringing("ring_stopped")
 
-    def disconnect(self, signal: str = "loop_drop", seconds: float = 0.5) -> None:
-        """The far end hangs up; the CO signals it in the given style."""
+    def disconnect(self, signal: str = "loop_drop", seconds: float = 0.5,
+                   tone: toneplans.Tone | None = None) -> None:
+        """The far end hangs up; the CO signals it in the given style (for "tone": the
+        plan's busy tone, or `tone`)."""
         if signal == "loop_drop":
             self.daa.line_battery(False)
             self._log("loop_drop")
@@ -150,6 +167,7 @@ class VirtualCO:
         elif signal == "reversal":
             self.reverse_polarity()
         elif signal == "tone":
+            self._custom_tone = tone
             self._start_tone("busy")
             self._log("busy_tone")
             self._set_state("busy")
@@ -158,6 +176,16 @@ class VirtualCO:
             raise ValueError(f"disconnect signal {signal!r}: use loop_drop, reversal or tone")
         self._set_state("disconnected")
         self._after(REORDER_AFTER_S, self._maybe_reorder)
+
+    def set_line(self, battery_v: float | None = None, loop_ohm: float | None = None) -> None:
+        """The exchange battery (idle volts) and the cable's resistance (loop current)."""
+        self.daa.line_feed(battery_v=battery_v, loop_ohm=loop_ohm)
+
+    def set_echo(self, h: np.ndarray | None) -> None:
+        """The line's echo path (8 kHz impulse response); None or empty: no echo."""
+        self._echo_h = np.zeros(0) if h is None else np.asarray(h, dtype=float)
+        self._echo_hist = np.zeros(max(0, len(self._echo_h) - 1))
+        self._echo_out = np.zeros(0)
 
     def reverse_polarity(self) -> None:
         self.daa.line_polarity(-self.daa.polarity)
@@ -235,7 +263,7 @@ class VirtualCO:
         alert = tone_samples(UK_ALERT, 0, int(UK_ALERT_S * LINE_RATE))
         gap = np.zeros(int(UK_ALERT_TO_FSK_S * LINE_RATE), np.int16)
         fsk_at = UK_REVERSAL_TO_ALERT_S
-        if self.plan.callerid != "dtmf":  # DTMF-CLIP follows the reversal without an alert
+        if (self.callerid_standard or self.plan.callerid) != "dtmf":  # DTMF-CLIP follows the reversal without an alert
             fsk_at += (len(alert) + len(gap)) / LINE_RATE
             self._after(UK_REVERSAL_TO_ALERT_S, lambda: self._send_burst(alert, "alert"))
         ring_at = fsk_at + len(audio) / LINE_RATE + UK_FSK_TO_RING_S
@@ -246,7 +274,7 @@ class VirtualCO:
 
     def _make_cid(self) -> np.ndarray | None:
         try:
-            audio = self.cid_audio(self._callerid, self.plan.callerid)
+            audio = self.cid_audio(self._callerid, self.callerid_standard or self.plan.callerid)
         except ImportError:
             self._log("cid_unavailable")  # no FSK modem built yet: ring without caller ID
             return None
@@ -262,12 +290,14 @@ class VirtualCO:
             self._set_state("call")
         elif offhook:
             self._log("seized")
+            self.set_echo(self._echo_h)  # a fresh hybrid state for each seizure
             if self.state == "idle":
                 self._start_tone("dial")
                 self._set_state("dialtone")
         else:
             self._log("released")
             self._tone_name = ""
+            self._custom_tone = None
             self._far_end.clear()
             self._set_state("idle")
 
@@ -284,6 +314,8 @@ class VirtualCO:
         self._tone_name, self._tone_pos = name, 0
 
     def _set_state(self, state: str) -> None:
+        if state == "dialtone":
+            self._dtmf, self.dialed = DtmfDetector(), ""
         if state != self.state:
             log.debug("CO %s: %s -> %s", self.number, self.state, state)
             self.state = state
@@ -309,7 +341,7 @@ class VirtualCO:
 
     # ---- audio, one frame every 20 ms ----
     def _frame(self, eventtime: float) -> float:
-        frame = self._next_frame(eventtime)
+        frame = self._with_echo(self._next_frame(eventtime))
         self.pcm.write(frame if self.daa.audio_path else np.zeros(FRAME, np.int16))
         self._listen()
         return eventtime + FRAME_S
@@ -319,10 +351,12 @@ class VirtualCO:
             return self._burst_frame(eventtime)
         if self._tone_name and self.daa.offhook:
             tone = self.plan.tones[self._tone_name]
+            if self._tone_name == "busy" and self._custom_tone is not None:
+                tone = self._custom_tone
             frame = tone_samples(tone, self._tone_pos, FRAME)
             self._tone_pos += FRAME
             return frame
-        if self.state == "call" and self._far_end:
+        if self.state in ("call", "dialing") and self._far_end:  # dialing: the called party
             return self._far_end.popleft()
         return np.zeros(FRAME, np.int16)
 
@@ -343,3 +377,34 @@ class VirtualCO:
         while (frame := self.pcm.read()) is not None:
             if self.daa.offhook:
                 self._heard.append(frame)
+                self._echo_in(frame)
+                self._dial_digits(frame)
+
+    def _dial_digits(self, frame: np.ndarray) -> None:
+        """Digits dialled into dial tone stop it (the exchange starts collecting)."""
+        if self.state not in ("dialtone", "dialing") or self._dtmf is None:
+            return
+        for digit, _start, _end in self._dtmf.process(np.asarray(frame, np.int16)):
+            self.dialed += digit
+            if self.state == "dialtone":
+                self._tone_name = ""
+                self._set_state("dialing")
+            self._log(f"digit_{digit}")
+
+    # ---- the hybrid: what the gateway sends comes back, convolved with the echo path ----
+    def _echo_in(self, frame: np.ndarray) -> None:
+        h = self._echo_h
+        if not len(h):
+            return
+        x = np.concatenate([self._echo_hist, np.asarray(frame, dtype=float)])
+        y = np.convolve(x, h)[len(h) - 1:len(x)]
+        self._echo_hist = x[len(x) - (len(h) - 1):] if len(h) > 1 else np.zeros(0)
+        self._echo_out = np.concatenate([self._echo_out, y])
+
+    def _with_echo(self, frame: np.ndarray) -> np.ndarray:
+        if not len(self._echo_out) or not self.daa.offhook:
+            return frame
+        echo, self._echo_out = self._echo_out[:FRAME], self._echo_out[FRAME:]
+        mixed = frame.astype(float)
+        mixed[:len(echo)] += echo
+        return np.clip(np.round(mixed), -32768, 32767).astype(np.int16)

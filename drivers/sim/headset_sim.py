@@ -53,7 +53,7 @@ class SimHeadset:
         self.opened = False
         self._mic = np.zeros(0, dtype=np.int16)
         self._heard: list[np.ndarray] = []
-        reactor.register_timer(self._tick, reactor.now() + TICK_S)
+        reactor.register_periodic(self._tick, TICK_S, start=reactor.now() + TICK_S)
 
     # -- what the Headset driver is built with --
     def present(self) -> bool:

@@ -73,7 +73,7 @@ class VirtualPhone:
         self._pending: list = []
         self._tx = np.zeros(0, dtype=np.int16)
         self._heard: deque[np.ndarray] = deque(maxlen=HEARD_FRAMES)
-        self._audio_timer = reactor.register_timer(self._tick, reactor.now() + FRAME_S)
+        self._audio_timer = reactor.register_periodic(self._tick, FRAME_S, start=reactor.now() + FRAME_S)
 
     # ------------------------------------------------------------------ hook switch
     def off_hook(self, bounce: Sequence[float] = ()) -> None:

@@ -30,8 +30,9 @@ REVA = 0x05  # system-side revision the emulator reports
 LRV = 0x04  # line-side revision
 LINE_SIDE_POWER_UP_S = 0.12  # isolation link needs tens of ms; DAHDI allows up to 2 s
 IDLE_BATTERY_V = 48.0
-OFFHOOK_V = 8.0  # across the DAA's DC termination
-OFFHOOK_MA = 26.0
+CO_FEED_OHM = 400.0  # the CO's battery feed (two 200 ohm feed coils)
+DEFAULT_LOOP_OHM = 1165.0  # cable to the exchange: 26 mA into the DAA on a 48 V battery
+DAA_DROP_V, DAA_OHM = 6.0, 50.0  # the DAA's DC termination: a drop plus a resistance
 PARALLEL_V = 8.5  # a parallel phone off hook loads the line to about this
 SHARED_V, SHARED_MA = 6.0, 14.0  # both off hook: the loop current is shared
 RING_PEAK_V = 120.0  # ~85 Vrms ring on top of the battery
@@ -55,6 +56,7 @@ class Si3050Emulator:
         # the line, as the central office leaves it
         self.connected = True
         self.battery_v = IDLE_BATTERY_V
+        self.loop_ohm = DEFAULT_LOOP_OHM
         self.polarity = 1
         self.battery_on = True  # False during a CO open-loop interval (loop drop)
         self.parallel_offhook = False
@@ -184,6 +186,13 @@ class Si3050Emulator:
             if self.link_up and self._fed:
                 self._latch(R.POLI)
 
+    def line_feed(self, battery_v: float | None = None, loop_ohm: float | None = None) -> None:
+        """The CO's battery and the cable's resistance (what idle volts and loop current show)."""
+        if battery_v is not None:
+            self.battery_v = float(battery_v)
+        if loop_ohm is not None:
+            self.loop_ohm = float(loop_ohm)
+
     def line_parallel_phone(self, offhook: bool) -> None:
         self.parallel_offhook = offhook
 
@@ -207,7 +216,7 @@ class Si3050Emulator:
         if not self._fed:
             return 0.0
         if self.offhook:
-            volts = SHARED_V if self.parallel_offhook else OFFHOOK_V
+            volts = SHARED_V if self.parallel_offhook else DAA_DROP_V + DAA_OHM * self._loop_a()
         else:
             volts = PARALLEL_V if self.parallel_offhook else self.battery_v
         volts *= self.polarity
@@ -219,7 +228,11 @@ class Si3050Emulator:
     def loop_current(self) -> float:
         if not (self._fed and self.offhook):
             return 0.0
-        return SHARED_MA if self.parallel_offhook else OFFHOOK_MA
+        return SHARED_MA if self.parallel_offhook else 1000 * self._loop_a()
+
+    def _loop_a(self) -> float:
+        """Loop current (A) of the DAA alone off hook: battery, feed, cable, termination."""
+        return max(0.0, self.battery_v - DAA_DROP_V) / (CO_FEED_OHM + self.loop_ohm + DAA_OHM)
 
     def _line_status(self) -> int:
         if not self.link_up:

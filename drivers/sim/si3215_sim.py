@@ -10,6 +10,18 @@ with its active/inactive timers, sense registers consistent with the line state 
 26 mA off hook, 48 V on hook, ring voltage into the phone's REN load), power alarms,
 and interrupt status bits latched (write 1 to clear) with INT held low until cleared.
 
+Line model (for the GR-909 line tests of firmware/diag/commission.py): tip and ring are
+two nodes solved by nodal analysis at every sense read. The SLIC drives each fed wire
+through half its feed resistance (tip to -VCM, ring to -(VCM + VOC) in forward
+polarity; TIP_OPEN drives only ring, RING_OPEN only tip) with the loop current limited
+to DR71; each wire also sees its sense network (R_SENSE_OHM, referenced to -VCM, DR73
+(twin)), so a floating wire sits at -VCM unless something pulls it away. `set_line()`
+adds what a field line can carry: a foreign source (DC + AC at 50/60 Hz, through
+R_FOREIGN_OHM on each wire), resistive faults tip-ring / tip-ground / ring-ground, a
+receiver off hook (the phone's DC: a PHONE_DROP_V drop plus `loop_ohm`, conducting only
+above the drop), and the ringer load (`ren`: 6930 ohm + 8 uF per REN, seen while
+ringing). The sense registers are magnitudes and saturate (VTIP/VRING at 95.9 V).
+
 The attached phone calls `set_loop(closed, bounce)`; listeners registered with
 `add_ring_listener(fn(on, time))` hear ring voltage start and stop. All time comes from
 the reactor. Bit positions marked "(twin)" in si3215_regs are shared assumptions.
@@ -26,7 +38,12 @@ from drivers.reactor import NEVER
 CALIBRATION_S = 0.2  # how long the twin's self-calibration takes
 POWERUP_S = 0.1  # DC-DC ramp from 0 to VBATH
 R_FEED_OHM = 400.0  # the SLIC's feed resistance in series with the loop
-OHM_PER_REN = 6930.0  # one ringer equivalent at 20 Hz
+OHM_PER_REN = 6930.0  # one ringer equivalent: 6930 ohm in series with 8 uF
+FARAD_PER_REN = 8e-6
+R_SENSE_OHM = 1.0e6  # (twin) each wire's sense network, referenced to -VCM
+R_FOREIGN_OHM = 2000.0  # source impedance of a foreign voltage on the wires
+PHONE_DROP_V = 6.5  # an off-hook phone's DC drop (speech network + bridge rectifier)
+OPEN_OHM = math.inf
 
 RESET_VALUES = {
     R.DR_SPI_MODE: 0x05,  # part 0, revision E
@@ -64,6 +81,10 @@ class Si3215Emulator:
         self.dead_battery = False  # the DC-DC converter never comes up
         self.loop_ohm = 300.0  # phone + line DC resistance when off hook
         self.ren = 1.0  # ringer load of the attached phone(s)
+        self.foreign_ac_vrms = self.foreign_dc_v = 0.0
+        self.foreign_hz = 60.0
+        self.r_tip_ring = self.r_tip_ground = self.r_ring_ground = OPEN_OHM
+        self.receiver_off_hook = False  # a phone off hook that nobody hung up (GR-909)
         self.writes: list[tuple[float, int, int]] = []  # (time, reg, value): a trace
         self._ring_listeners: list[Callable[[bool, float], None]] = []
         self._t_lcr = reactor.register_timer(self._lcr_settled, NEVER)
@@ -182,16 +203,25 @@ class Si3215Emulator:
         return self._sense(reg)
 
     def _sense(self, reg: int) -> int:
-        v_loop, i_ma = self._loop_v_i()
+        if self._lf == R.LF_RINGING:
+            return self._ring_sense(reg)
+        vt, vr, i_ma = self.solve()
         if reg == R.DR_LCS:
             return min(0x3F, round(i_ma / R.LCS_STEP_MA))
-        reverse = self._lf in REVERSE_LF
         if reg == R.DR_LVS:
-            return min(0x3F, round(v_loop / R.LVS_STEP_V)) | (R.LVS_REVERSE if reverse else 0)
+            rev = R.LVS_REVERSE if self._lf in REVERSE_LF else 0
+            return min(0x3F, round(abs(vt - vr) / R.LVS_STEP_V)) | rev
+        return min(255, round(abs(vt if reg == R.DR_VTIP else vr) / R.VSENSE_STEP_V))
+
+    def _ring_sense(self, reg: int) -> int:
+        v_loop, i_ma = self._ring_v_i()
+        if reg == R.DR_LCS:
+            return min(0x3F, round(i_ma / R.LCS_STEP_MA))
+        if reg == R.DR_LVS:
+            return min(0x3F, round(v_loop / R.LVS_STEP_V))
         vcm = self.regs[R.DR_COMMON_V] * R.VOC_STEP_V if v_loop else 0.0
-        near, far = vcm, vcm + v_loop  # magnitudes to ground of the two wires
-        tip, ring = (far, near) if reverse else (near, far)
-        return min(255, round((tip if reg == R.DR_VTIP else ring) / R.VSENSE_STEP_V))
+        volts = vcm if reg == R.DR_VTIP else vcm + v_loop
+        return min(255, round(volts / R.VSENSE_STEP_V))
 
     # ------------------------------------------------------------------ line physics
     def battery_v(self) -> float:
@@ -200,21 +230,109 @@ class Si3215Emulator:
         ramp = min(1.0, (self.reactor.now() - self._powered_at) / POWERUP_S)
         return ramp * self.regs[R.DR_VBATH] * R.VOC_STEP_V
 
-    def _loop_v_i(self) -> tuple[float, float]:
-        """(volts across tip/ring, loop current mA) for the present state."""
-        if self._lf == R.LF_RINGING:
-            if not self._ring_on:
-                return 0.0, 0.0
-            vpk = self.ring_vpk()
-            return vpk, 1000 * vpk / math.sqrt(2) / (OHM_PER_REN / max(self.ren, 0.01))
-        if self._lf not in FED_LF or not self.battery_v():
+    def _ring_v_i(self) -> tuple[float, float]:
+        """(peak volts, rms loop mA) while ringing: the ring voltage into the REN load,
+        a tip-ring fault in parallel."""
+        if not self._ring_on:
             return 0.0, 0.0
-        voc = self.regs[R.DR_ON_HOOK_V] * R.VOC_STEP_V
-        if not self.loop_closed:
-            return voc, 0.0
+        vpk = self.ring_vpk()
+        w = 2 * math.pi * max(self.ring_hz(), 1.0)
+        z_ren = complex(OHM_PER_REN, -1 / (w * FARAD_PER_REN))
+        admittance = max(self.ren, 0.0) / z_ren + 1 / self.r_tip_ring
+        return vpk, 1000 * vpk / math.sqrt(2) * abs(admittance)
+
+    # ---- the DC line model: two nodes (tip, ring) against ground ----
+    def set_line(self, **conditions) -> None:
+        """Put a condition on the line: foreign_ac_vrms, foreign_dc_v, foreign_hz,
+        r_tip_ring, r_tip_ground, r_ring_ground (ohm; inf = none), ren,
+        receiver_off_hook. Unnamed conditions stay as they are."""
+        known = {"foreign_ac_vrms", "foreign_dc_v", "foreign_hz", "r_tip_ring",
+                 "r_tip_ground", "r_ring_ground", "ren", "receiver_off_hook"}
+        for key, value in conditions.items():
+            if key not in known:
+                raise ValueError(f"set_line: unknown condition {key!r}; known: {', '.join(sorted(known))}")
+            setattr(self, key, bool(value) if key == "receiver_off_hook" else float(value))
+        self._loop_detect()
+
+    def clear_line(self) -> None:
+        """A good line: no foreign voltage, no faults, nobody off hook, 1 REN."""
+        self.set_line(foreign_ac_vrms=0, foreign_dc_v=0, r_tip_ring=OPEN_OHM,
+                      r_tip_ground=OPEN_OHM, r_ring_ground=OPEN_OHM, ren=1.0,
+                      receiver_off_hook=False)
+
+    def _sources(self) -> dict[int, float]:
+        """Wire (0 tip, 1 ring) -> the voltage the SLIC drives it to in this linefeed."""
+        if not self.battery_v():
+            return {}
+        vcm = self.regs[R.DR_COMMON_V] * R.VOC_STEP_V
+        low, high = -vcm, -(vcm + self.regs[R.DR_ON_HOOK_V] * R.VOC_STEP_V)
+        if self._lf in FED_LF:
+            return {0: high, 1: low} if self._lf in REVERSE_LF else {0: low, 1: high}
+        if self._lf == R.LF_TIP_OPEN:
+            return {1: high}
+        if self._lf == R.LF_RING_OPEN:
+            return {0: low}
+        return {}
+
+    def _foreign_v(self) -> float:
+        t = self.reactor.now()
+        ac = self.foreign_ac_vrms * math.sqrt(2) * math.sin(2 * math.pi * self.foreign_hz * t)
+        return self.foreign_dc_v + ac
+
+    def solve(self) -> tuple[float, float, float]:
+        """(tip volts, ring volts, loop mA) now, with the loop current limit applied."""
+        src = self._sources()
         ilim = R.ILIM_BASE_MA + R.ILIM_STEP_MA * self.regs[R.DR_LOOP_I_LIMIT]
-        i_ma = min(ilim, 1000 * voc / (self.loop_ohm + R_FEED_OHM))
-        return i_ma * self.loop_ohm / 1000, i_ma
+        vt, vr, i_ma = self._solve(src, 1.0)
+        if len(src) == 2 and i_ma > ilim:
+            lo, hi = 1.0, 1e5  # the SLIC raises its feed impedance to hold the limit
+            for _ in range(60):
+                mid = math.sqrt(lo * hi)
+                lo, hi = (mid, hi) if self._solve(src, mid)[2] > ilim else (lo, mid)
+            vt, vr, i_ma = self._solve(src, hi)
+        return vt, vr, i_ma
+
+    def _solve(self, src: dict[int, float], feed_scale: float) -> tuple[float, float, float]:
+        g_feed = 2 / (R_FEED_OHM * feed_scale)
+        vt, vr = self._nodes(src, g_feed, None)
+        if (self.loop_closed or self.receiver_off_hook) and abs(vt - vr) > PHONE_DROP_V:
+            sign = 1.0 if vt > vr else -1.0
+            pt, pr = self._nodes(src, g_feed, sign)
+            if (pt - pr) * sign > PHONE_DROP_V:
+                vt, vr = pt, pr
+        cur = [g_feed * (src[w] - v) if w in src else 0.0 for w, v in ((0, vt), (1, vr))]
+        i = abs(cur[0] - cur[1]) / 2 if len(src) == 2 else abs(cur[0] + cur[1])
+        return vt, vr, 1000 * i
+
+    def _nodes(self, src: dict[int, float], g_feed: float, phone: float | None) -> tuple[float, float]:
+        """Nodal analysis of tip and ring; `phone` = the conducting phone's polarity."""
+        vcm = -self.regs[R.DR_COMMON_V] * R.VOC_STEP_V if self.battery_v() else 0.0
+        g = [[0.0, 0.0], [0.0, 0.0]]
+        inj = [0.0, 0.0]
+        foreign = self._foreign_v() if (self.foreign_ac_vrms or self.foreign_dc_v) else None
+        for w, r_ground in ((0, self.r_tip_ground), (1, self.r_ring_ground)):
+            branches = [(1 / R_SENSE_OHM, vcm), (1 / r_ground, 0.0)]
+            if w in src:
+                branches.append((g_feed, src[w]))
+            if foreign is not None:
+                branches.append((1 / R_FOREIGN_OHM, foreign))
+            for cond, volts in branches:
+                g[w][w] += cond
+                inj[w] += cond * volts
+        g_tr = 1 / self.r_tip_ring
+        if phone is not None:
+            g_p = 1 / max(self.loop_ohm, 1.0)
+            g_tr += g_p
+            inj[0] += g_p * phone * PHONE_DROP_V
+            inj[1] -= g_p * phone * PHONE_DROP_V
+        g[0][0] += g_tr
+        g[1][1] += g_tr
+        g[0][1] -= g_tr
+        g[1][0] -= g_tr
+        det = g[0][0] * g[1][1] - g[0][1] * g[1][0]
+        vt = (inj[0] * g[1][1] - g[0][1] * inj[1]) / det
+        vr = (g[0][0] * inj[1] - g[1][0] * inj[0]) / det
+        return vt, vr
 
     def ring_hz(self) -> float:
         c = self._signed(self.ir[R.IR_RING_FREQ]) / 32768
@@ -326,25 +444,32 @@ class Si3215Emulator:
         if self._lf == R.LF_RINGING:
             self.reactor.update_timer(self._t_lcr, NEVER)
             wait = self.regs[R.DR_RTP_DEBOUNCE] * R.DEBOUNCE_TICK_MS / 1000
-            self.reactor.update_timer(self._t_rtp, now + wait if self.loop_closed else NEVER)
+            self.reactor.update_timer(self._t_rtp, now + wait if self._closed else NEVER)
             return
         self.reactor.update_timer(self._t_rtp, NEVER)
-        seen = self.loop_closed and self._lf in FED_LF and self.battery_v() > 0
+        seen = self._loop_seen()
         if seen == self.lcr:
             self.reactor.update_timer(self._t_lcr, NEVER)
             return
         wait = self.regs[R.DR_LCR_DEBOUNCE] * R.DEBOUNCE_TICK_MS / 1000
         self.reactor.update_timer(self._t_lcr, now + wait)
 
+    @property
+    def _closed(self) -> bool:
+        return self.loop_closed or self.receiver_off_hook
+
+    def _loop_seen(self) -> bool:
+        return self._closed and self._lf in FED_LF and self.battery_v() > 0
+
     def _lcr_settled(self, _eventtime: float) -> float:
-        seen = self.loop_closed and self._lf in FED_LF and self.battery_v() > 0
+        seen = self._loop_seen()
         if seen != self.lcr:
             self.lcr = seen
             self._latch(R.DR_INT_STATUS2, R.IRQ2_LOOP)
         return NEVER
 
     def _rtp_settled(self, _eventtime: float) -> float:
-        if not (self.loop_closed and self._lf == R.LF_RINGING):
+        if not (self._closed and self._lf == R.LF_RINGING):
             return NEVER
         self.rtp = self.lcr = True
         if self.regs[R.DR_AUTO] & R.AUTO_RTRIP:

@@ -114,6 +114,7 @@ class CallControl:
         self.sip_status: dict[str, Any] = {"registrations": {}, "edges": {}}
         self._records: dict[int, dict] = {}
         self._listeners: list[Callable[[str, str, str], None]] = []
+        self._cid_listeners: list[Callable[[str, dict], None]] = []
         self._timer = None
         self._build_ports()
 
@@ -145,7 +146,7 @@ class CallControl:
     def start(self) -> None:
         self.board.subscribe(self._on_line)
         self.bridge.start(self._on_sip)
-        self._timer = self.reactor.register_timer(self._tick, self.reactor.now())
+        self._timer = self.reactor.register_periodic(self._tick, MEDIA_TICK_S)
 
     def stop(self) -> None:
         for call in list(self.owner):
@@ -160,6 +161,14 @@ class CallControl:
     def subscribe(self, fn: Callable[[str, str, str], None]) -> None:
         """fn(port, old state, new state) on every FSM transition (CTI events later)."""
         self._listeners.append(fn)
+
+    def subscribe_caller_id(self, fn: Callable[[str, dict], None]) -> None:
+        """fn(port, message) for every caller ID decoded on a PSTN line."""
+        self._cid_listeners.append(fn)
+
+    def caller_id(self, port: str, message: dict) -> None:
+        for fn in list(self._cid_listeners):
+            fn(port, dict(message))
 
     def record(self, port: str, old: str, new: str) -> None:
         self.trace.append((self.reactor.now(), port, old, new))
@@ -370,12 +379,13 @@ class CallControl:
             log.warning("call %d: no media: %s", call, exc)
             return None
 
-    def connect(self, media, call: int | None) -> None:
-        """Put a call's audio on a port (no echo canceller between two of our ports)."""
+    def connect(self, media, call: int | None, rate: int = 8000) -> None:
+        """Put a call's audio on a port (no echo canceller between two of our ports);
+        `rate` 16000 asks the bridge for wideband frames (the headset)."""
         if call is None:
             media.connect(None)
             return
-        media.connect(self.media(call), cancel_echo=not self.local.is_local(call))
+        media.connect(self.media(call, rate), cancel_echo=not self.local.is_local(call))
 
     def forget(self, call: int | None) -> None:
         if call is not None:

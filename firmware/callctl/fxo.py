@@ -123,6 +123,7 @@ class FxoPort(PortFsm):
         if ev.kind == CALLER_ID:
             self.caller = dict(ev.data)
             log.info("%s: caller ID %s %r", self.name, ev.data.get("number"), ev.data.get("name"))
+            self.cc.caller_id(self.name, self.caller)
             return True
         if ev.kind == api.INCOMING and self.state is not State.IDLE:
             self.cc.reject(ev.call, 503)

@@ -11,7 +11,8 @@ States and what moves them (one method per state below):
              cloud is down), park/pickup codes, no match -> REORDER
   CALLING    ringing -> ringback tone; early media -> far audio; answered -> CONNECTED;
              486 -> BUSY; other failures -> REORDER
-  CONNECTED  DTMF from the phone -> RFC 4733 to the far end; far end ends -> REORDER
+  CONNECTED  DTMF from the phone -> RFC 4733 to the far end; DTMF from the far end ->
+             tones into the earpiece; far end ends -> REORDER
              (or dial tone when a call is still held)
   BUSY, REORDER, CONFIRM  a tone until on hook
   FAILED     the chip failed; nothing is offered
@@ -44,6 +45,7 @@ import time
 import numpy as np
 
 from cext import callerid as cid
+from cext.dtmf import dtmf_samples
 from cext.toneplans import Tone
 from cext.tones import ToneGenerator
 from drivers import events as lev
@@ -65,6 +67,7 @@ NAME_CHARS = {"bell202": 15, "v23": 20}  # what GR-30 / ETSI CPE displays
 CID_NUMBER_CHARS = set("0123456789+*#")
 SEPARATORS = set(" -.()")  # written into numbers for people, not part of them
 RECALL = "recall"  # internal event: ring to hand back a call (data: call)
+DTMF_LEVEL_DBM0 = -10.0  # far-end digits played into the earpiece
 
 
 class State(enum.Enum):
@@ -136,7 +139,15 @@ class FxsPort(PortFsm):
         if ev.call is not None and ev.call != self.active:
             self._side_call(ev)
             return True
+        if ev.kind == api.DTMF and self.state is State.CONNECTED:
+            self._play_digit(ev.data.get("digit", ""))
         return ev.kind in (api.DTMF, api.HELD, api.RESUMED, api.TRANSFER_DONE)
+
+    def _play_digit(self, digit: str) -> None:
+        """A digit from the far end (RFC 4733 or INFO carry no audio): play it as DTMF
+        into the phone's earpiece, as an IVR's or agent's keypress sounds."""
+        if digit and digit in "0123456789*#ABCDabcd":
+            self.media.play(dtmf_samples(digit, level_dbm0=DTMF_LEVEL_DBM0))
 
     def _side_call(self, ev: Ev) -> None:
         """An event of the held or the waiting call."""

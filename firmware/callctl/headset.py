@@ -7,9 +7,10 @@ States and what moves them (one method per state below):
   RINGING    answer (API or auto) -> CONNECTED; hangup -> 486; the caller gives up -> IDLE
   CALLING    answered -> CONNECTED; ended or hangup -> IDLE
   CONNECTED  dial(digits) sends DTMF; hangup or far end ends -> IDLE
-Unplugging the headset ends its call. Audio runs at 8 kHz through the headset driver,
-which resamples to the card's rate itself: the driver offers no 16 kHz frames yet, so
-wideband (G.722) calls are carried narrowband (see the report in the controller).
+Unplugging the headset ends its call. Calls through the cloud are carried at 16 kHz
+(wideband): the headset driver resamples its card to 16 kHz frames and the bridge gives
+16 kHz frames, so a G.722 call keeps its 7 kHz band (a G.711 call is resampled by the
+bridge and loses nothing it had). Local calls (another port of the box) run at 8 kHz.
 
 Assumes drivers.chips.headset.Headset (present, mute()).
 """
@@ -27,6 +28,8 @@ from firmware.sip import api
 log = logging.getLogger(__name__)
 
 AUTO_ANSWER_S = 0.5  # a short ring so the agent hears a call arrive
+WIDEBAND = 16000
+NARROWBAND = 8000
 ANSWER, HANGUP, DIAL = "answer", "hangup", "dial"  # control-API requests
 
 
@@ -166,10 +169,14 @@ class HeadsetPort(PortFsm):
         self._set_state(State.CONNECTED)
 
     def _connect(self) -> None:
-        self.cc.connect(self.media, self.call)
+        local = self.call is not None and self.cc.local.is_local(self.call)
+        rate = NARROWBAND if local or self.call is None else WIDEBAND
+        self.media.set_rate(rate)
+        self.cc.connect(self.media, self.call, rate=rate)
 
     def _end(self) -> None:
         self._disarm()
         self.media.stop()
+        self.media.set_rate(NARROWBAND)
         self.call, self.caller = None, {}
         self._set_state(State.IDLE)

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 FRAME = 160
+MAX_QUEUED = 3  # frames from the cloud allowed to wait (60 ms) before old ones are dropped
 
 # Event kinds
 INCOMING = "incoming"  # data: from_number, from_name, to_number (DNIS), line, headers
@@ -59,6 +60,10 @@ class MediaPipe:
         self.to_cloud.append(frame)
 
     def take_from_cloud(self) -> np.ndarray | None:
+        # The two ends run on different clocks (pjsua2's and the line's PCM); when the
+        # cloud side gets ahead, drop the oldest frames rather than let delay build up.
+        while len(self.from_cloud) > MAX_QUEUED:
+            self.from_cloud.popleft()
         try:
             return self.from_cloud.popleft()
         except IndexError:

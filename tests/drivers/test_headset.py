@@ -10,6 +10,7 @@ import pytest
 
 from drivers.bus.pcm import FRAME
 from drivers.chips.headset import POLL_S, VOLUME_MAX_DB, Headset, alsa_card_present
+from drivers.errors import HardwareError
 from drivers.events import HEADSET_PLUGGED, HEADSET_UNPLUGGED
 from drivers.sim.headset_sim import SimHeadset
 
@@ -162,3 +163,33 @@ def test_alsa_card_presence_from_proc_asound_cards(tmp_path):
     cards.write_text("--- no soundcards ---\n")
     assert not alsa_card_present("default", str(cards))
     assert not alsa_card_present("default", str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("rate", [16000, 48000])
+def test_wideband_line_rate_carries_5khz_both_ways(reactor, rate):
+    """At a 16 kHz line rate (wideband calls) frames are 320 samples and a 5 kHz tone,
+    beyond any 8 kHz path, crosses in both directions."""
+    sim, hs, _ = _rig(reactor, rate)
+    hs.set_line_rate(16000)
+    assert (hs.line_rate, hs.frame) == (16000, 320)
+    sim.speak(_tone(5000, rate, 0.6))
+    got, sent = [], iter(_tone(5000, 16000, 0.6).reshape(-1, 320))
+
+    def tick(t):
+        while (frame := hs.read()) is not None:
+            got.append(frame)
+        frame = next(sent, None)
+        if frame is not None:
+            hs.write(frame)
+        return t + 0.02
+
+    reactor.register_timer(tick, reactor.now())
+    reactor.run_for(0.7)
+    mic = np.concatenate(got)
+    assert {len(f) for f in got} == {320}
+    assert abs(_peak_hz(mic[1600:8000], 16000) - 5000) < 20
+    assert abs(_peak_hz(sim.heard[rate // 10:rate // 2], rate) - 5000) < 20
+    hs.set_line_rate(8000)
+    assert hs.frame == FRAME
+    with pytest.raises(HardwareError, match="line rate 12000 Hz"):
+        hs.set_line_rate(12000)

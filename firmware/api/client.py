@@ -1,0 +1,190 @@
+"""ApiClient: how the web, console and agent processes talk to the core.
+
+    api = ApiClient(unix_path="/run/branchline/core.sock")   # on the box
+    api = ApiClient(tcp="127.0.0.1:8080")                    # sim mode
+    api.status()["ports"]; api.patch_config({"lines.fxs1.flash_max_ms": 600}, "longer flash")
+
+One method per endpoint of firmware/api/openapi.json, returning the decoded JSON. Any
+answer other than 200 raises ApiError (a BranchlineError) carrying the server's one-line
+error, `.status`, `.field` and `.problems`; a core that is not running raises ApiError
+with status 0 and a hint. Stdlib http.client only (a new connection per request, so a
+client in a forking or threaded server needs no locking). Timeouts are per request.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from typing import Any
+from urllib.parse import urlencode
+
+from drivers.errors import BranchlineError
+
+BASE = "/api/v1"
+DEFAULT_TIMEOUT_S = 10.0
+LINE_TEST_TIMEOUT_S = 130.0
+
+
+class ApiError(BranchlineError):
+    """The core refused a request, or could not be reached; str() is the one line."""
+
+    def __init__(self, message: str, status: int = 0, field: str | None = None,
+                 problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.field, self.problems = status, field, list(problems or [])
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.unix_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class ApiClient:
+    """See the module docstring."""
+
+    def __init__(self, unix_path: str | None = None, tcp: str | None = None,
+                 timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        if not unix_path and not tcp:
+            raise ApiError("the control API address is missing: give --api HOST:PORT "
+                           "or the socket path")
+        self.unix_path, self.timeout = unix_path, timeout
+        self.host, self.port = _split(tcp) if tcp else ("", 0)
+        self.where = f"unix:{unix_path}" if unix_path else f"http://{tcp}"
+
+    # ---- plumbing ----
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        if self.unix_path:
+            return _UnixConnection(self.unix_path, timeout)
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+
+    def request(self, method: str, path: str, body: Any = None, query: dict | None = None,
+                timeout: float | None = None, raw: bool = False) -> Any:
+        """One request; the decoded JSON (or the bytes, raw=True) of a 200."""
+        query = {k: v for k, v in (query or {}).items() if v is not None}
+        url = BASE + path + (f"?{urlencode(query)}" if query else "")
+        headers = {"Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        conn = self._connection(timeout or self.timeout)
+        try:
+            conn.request(method, url, body=data, headers=headers)
+            response = conn.getresponse()
+            payload = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise ApiError(f"the core's control API at {self.where} does not answer ({exc}); "
+                           "is `branchline run` running with --api?") from None
+        finally:
+            conn.close()
+        if response.status != 200:
+            raise _error(response.status, payload)
+        return payload if raw else json.loads(payload or b"null")
+
+    # ---- status, config ----
+    def status(self) -> dict:
+        return self.request("GET", "/status")
+
+    def config(self) -> dict:
+        return self.request("GET", "/config")
+
+    def config_versions(self) -> list[dict]:
+        return self.request("GET", "/config/versions")
+
+    def validate_config(self, document: dict) -> dict:
+        return self.request("POST", "/config/validate", {"document": document})
+
+    def put_config(self, document: dict, reason: str = "") -> dict:
+        return self.request("PUT", "/config", {"document": document, "reason": reason})
+
+    def patch_config(self, set: dict[str, Any], reason: str = "") -> dict:  # noqa: A002
+        return self.request("PATCH", "/config", {"set": set, "reason": reason})
+
+    def rollback(self, version: int | None = None) -> dict:
+        return self.request("POST", "/config/rollback", {"version": version})
+
+    def config_diff(self, against: int) -> str:
+        return self.request("GET", "/config/diff", query={"against": against})["diff"]
+
+    # ---- diagnostics ----
+    def ring(self, port: str, seconds: float = 5.0) -> dict:
+        return self.request("POST", "/diag/ring", {"port": port, "seconds": seconds})
+
+    def tone(self, port: str, tone: str = "dial", seconds: float = 5.0) -> dict:
+        return self.request("POST", "/diag/tone", {"port": port, "tone": tone, "seconds": seconds})
+
+    def dtmf_echo(self, port: str, seconds: float = 10.0) -> dict:
+        return self.request("POST", "/diag/dtmf-echo", {"port": port, "seconds": seconds})
+
+    def measure(self, port: str) -> dict:
+        return self.request("POST", "/diag/measure", {"port": port})
+
+    def line_test(self, port: str, test_call_s: float = 0.0) -> dict:
+        body = {"port": port, **({"test_call_s": test_call_s} if test_call_s else {})}
+        return self.request("POST", "/diag/line-test", body,
+                            timeout=LINE_TEST_TIMEOUT_S + test_call_s)
+
+    def ping(self) -> dict:
+        return self.request("POST", "/diag/ping")
+
+    # ---- records ----
+    def cdrs(self, offset: int = 0, limit: int = 50, **filters: Any) -> dict:
+        return self.request("GET", "/cdrs", query={"offset": offset, "limit": limit, **filters})
+
+    def cdrs_csv(self, **filters: Any) -> str:
+        return self.request("GET", "/cdrs.csv", query=filters, raw=True).decode()
+
+    def logs(self, offset: int = 0, limit: int = 50, level: str | None = None) -> dict:
+        return self.request("GET", "/logs", query={"offset": offset, "limit": limit,
+                                                   "level": level})
+
+    def reboot(self) -> dict:
+        return self.request("POST", "/reboot")
+
+    def openapi(self) -> dict:
+        return self.request("GET", "/openapi.json")
+
+    # ---- sim mode ----
+    def sim_phone(self, port: str, action: str, digits: str | None = None,
+                  method: str | None = None) -> dict:
+        body = {"action": action, "digits": digits, "method": method}
+        return self.request("POST", f"/sim/phone/{port}",
+                            {k: v for k, v in body.items() if v is not None})
+
+    def sim_co(self, port: str, action: str, number: str | None = None,
+               name: str | None = None, signal: str | None = None) -> dict:
+        body = {"action": action, "number": number, "name": name, "signal": signal}
+        return self.request("POST", f"/sim/co/{port}",
+                            {k: v for k, v in body.items() if v is not None})
+
+    def sim_headset(self, action: str) -> dict:
+        return self.request("POST", "/sim/headset", {"action": action})
+
+
+def _split(tcp: str) -> tuple[str, int]:
+    host, _, port = tcp.rpartition(":")
+    if not host or not port.isdigit():
+        raise ApiError(f"{tcp}: give the control API as HOST:PORT, e.g. 127.0.0.1:8080")
+    return host.strip("[]"), int(port)
+
+
+def _error(status: int, payload: bytes) -> ApiError:
+    try:
+        body = json.loads(payload)
+        message = str(body.get("error") or f"HTTP {status}")
+        return ApiError(message, status, body.get("field"), body.get("problems"))
+    except (ValueError, AttributeError):
+        text = payload.decode(errors="replace").strip().splitlines()
+        return ApiError(f"HTTP {status}: {text[0] if text else 'no detail'}", status)

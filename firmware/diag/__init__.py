@@ -1,0 +1,1 @@
+"""Diagnostics run by the core: line commissioning (commission.py)."""
