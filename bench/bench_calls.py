@@ -22,11 +22,13 @@ not care about pins).
 
 Measured (repeats, min/median, JSON in bench/results/calls.json):
 1. capacity: 1/8/16/32/48 bridged calls, process CPU (% of one core) and per call,
-   media tick lateness (actual start minus the time the tick was due: p50/p99/max),
-   tick rate, frames pjsua2 asked for and found missing (PipePort pipe empty), the depth
-   of the from-cloud pipes; a frame is late when the tick is > 20 ms behind or the pipe
-   was empty while the call was up. A cProfile of the reactor thread at 32 calls says
-   where the time goes.
+   media clock lateness (actual start minus the time the run was due: p50/p99/max),
+   its runs per second (50 on one grid; 100 once phase-locked to pjsua2's frame clock:
+   a line-in run before pjsua2 asks, a line-out run after it gives, firmware.media.
+   MediaClock), its lead at the end, frames pjsua2 asked for and found missing (PipePort
+   pipe empty), the depth of the from-cloud pipes; a frame is late when a run is > 20 ms
+   behind or the pipe was empty while the call was up. A cProfile of the reactor thread
+   at 32 calls says where the time goes.
 2. audio latency: a tone burst written into a phone's PCM vs the RTP packet carrying it
    on the wire (kernel timestamps of an AF_PACKET socket on lo, root only), and the echoed
    packet coming back vs the frame call control writes to the PCM. Latency = time the
@@ -369,6 +371,8 @@ def capacity_level(box: Box, n: int, window: float, profile: bool = False) -> di
         "late_ticks": int((late_ms > 20).sum()),
         "frames_asked": box.empties.asked, "pipe_empty": box.empties.empty,
         "from_cloud_depth_max": max(depth) if depth else 0,
+        "clock_locked": box.cc._clock.locked,
+        "clock_lead_ms": round(1000 * box.cc._clock.lead, 1),
     }
     if prof:
         res["profile"] = _profile_text(prof)
@@ -655,9 +659,11 @@ def median_of(runs: list[dict], key: str):
 
 
 def table(result: dict) -> str:
-    rows = ["| calls | box CPU % of one core (min/med) | per call % | sim phones % | "
-            "tick late p50/p99/max ms | late ticks | tick rate Hz | pipe empty / asked |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = [f"conference bridge clock {result.get('conference_rate_hz')} Hz", "",
+            "| calls | box CPU % of one core (min/med) | per call % | sim phones % | "
+            "media clock late p50/p99/max ms | late runs | runs/s | lead ms | "
+            "pipe empty / asked |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for n, runs in result["capacity"]["levels"].items():
         box = median_of(runs, "box_pct")
         best = min(runs, key=lambda r: r["box_pct"])
@@ -666,6 +672,7 @@ def table(result: dict) -> str:
                     f"{box['median'] / int(n):.2f} | {best['phones_sim_pct']:.1f} | "
                     f"{late['p50']:.2f} / {late['p99']:.2f} / {late['max']:.1f} | "
                     f"{max(r['late_ticks'] for r in runs)} | {best['tick_rate_hz']:.2f} | "
+                    f"{max(r.get('clock_lead_ms', 0) for r in runs)} | "
                     f"{max(r['pipe_empty'] for r in runs)} / {best['frames_asked']} |")
     lat = result.get("audio_latency", {})
     setup = result.get("setup_latency", {})
@@ -708,6 +715,7 @@ def main(argv: list[str] | None = None) -> int:
         os.sched_setaffinity(0, {box_cpu})  # the box's threads are created after this
         box = Box(kam, max(levels))
         box.start()
+        result["conference_rate_hz"] = box.bridge.clock_rate
         result["capacity"] = capacity(box, levels, repeats, window)
         if can_sniff():
             result["audio_latency"] = audio_latency(box, 10)

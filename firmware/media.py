@@ -12,19 +12,30 @@ Every 20 ms `tick()` (driven by call control's media timer):
                 reference twice; the 128 ms tail covers the bulk delay),
                 then the DTMF detector, then the taps (caller-ID decoder and
                 call-progress detector of an FXO line), then to the pipe.
-DTMF handling: digits the detector confirms go to `on_digit(digit)` (dialling, or
-RFC 4733 to the cloud in a call: call control decides). While a digit is present
-(`DtmfDetector.current`) the audio to the cloud is replaced by silence. The detector
-needs ~30 ms of a digit before it calls it present, so the audio to the cloud runs one
-frame (20 ms) behind and a frame is blanked when the digit is present in it or in the
-next one: without that delay the first 20-40 ms of every digit would leak to the far
-end. Digits are not reported while we play queued samples (our own DTMF to a PSTN line).
+DTMF handling: digits go to `on_digit(digit)` (dialling, or RFC 4733 to the cloud in a
+call: call control decides) as soon as the detector calls them present
+(`DtmfDetector.current`, ~30 ms into the tone), not at their end: that is ~100 ms
+sooner for the last digit of a number. The audio to the cloud is not delayed: a frame is
+replaced by silence from the first frame that carries DTMF-like energy (`dtmf_like`: a
+row and a column tone hold most of its energy, which a tone reaches once it fills
+about a third of the frame) until the detector no longer holds a digit. What leaks is
+the part of the first frame before that, under ~8 ms of tone: a Q.24 receiver need
+not accept a digit under 40 ms and ours (cext.dtmf) rejects one under 30
+(tests/callctl/test_media_latency.py runs it on what reaches the cloud). Digits are not reported while we play queued samples (our own
+DTMF to a PSTN line).
 A canceller whose output carries more power than its input (by 3 dB) has diverged
 (measured: cext.echo with a -10 dBm0 440 Hz far end against a near-end 1000 Hz tone runs to
 clipping within a second): it is reset and bypassed for the rest of the call, so the far
 end hears the line's own audio, with its echo, rather than noise at full scale.
 The DSP runs only while the port is `active` (off hook, seized, in a call); an idle
 port's capture is still drained and given to the taps (caller ID arrives on hook).
+
+Timing. `tick()` is `tick_out()` (one frame to the line) then `tick_in()` (every
+captured frame to the pipe). `MediaClock` runs them for every port: on one 20 ms grid
+while no SIP call is up, and phase-locked to pjsua2's frame clock (the stamps PipePort
+leaves on the pipes) while one is: `tick_in` a few ms before pjsua2 asks for the frames
+(the audio waits for nothing but that margin), `tick_out` just after pjsua2 handed over
+the far end's frames. Measured effect in bench/bench_calls.py.
 
 Assumes 8 kHz int16 frames of 160 samples on the PCM (the headset driver resamples to
 its native rate itself) and pipes of the same rate. The headset's media can switch to
@@ -56,6 +67,10 @@ RUNAWAY_RATIO = 2.0  # output power over input power (3 dB) that means divergenc
 RUNAWAY_FLOOR = 100.0 ** 2  # ... once the output is above ~-47 dBm0
 FAR_QUEUE = 5  # frames sent and not yet paired with a captured frame (jitter of the ticks)
 SILENCE = np.zeros(FRAME, dtype=np.int16)
+ROWS, COLS = (697.0, 770.0, 852.0, 941.0), (1209.0, 1336.0, 1477.0, 1633.0)
+DTMF_SHARE = 0.35  # energy in the best row + column bins that makes a frame DTMF-like
+DTMF_TONE_SHARE = 0.08  # ... with each of the two at least this (twist up to ~10 dB)
+DTMF_FLOOR = 40.0 ** 2  # mean power under which nothing is DTMF-like (~-55 dBm0)
 
 Tap = Callable[[np.ndarray], None]
 
@@ -89,8 +104,7 @@ class PortMedia:
         self._samples = np.zeros(0, dtype=np.int16)
         self._then: Callable[[], None] | None = None
         self._far: deque[np.ndarray] = deque(maxlen=FAR_QUEUE)
-        self._delayed: np.ndarray | None = None
-        self._delayed_digit = False
+        self._reported: str | None = None  # digit reported at its start, end not yet seen
         self.rate, self.frame, self._silence = 8000, FRAME, SILENCE
 
     # ---- what call control sets ----
@@ -106,7 +120,6 @@ class PortMedia:
         self.rate, self.frame = rate, rate // 50
         self._silence = np.zeros(self.frame, dtype=np.int16)
         self._far.clear()
-        self._delayed = None
         self.cancel_samples()
         if self._tone is not None:
             self._tone = ToneGenerator(self._tone.tone, rate)
@@ -117,6 +130,7 @@ class PortMedia:
                 self._ec.reset()
             if self._det is not None:
                 self._det.reset()
+                self._reported = None
         self.active = True
 
     def stop(self) -> None:
@@ -149,7 +163,6 @@ class PortMedia:
         to clipping within 0.5 s on double talk."""
         self.pipe, self.send, self.cancel_echo = pipe, send, cancel_echo
         self.tone(None)
-        self._delayed = None
 
     def disconnect(self) -> None:
         self.pipe = None
@@ -173,9 +186,17 @@ class PortMedia:
 
     # ---- every 20 ms ----
     def tick(self) -> None:
+        self.tick_out()
+        self.tick_in()
+
+    def tick_out(self) -> None:
+        """One frame to the line (it is also the canceller's next far reference)."""
         out = self._next_out()
         self.pcm.write(out)
         self._far.append(out)
+
+    def tick_in(self) -> None:
+        """Every captured frame through the DSP to the taps and the pipe."""
         for _ in range(MAX_FRAMES_PER_TICK):
             near = self.pcm.read()
             if near is None:
@@ -212,9 +233,9 @@ class PortMedia:
             return
         far = self._far.popleft() if self._far else self._silence
         clean = self._cancel(near, far)
-        digit_here = self._detect(clean)
+        dtmf = self._detect(clean)
         self._tap(clean)
-        self._to_cloud(clean, digit_here)
+        self._put(self._silence if dtmf else clean)
 
     def _cancel(self, near: np.ndarray, far: np.ndarray) -> np.ndarray:
         if self._ec is None or not self.cancel_echo:
@@ -232,36 +253,174 @@ class PortMedia:
         return out
 
     def _detect(self, clean: np.ndarray) -> bool:
+        """Feed the detector, report digits at their start; True: keep this frame from
+        the cloud (a digit is on, or the frame looks like the start of one)."""
         if self._det is None:
             return False
         found = self._det.process(clean)
+        current = self._det.current
         if self.on_digit is not None and not self.playing:
-            for digit, _start, _end in found:
+            for digit in self._new_digits(found, current):
                 self.on_digit(digit)
-        return bool(found) or self._det.current is not None
+        return bool(found) or current is not None or dtmf_like(clean)
+
+    def _new_digits(self, found: list, current: str | None) -> list[str]:
+        """Digits not reported yet: each one ended in this frame and was never seen
+        `current`, then the one present now if it was not reported at its start."""
+        out = []
+        for digit, _start, _end in found:
+            if digit == self._reported:
+                self._reported = None  # its end: reported at its start already
+            else:
+                out.append(digit)
+        if current is not None and current != self._reported:
+            out.append(current)
+            self._reported = current
+        return out
 
     def _tap(self, frame: np.ndarray) -> None:
         for tap in list(self.taps):
             tap(frame)
 
-    def _to_cloud(self, clean: np.ndarray, digit_here: bool) -> None:
-        if self._det is None:  # no DTMF removal: no delay either
-            self._put(clean)
-            return
-        previous, previous_digit = self._delayed, self._delayed_digit
-        self._delayed, self._delayed_digit = clean, digit_here
-        if previous is not None:
-            self._put(SILENCE if (previous_digit or digit_here) else previous)
-
     def _put(self, frame: np.ndarray) -> None:
-        if self.pipe is None or not self.send:
+        if self.pipe is None:
             return
-        self.pipe.put_to_cloud(self._silence if self.muted else frame)
+        # Listen-only and muted still send silence: the SIP side takes a frame every
+        # 20 ms, and one it finds missing counts as late.
+        self.pipe.put_to_cloud(self._silence if self.muted or not self.send else frame)
+
+
+def _dtmf_basis(n: int = FRAME, rate: int = 8000) -> np.ndarray:
+    t = np.arange(n) / rate
+    freqs = np.array(ROWS + COLS)
+    angles = 2 * np.pi * t[:, None] * freqs[None, :]
+    return np.concatenate([np.cos(angles), np.sin(angles)], axis=1)
+
+
+_BASIS = _dtmf_basis()
+
+
+def dtmf_like(frame: np.ndarray) -> bool:
+    """Does this 8 kHz frame carry a DTMF tone pair (or the start of one)? A row and a
+    column frequency hold most of its energy. Cheap (one 160x16 product) and loose on
+    purpose: it only mutes the audio to the cloud until the real detector decides.
+    A tone filling d of the frame's n samples carries about d/n of a full frame's bin
+    energy, so a pair is caught once it fills ~DTMF_SHARE of the frame."""
+    if len(frame) != FRAME:
+        return False
+    x = frame.astype(np.float64)
+    energy = float(np.dot(x, x))
+    if energy < DTMF_FLOOR * len(x):
+        return False
+    z = x @ _BASIS
+    bins = (z[:8] ** 2 + z[8:] ** 2) * (2.0 / len(x)) / energy
+    row, col = float(bins[:4].max()), float(bins[4:].max())
+    return min(row, col) >= DTMF_TONE_SHARE and row + col >= DTMF_SHARE
 
 
 def _power(frame: np.ndarray) -> float:
     x = frame.astype(np.float64)
     return float(np.dot(x, x)) / len(x)
+
+
+class MediaClock:
+    """Call control's media timer: every port's `tick_out` and `tick_in` once per 20 ms.
+
+    Two grids, each advanced by one period per run and slewed (at most SLEW_S a period,
+    so the line never gets two frames at once) toward a target phase:
+      in:  LEAD before pjsua2's frame clock first asks a pipe for a frame (the earliest
+           fresh `asked_at`): the frames it takes were captured and cleaned just before;
+      out: OUT_AFTER after it last gave one (the latest fresh `given_at`).
+    Without fresh stamps (no SIP call up: tones, local calls, tests in fake time) both
+    grids run together, out then in. The lead grows by a millisecond whenever pjsua2
+    found a pipe empty (`starved`: the in-tick came too late, e.g. the reactor woke
+    late) up to LEAD_MAX_S, and shrinks back slowly while none is.
+    `ports()` gives the PortMedia to run; `on_error(media)` is told when one fails
+    (the others still run).
+    """
+
+    PERIOD_S = FRAME / 8000
+    LEAD_S, LEAD_MAX_S, LEAD_STEP_S = 0.004, 0.008, 0.001
+    LEAD_RELAX_S = 5.0  # seconds without a starved pipe before the lead shrinks a step
+    OUT_AFTER_S = 0.001
+    SLEW_S = 0.004
+    FRESH_S = 0.1  # stamps older than this are from calls gone
+    MAX_BEHIND = 5  # periods late before a grid re-syncs to now
+
+    def __init__(self, reactor, ports: Callable[[], list], on_error: Callable) -> None:
+        self.reactor, self.ports, self.on_error = reactor, ports, on_error
+        self.lead = self.LEAD_S
+        self.locked = False
+        self.timer = None
+        self._out_due = self._in_due = 0.0
+        self._starved = 0
+        self._relax_at = 0.0
+
+    def start(self) -> None:
+        self._out_due = self._in_due = self.reactor.now()
+        self._relax_at = self._out_due + self.LEAD_RELAX_S
+        self.timer = self.reactor.register_timer(self.fire, self._out_due)
+
+    def stop(self) -> None:
+        if self.timer is not None:
+            self.reactor.unregister_timer(self.timer)
+            self.timer = None
+
+    def fire(self, eventtime: float) -> float:
+        asked, given = self._stamps(eventtime)
+        self.locked = asked is not None
+        if self._out_due <= self._in_due:
+            self._run("tick_out")
+            target = None if given is None else given + self.OUT_AFTER_S
+            self._out_due = self._advance(self._out_due, target, eventtime)
+        else:
+            self._run("tick_in")
+            self._adapt(eventtime)
+            target = None if asked is None else asked - self.lead
+            self._in_due = self._advance(self._in_due, target, eventtime)
+        return min(self._out_due, self._in_due)
+
+    def _run(self, step: str) -> None:
+        for media in self.ports():
+            try:
+                getattr(media, step)()
+            except Exception:  # noqa: BLE001 - one port's audio must not stop the others
+                self.on_error(media)
+
+    def _pipes(self) -> list[MediaPipe]:
+        return [m.pipe for m in self.ports() if m.pipe is not None]
+
+    def _stamps(self, now: float) -> tuple[float | None, float | None]:
+        """pjsua2's last frame tick: when it first asked and last gave (fresh only)."""
+        asked = [p.asked_at for p in self._pipes()
+                 if p.asked_at is not None and now - p.asked_at < self.FRESH_S]
+        if not asked:
+            return None, None
+        latest = max(asked)
+        first = min(a for a in asked if a > latest - self.PERIOD_S / 2)
+        given = [p.given_at for p in self._pipes()
+                 if p.given_at is not None and p.given_at > latest - self.PERIOD_S / 2]
+        return first, (max(given) if given else None)
+
+    def _advance(self, due: float, target: float | None, now: float) -> float:
+        nxt = due + self.PERIOD_S
+        if target is not None:
+            half = self.PERIOD_S / 2
+            err = (target - nxt + half) % self.PERIOD_S - half
+            nxt += max(-self.SLEW_S, min(self.SLEW_S, err))
+        if now - nxt > self.MAX_BEHIND * self.PERIOD_S:
+            nxt = now + self.PERIOD_S
+        return nxt
+
+    def _adapt(self, now: float) -> None:
+        starved = sum(p.starved for p in self._pipes())
+        if starved > self._starved and self.locked:
+            self.lead = min(self.LEAD_MAX_S, self.lead + self.LEAD_STEP_S)
+            self._relax_at = now + self.LEAD_RELAX_S
+        elif now >= self._relax_at:
+            self.lead = max(self.LEAD_S, self.lead - self.LEAD_STEP_S)
+            self._relax_at = now + self.LEAD_RELAX_S
+        self._starved = starved
 
 
 def local_pipes() -> tuple[MediaPipe, MediaPipe]:

@@ -362,7 +362,7 @@ class Agent:
         for kind in (pj.PJSIP_TRANSPORT_UDP, pj.PJSIP_TRANSPORT_TCP):
             tcfg = pj.TransportConfig()
             tcfg.port = self.args.sip_port
-            tcfg.boundAddress = "127.0.0.1"
+            tcfg.boundAddress = self.args.host
             ep.transportCreate(kind, tcfg)
         ep.libStart()
         adm = ep.audDevManager()
@@ -387,7 +387,7 @@ class Agent:
         acfg.idUri = f"sip:{a.user}@{a.domain}"
         acfg.mediaConfig.transportConfig.port = a.rtp_port or free_port("udp")
         acfg.mediaConfig.transportConfig.portRange = 200
-        acfg.mediaConfig.transportConfig.boundAddress = "127.0.0.1"
+        acfg.mediaConfig.transportConfig.boundAddress = a.host
         if a.registrar:
             acfg.regConfig.registrarUri = f"sip:{a.registrar}"
             acfg.regConfig.timeoutSec = 300
@@ -406,10 +406,10 @@ class Agent:
         # Dialling a peer's own address (sip:user@127.0.0.1:port) must bypass the
         # registrar's outbound proxy: a second account without proxy or registration.
         dcfg = pj.AccountConfig()
-        dcfg.idUri = f"sip:{self.args.user}@127.0.0.1:{self.args.sip_port}"
+        dcfg.idUri = f"sip:{self.args.user}@{self.args.host}:{self.args.sip_port}"
         dcfg.mediaConfig.transportConfig.port = free_port("udp")
         dcfg.mediaConfig.transportConfig.portRange = 200
-        dcfg.mediaConfig.transportConfig.boundAddress = "127.0.0.1"
+        dcfg.mediaConfig.transportConfig.boundAddress = self.args.host
         self.direct_acc = AgentAccount(self)
         self.direct_acc.create(dcfg)
 
@@ -636,6 +636,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--password", default="")
     p.add_argument("--registrar", default="", help="HOST:PORT of the edge; none: unregistered")
     p.add_argument("--domain", default="cloud.test")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address for SIP and RTP (a test namespace's own 10.x address)")
     p.add_argument("--sip-port", type=int, required=True)
     p.add_argument("--rtp-port", type=int, default=0, help="first RTP port (0: any)")
     p.add_argument("--control-port", type=int, required=True)

@@ -41,7 +41,7 @@ class Agent:
                  answer_after_ms: int = 200, tone_hz: float = 0.0, early_media: bool = False,
                  codecs: str = "PCMU,PCMA,G722", port_rate: int = 8000,
                  start_timeout: float = 15.0,
-                 pj_log: bool = False) -> None:
+                 pj_log: bool = False, host: str = HOST) -> None:
         self.user = user
         self.password = password
         self.registrar = registrar.address if isinstance(registrar, Kamailio) else registrar
@@ -52,6 +52,7 @@ class Agent:
                      "port_rate": port_rate}
         self.start_timeout = start_timeout
         self.pj_log = pj_log
+        self.host = host  # SIP and RTP address; the control port stays on 127.0.0.1
         self.sip_port, self.control_port, self.rtp_port = free_ports(3)
         self.log_path = self.workdir / f"agent-{user}.log"
         self.proc: subprocess.Popen | None = None
@@ -68,11 +69,11 @@ class Agent:
     @property
     def direct_uri(self) -> str:
         """The agent's own contact, bypassing any proxy."""
-        return f"sip:{self.user}@{HOST}:{self.sip_port}"
+        return f"sip:{self.user}@{self.host}:{self.sip_port}"
 
     @property
     def address(self) -> str:
-        return f"{HOST}:{self.sip_port}"
+        return f"{self.host}:{self.sip_port}"
 
     def __enter__(self) -> Agent:
         self.start()
@@ -92,7 +93,7 @@ class Agent:
                "--answer-code", str(o["answer_code"]),
                "--answer-after-ms", str(o["answer_after_ms"]),
                "--tone-hz", str(o["tone_hz"]), "--codecs", o["codecs"],
-               "--port-rate", str(o["port_rate"])]
+               "--port-rate", str(o["port_rate"]), "--host", self.host]
         if self.registrar:
             cmd += ["--registrar", self.registrar]
         if o["early_media"]:

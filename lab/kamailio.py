@@ -81,11 +81,12 @@ def _cases(pairs: dict[str, str], action) -> str:
 
 
 def render(port: int, users: dict[str, str], aliases: dict[str, str], domain: str,
-           invite_timeout_ms: int = 30000) -> str:
+           invite_timeout_ms: int = 30000, host: str = HOST) -> str:
     """The config text for these users and aliases."""
     text = TEMPLATE.read_text()
     subst = {
         "PORT": str(port),
+        "HOST": host,
         "MPATH": module_dir(),
         "DOMAIN": _check_token("domain", domain),
         "INVITE_TIMEOUT_MS": str(int(invite_timeout_ms)),
@@ -126,8 +127,9 @@ class Kamailio:
     def __init__(self, workdir: str | os.PathLike, port: int | None = None,
                  users: dict[str, str] | None = None, domain: str = "cloud.test",
                  aliases: dict[str, str] | None = None, invite_timeout_ms: int = 30000,
-                 start_timeout: float = 10.0) -> None:
+                 start_timeout: float = 10.0, host: str = HOST) -> None:
         self.workdir = Path(workdir)
+        self.host = host  # 127.0.0.1, or a test namespace's own address (lab/netns.py)
         self.port = port or free_port("udp")
         self.users = dict(DEFAULT_USERS if users is None else users)
         self.aliases = dict(aliases or {})
@@ -141,11 +143,11 @@ class Kamailio:
 
     @property
     def address(self) -> str:
-        return f"{HOST}:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def uri(self) -> str:
-        return f"sip:{HOST}:{self.port}"
+        return f"sip:{self.host}:{self.port}"
 
     def __enter__(self) -> Kamailio:
         self.start()
@@ -158,7 +160,7 @@ class Kamailio:
         """Write the config, check it, start Kamailio and wait until it answers OPTIONS."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.cfg.write_text(render(self.port, self.users, self.aliases, self.domain,
-                                   self.invite_timeout_ms))
+                                   self.invite_timeout_ms, self.host))
         self._check_config()
         run = self.workdir / "run"
         run.mkdir(exist_ok=True)
@@ -183,7 +185,7 @@ class Kamailio:
             if self.proc is not None and self.proc.poll() is not None:
                 raise LabError(f"kamailio exited with code {self.proc.returncode} at start: "
                                f"see {self.log_path}")
-            if options_ping(self.port, timeout=0.2) == 200:
+            if options_ping(self.port, self.host, timeout=0.2) == 200:
                 return
         self.stop()
         raise LabError(f"kamailio on {self.address} did not answer OPTIONS within "
@@ -191,11 +193,12 @@ class Kamailio:
 
     def ping(self, timeout: float = 0.5) -> int | None:
         """One OPTIONS ping: 200 when serving, the refusal code, or None (paused/stopped)."""
-        return options_ping(self.port, timeout=timeout)
+        return options_ping(self.port, self.host, timeout=timeout)
 
     def refuse(self, code: int | None = 503) -> None:
         """Answer every later request with `code` (None: serve normally again)."""
-        if options_ping(self.port, headers={"X-Lab-Refuse": str(code or 0)}) != 200:
+        if options_ping(self.port, self.host,
+                        headers={"X-Lab-Refuse": str(code or 0)}) != 200:
             raise LabError(f"kamailio on {self.address} did not take the refuse command: "
                            f"is it paused or stopped? (log {self.log_path})")
 

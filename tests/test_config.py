@@ -47,7 +47,7 @@ def doc():
 
 def test_default_document_is_valid_and_complete(doc):
     assert validate(doc) == doc
-    assert set(doc) == {"system", "country", "board", "lines", "sip", "calls"}
+    assert set(doc) == {"system", "country", "board", "lines", "sip", "calls", "survive"}
     assert list(doc["board"]["chips"]) == ["slic0", "slic1", "daa0"]
     assert doc["lines"]["fxs1"]["flash_max_ms"] == 800
     assert doc["lines"]["fxo1"]["disconnect"] == ["loop_drop", "reversal", "tone"]

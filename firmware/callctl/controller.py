@@ -3,7 +3,8 @@ PSTN, parked calls, transfers and CDRs.
 
 `CallControl(reactor, doc, board, bridge, cdr=None)` builds one FSM and one PortMedia per
 port (FXS lines, FXO lines, the headset), subscribes to the board's line events and to
-the bridge's SipEvents, and ticks every port's media every 20 ms. Calls are handles:
+the bridge's SipEvents, and ticks every port's media every 20 ms (firmware.media.MediaClock:
+phase-locked to pjsua2's frame clock while a SIP call is up). Calls are handles:
 the bridge's (positive) or the local switch's (negative, see local.py); `owner` maps
 each live handle to whoever holds it (a port FSM, the parking lot, a transfer in
 flight), and every SIP event is delivered to its handle's owner. FSMs act on calls only
@@ -42,7 +43,7 @@ from firmware.callctl.fxs import FxsPort
 from firmware.callctl.headset import HeadsetPort
 from firmware.callctl.local import LocalSwitch
 from firmware.core.config import line_country
-from firmware.media import PortMedia
+from firmware.media import MediaClock, PortMedia
 from firmware.sip import api
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ class CallControl:
         self._records: dict[int, dict] = {}
         self._listeners: list[Callable[[str, str, str], None]] = []
         self._cid_listeners: list[Callable[[str, dict], None]] = []
+        self._clock: MediaClock | None = None
         self._timer = None
         self._build_ports()
 
@@ -146,14 +148,16 @@ class CallControl:
     def start(self) -> None:
         self.board.subscribe(self._on_line)
         self.bridge.start(self._on_sip)
-        self._timer = self.reactor.register_periodic(self._tick, MEDIA_TICK_S)
+        self._clock = MediaClock(self.reactor, self._medias, self._media_failed)
+        self._clock.start()
+        self._timer = self._clock.timer  # the reactor timer (bench/bench_calls.py wraps it)
 
     def stop(self) -> None:
         for call in list(self.owner):
             self.hangup(call)
-        if self._timer is not None:
-            self.reactor.unregister_timer(self._timer)
-            self._timer = None
+        if self._clock is not None:
+            self._clock.stop()
+            self._clock = self._timer = None
         for fsm in self.ports.values():
             fsm.media.stop()
         self.bridge.stop()
@@ -209,13 +213,11 @@ class CallControl:
         self._headset().dial(digits)
 
     # ---- events in ----
-    def _tick(self, eventtime: float) -> float:
-        for fsm in self.ports.values():
-            try:
-                fsm.media.tick()
-            except Exception:  # noqa: BLE001 - one port's audio must not stop the others
-                log.exception("%s: media tick failed", fsm.name)
-        return eventtime + MEDIA_TICK_S
+    def _medias(self) -> list[PortMedia]:
+        return [fsm.media for fsm in self.ports.values()]
+
+    def _media_failed(self, media: PortMedia) -> None:
+        log.exception("%s: media tick failed", media.name)
 
     def _on_line(self, event) -> None:
         fsm = self.ports.get(event.port)
@@ -499,6 +501,13 @@ class CallControl:
         if self.cdr is not None and rec["uuid"]:
             self._cdr_safely(self.cdr.answered, rec["uuid"], self.reactor.clock.wall())
 
+    def _note_call_id(self, call: int, call_id: str | None) -> None:
+        """The SIP Call-ID of a call the box placed is known once it is answered."""
+        rec = self._records.get(call)
+        if call_id and rec is not None and rec["uuid"] and self.cdr is not None:
+            uuid, cdr = rec["uuid"], self.cdr
+            self._cdr_safely(lambda: cdr.update(uuid, sip_call_id=call_id))
+
     def _close(self, call: int, disposition: str, quality: dict | None = None) -> None:
         rec = self._records.pop(call, None)
         if rec is None:
@@ -526,6 +535,7 @@ class CallControl:
     def _bookkeep(self, ev: Ev) -> None:
         if ev.kind == api.ANSWERED:
             self._answered(ev.call)
+            self._note_call_id(ev.call, ev.data.get("call_id"))
         elif ev.kind == api.ENDED and ev.call in self._records:
             code = int(ev.data.get("code") or 0)
             self._close(ev.call, self._disposition(self._records[ev.call], code),

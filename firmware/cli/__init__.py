@@ -15,7 +15,8 @@ import sys
 from drivers.errors import BranchlineError
 
 # Command groups, in the order `branchline --help` lists them.
-COMMAND_MODULES = ["demo", "run", "hw", "config", "dsp", "console", "web", "commission"]
+COMMAND_MODULES = ["demo", "run", "hw", "config", "dsp", "console", "web", "commission",
+                   "forward"]
 
 
 def build_parser() -> argparse.ArgumentParser:

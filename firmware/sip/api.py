@@ -20,13 +20,14 @@ from typing import Any, Protocol
 import numpy as np
 
 FRAME = 160
-MAX_QUEUED = 3  # frames from the cloud allowed to wait (60 ms) before old ones are dropped
+MAX_QUEUED = 3  # frames allowed to wait (60 ms) before old ones are dropped
+BACKLOG_TAKES = 10  # takes in a row finding more than one frame: a standing queue (200 ms)
 
 # Event kinds
-INCOMING = "incoming"  # data: from_number, from_name, to_number (DNIS), line, headers
+INCOMING = "incoming"  # data: from_number, from_name, to_number (DNIS), line, headers, call_id
 RINGING = "ringing"  # 180 from the far end
 EARLY_MEDIA = "early_media"  # 183 with SDP: play the far end's audio before answer
-ANSWERED = "answered"
+ANSWERED = "answered"  # data: call_id (the SIP Call-ID, when the bridge knows it)
 ENDED = "ended"  # data: code (SIP status or 0), reason
 DTMF = "dtmf"  # data: digit, method ("rfc4733" | "info")
 HELD = "held"  # the far end put us on hold
@@ -55,17 +56,40 @@ class MediaPipe:
         self.frame = rate // 50
         self.to_cloud: deque[np.ndarray] = deque(maxlen=depth)
         self.from_cloud: deque[np.ndarray] = deque(maxlen=depth)
+        # The SIP side's frame clock, in reactor-clock seconds (None: not seen yet): when
+        # it last asked for a frame for the cloud and last gave one from it. Call
+        # control's media clock phase-locks to them (firmware.media.MediaClock).
+        self.asked_at: float | None = None
+        self.given_at: float | None = None
+        self.starved = 0  # times the SIP side asked and no frame was waiting
+        self._backlog = {"to": 0, "from": 0}
 
     def put_to_cloud(self, frame: np.ndarray) -> None:
         self.to_cloud.append(frame)
 
     def take_from_cloud(self) -> np.ndarray | None:
-        # The two ends run on different clocks (pjsua2's and the line's PCM); when the
-        # cloud side gets ahead, drop the oldest frames rather than let delay build up.
-        while len(self.from_cloud) > MAX_QUEUED:
-            self.from_cloud.popleft()
+        return self._take(self.from_cloud, "from")
+
+    def take_to_cloud(self) -> np.ndarray | None:
+        """The SIP side's take (its clock thread): the next frame for the cloud."""
+        frame = self._take(self.to_cloud, "to")
+        if frame is None:
+            self.starved += 1
+        return frame
+
+    def _take(self, queue: deque, side: str) -> np.ndarray | None:
+        # The two ends run on different clocks (pjsua2's and the line's PCM). A frame
+        # that came late once leaves one frame standing in the queue from then on (both
+        # ends then run in step): 20 ms more delay for the rest of the call. So when
+        # every take for a while finds more than one frame, or the queue is long, drop
+        # to the newest; a one-off burst is kept.
+        self._backlog[side] = self._backlog[side] + 1 if len(queue) > 1 else 0
+        if self._backlog[side] >= BACKLOG_TAKES or len(queue) > MAX_QUEUED:
+            self._backlog[side] = 0
+            while len(queue) > 1:
+                queue.popleft()
         try:
-            return self.from_cloud.popleft()
+            return queue.popleft()
         except IndexError:
             return None
 

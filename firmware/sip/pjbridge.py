@@ -56,6 +56,17 @@ START_TIMEOUT_S = 15.0
 _NO_QUALITY = {"codec": None, "jitter_ms": None, "loss_pct": None, "rtt_ms": None}
 
 
+def conference_rate(doc: dict) -> int:
+    """pjsua2's conference bridge clock: 16 kHz only for a wideband headset.
+
+    Measured (bench/bench_calls.py, pjproject 2.17): an 8 kHz port in a 16 kHz bridge
+    costs ~32 ms each way (the resampler's look-ahead: 12 ms of shift plus a whole
+    frame), an all-8 kHz bridge adds nothing. The rate is fixed at libInit, so a box
+    pays it only when its headset may take a G.722 call."""
+    headset = doc.get("board", {}).get("headset", {}).get("enabled", False)
+    return 16000 if headset and "G722" in doc["sip"]["codecs"] else 8000
+
+
 class SipError(BranchlineError):
     """The SIP stack could not start (port in use, bad TLS setup...)."""
 
@@ -67,6 +78,7 @@ class PjBridge:
         self.reactor = reactor
         self.sip = doc["sip"]
         self.lines = lines if lines is not None else doc.get("lines", {})
+        self.clock_rate = conference_rate(doc)
         self._ids = itertools.count(1)  # next() on a count is atomic: both threads use it
         self._pipes: dict[int, MediaPipe] = {}
         self._quality: dict[int, dict] = {}
@@ -276,8 +288,8 @@ class _Core:
         cfg.uaConfig.userAgent = "branchline"
         cfg.medConfig.noVad = True  # VAD mutes steady tones (DTMF, test tones, dial tone)
         cfg.medConfig.ecTailLen = 0  # our own G.168 canceller runs on the analog side
-        cfg.medConfig.clockRate = 16000
-        cfg.medConfig.sndClockRate = 16000
+        cfg.medConfig.clockRate = self.bridge.clock_rate
+        cfg.medConfig.sndClockRate = self.bridge.clock_rate
         self.writer = PjLogWriter()
         cfg.logConfig.writer = self.writer
         cfg.logConfig.level = 3
@@ -288,12 +300,29 @@ class _Core:
     def _create_transports(self) -> None:
         host = self.sip["bind_address"]
         port = self.sip["local_port"]
-        udp = self._transport(pj.PJSIP_TRANSPORT_UDP, "udp", host, port)
-        port = port or self.ep.transportGetInfo(udp).localName.rsplit(":", 1)[1]
-        self._transport(pj.PJSIP_TRANSPORT_TCP, "tcp", host, int(port))
+        if port:
+            self._transport(pj.PJSIP_TRANSPORT_UDP, "udp", host, port)
+            self._transport(pj.PJSIP_TRANSPORT_TCP, "tcp", host, port)
+        else:
+            port = self._ephemeral_pair(host)
         if self.sip["transport"] == "tls":
             tls_port = int(port) + 1 if self.sip["local_port"] else 0
             self._transport(pj.PJSIP_TRANSPORT_TLS, "tls", host, tls_port)
+
+    def _ephemeral_pair(self, host: str, tries: int = 20) -> int:
+        """UDP and TCP on one free port number (sip.local_port 0): the OS picks the UDP
+        port, and another process may already hold that number for TCP; then try again."""
+        for _ in range(tries):
+            udp = self._transport(pj.PJSIP_TRANSPORT_UDP, "udp", host, 0)
+            port = int(self.ep.transportGetInfo(udp).localName.rsplit(":", 1)[1])
+            try:
+                self._transport(pj.PJSIP_TRANSPORT_TCP, "tcp", host, port)
+                return port
+            except SipError:
+                self.ep.transportClose(udp)
+                self.transports.pop("udp", None)
+        raise SipError(f"no port number on {host} was free for both SIP UDP and TCP "
+                       f"after {tries} tries: set sip.local_port")
 
     def _transport(self, kind: int, name: str, host: str, port: int) -> int:
         cfg = pj.TransportConfig()
@@ -444,6 +473,7 @@ class _Core:
         call = BCall(acc, self, handle, call_id)
         self.calls[handle] = call
         who = sipmsg.caller(msg)
+        who["call_id"] = sipmsg.header(msg, "call-id")
         if who["to_number"] == acc.aor.split("@")[0]:
             # The edge routed by our registration (R-URI = our contact): DNIS is in To.
             who["to_number"] = sipmsg.uri_user(sipmsg.name_addr(sipmsg.header(msg, "to"))[1])
@@ -488,7 +518,7 @@ class _Core:
             call.answered = True
             self._finish_transfer(call)
             self._publish_call(call.handle, "answered")
-            self._once(call, api.ANSWERED)
+            self._once(call, api.ANSWERED, call_id=info.callIdString)
         elif state == pj.PJSIP_INV_STATE_DISCONNECTED:
             self._ended(call, info.lastStatusCode, info.lastReason)
 
@@ -571,7 +601,7 @@ class _Core:
         if audio is None:
             return
         if call.port is None or call.port.pipe is not pipe:
-            call.port = PipePort(pipe)
+            call.port = PipePort(pipe, self.clock.now)
             call.port.open(f"line{call.handle}")
         call.port.startTransmit(audio)
         audio.startTransmit(call.port)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -50,14 +51,17 @@ def guarded(fn):
 class PipePort(pj.AudioMediaPort):
     """Carries one call's audio between a MediaPipe and pjsua2's conference bridge.
 
-    Frames are PCM16 mono at pipe.rate, 20 ms. ByteVector.assign_from_bytes and
+    Frames are PCM16 mono at pipe.rate, 20 ms. With `now` (the reactor's clock) every
+    request and delivery stamps the pipe (asked_at, given_at): call control's media clock
+    phase-locks to them. ByteVector.assign_from_bytes and
     copy_to_bytearray move a frame in under 1 us; reading the vector element by element
     (bytes(list(buf))) costs 100-300 us, too much at 50 frames/s per call.
     """
 
-    def __init__(self, pipe: MediaPipe) -> None:
+    def __init__(self, pipe: MediaPipe, now: Callable[[], float] | None = None) -> None:
         super().__init__()
         self.pipe = pipe
+        self.now = now  # the reactor's clock: stamps the pipe (call control phase-locks)
         self.nbytes = pipe.frame * 2
         self.silence = bytes(self.nbytes)
         self.errors = 0  # counted, not logged: these run 50 times a second
@@ -78,15 +82,18 @@ class PipePort(pj.AudioMediaPort):
             forget_exception()
 
     def _next_frame(self) -> bytes:
-        try:
-            frame = self.pipe.to_cloud.popleft()
-        except IndexError:
+        if self.now is not None:
+            self.pipe.asked_at = self.now()
+        frame = self.pipe.take_to_cloud()
+        if frame is None:
             return self.silence
         data = np.asarray(frame, dtype=np.int16).tobytes()
         return data if len(data) == self.nbytes else self.silence
 
     def onFrameReceived(self, frame) -> None:
         try:
+            if self.now is not None:
+                self.pipe.given_at = self.now()
             if frame.type != pj.PJMEDIA_FRAME_TYPE_AUDIO:
                 return
             buf = bytearray(frame.buf.size())

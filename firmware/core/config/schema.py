@@ -256,6 +256,22 @@ FXO_LINE = {
     "loop_drop_ms": Field(int, 200, unit="ms", minval=100, maxval=1000),
 }
 KIND_FIELDS = {"fxs": FXS_LINE, "fxo": FXO_LINE}
+# Survivability (issue 5). Store and forward: `branchline forward` delivers the outbox
+# (CDRs, state changes, callback requests, recordings) to records_url.
+SURVIVE = {
+    "records_url": Field(str, "", allow_empty=True, pattern=r"https?://[^\s<>\"]{1,500}",
+                         pattern_rule="must be an http:// or https:// URL, e.g. "
+                                      "https://records.example.com/v1/records",
+                         help='where the outbox is delivered; "" = keep records on the box'),
+    "records_tls_verify": Field(bool, True, help="verify the records server's certificate"),
+    "records_ca_file": Field(str, "", allow_empty=True, pattern=r"/[^\x00-\x1f]{0,255}",
+                             pattern_rule="must be an absolute file path",
+                             help='CA or self-signed certificate to trust; "" = system CAs'),
+    "outbox_max_mb": Field(int, 256, unit="MB", minval=1, maxval=65536,
+                           help="cap; over it recordings go first, oldest first; records never"),
+    "outbox_keep_days": Field(int, 30, unit="days", minval=1, maxval=3650,
+                              help="delivered rows are pruned after this many days"),
+}
 
 _DEFAULT_CHIPS = {
     "slic0": {"type": "si3215", "spi_bus": 0, "spi_cs": 0, "spi_hz": 2_000_000,
@@ -288,6 +304,7 @@ def default_document() -> dict:
         "lines": {name: _line_defaults(line) for name, line in _DEFAULT_LINES.items()},
         "sip": _defaults(SIP),
         "calls": _defaults(CALLS),
+        "survive": _defaults(SURVIVE),
     }
 
 
@@ -380,7 +397,8 @@ def _read_document(reader: _Reader, doc: Any) -> dict:
     if not isinstance(doc, dict):
         raise ConfigError([f"the config document must be a table, not {type(doc).__name__}"])
     base = default_document()
-    reader.unknown(doc, "", ("system", "country", "board", "lines", "sip", "calls"), {})
+    reader.unknown(doc, "", ("system", "country", "board", "lines", "sip", "calls",
+                             "survive"), {})
     return {
         "system": reader.table(doc.get("system", {}), "system", SYSTEM),
         "country": reader.table(doc.get("country", {}), "country", COUNTRY),
@@ -389,6 +407,7 @@ def _read_document(reader: _Reader, doc: Any) -> dict:
                               lambda entry, path: _read_line(reader, entry, path)),
         "sip": reader.table(doc.get("sip", {}), "sip", SIP),
         "calls": reader.table(doc.get("calls", {}), "calls", CALLS),
+        "survive": reader.table(doc.get("survive", {}), "survive", SURVIVE),
     }
 
 

@@ -1,0 +1,119 @@
+"""`branchline forward`: deliver the outbox (CDRs, state changes, callbacks, recordings)
+to the cloud's records URL, as a process of its own.
+
+    branchline forward --data-dir /var/lib/branchline                # URL from the config
+    branchline forward --data-dir /tmp/d --url http://127.0.0.1:8089/v1/records --once
+
+Uploads stay out of the core (DESIGN.md): the core only writes data_dir/cdr.db; this
+process reads it (SQLite WAL), delivers in order with backoff while the cloud is away
+and marks what the cloud took. Killing it at any moment loses nothing: what was sent
+but not marked is sent again with the same UUIDs. --url, --ca-file, --insecure and
+--max-mb override the config's survive.records_url, records_ca_file,
+records_tls_verify and outbox_max_mb. Runs until SIGTERM / Ctrl-C; with --once it
+makes one pass and exits 0 when the outbox is empty, 1 when rows remain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from drivers.errors import BranchlineError
+
+DEFAULT_DATA_DIR = "/var/lib/branchline"
+CDR_FILE = "cdr.db"  # the core's name for it (firmware.core.runtime.CDR_FILE)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("forward", help="deliver stored CDRs and events to the cloud",
+                       description="Deliver the outbox (store and forward) to the cloud's "
+                                   "records URL, in order, retrying while it is away.")
+    p.add_argument("--data-dir", metavar="DIR", default=DEFAULT_DATA_DIR,
+                   help=f"where the core keeps cdr.db and recordings/ (default: "
+                        f"{DEFAULT_DATA_DIR})")
+    p.add_argument("--url", metavar="URL", help="records URL (default: survive.records_url)")
+    p.add_argument("--config-dir", metavar="DIR",
+                   help="config directory (default: $BRANCHLINE_CONFIG_DIR or /etc/branchline)")
+    p.add_argument("--once", action="store_true", help="one pass, then exit")
+    p.add_argument("--interval", metavar="S", type=float, default=2.0,
+                   help="seconds between passes when all went out (default 2)")
+    p.add_argument("--batch", metavar="N", type=int, default=50,
+                   help="records per request (default 50)")
+    p.add_argument("--timeout", metavar="S", type=float, default=10.0,
+                   help="seconds to wait for the cloud's answer (default 10)")
+    p.add_argument("--backoff-max", metavar="S", type=float, default=300.0,
+                   help="longest wait between retries while the cloud fails (default 300)")
+    p.add_argument("--ca-file", metavar="PEM", help="trust this CA or self-signed certificate")
+    p.add_argument("--insecure", action="store_true",
+                   help="do not verify the server's certificate (lab only)")
+    p.add_argument("--max-mb", metavar="MB", type=float, help="outbox cap in MB")
+    p.add_argument("--box", metavar="NAME", help="box name sent along (default: system.name)")
+    p.add_argument("--verbose", "-v", action="store_true", help="log every pass")
+    p.set_defaults(func=cmd_forward)
+
+
+def _settings(args: Any) -> dict[str, Any]:
+    """The config's survive section and box name, overridden by the options."""
+    doc = _document(args)
+    survive, name = doc.get("survive", {}), doc.get("system", {}).get("name", "")
+    url = args.url or survive.get("records_url", "")
+    if not url:
+        raise BranchlineError("no records URL: set survive.records_url in the config "
+                              "(branchline config set survive.records_url https://...) "
+                              "or give --url")
+    max_mb = args.max_mb if args.max_mb is not None else survive.get("outbox_max_mb")
+    return {"url": url, "box": args.box or name,
+            "ca_file": args.ca_file or survive.get("records_ca_file") or None,
+            "verify": not args.insecure and survive.get("records_tls_verify", True),
+            "max_bytes": int(max_mb * 1024 * 1024) if max_mb else None,
+            "keep_days": survive.get("outbox_keep_days", 30)}
+
+
+def _document(args: Any) -> dict:
+    from firmware.core.config import ConfigStore, config_dir, default_document
+    from firmware.core.config.store import FILE_NAME
+
+    directory = config_dir(args.config_dir)
+    if args.url and args.config_dir is None and not (directory / FILE_NAME).exists():
+        return default_document()  # a lab run with everything on the command line
+    return ConfigStore(directory).load()
+
+
+def cmd_forward(args: Any) -> int:
+    from firmware.cdr import CdrStore
+    from firmware.forward import Forwarder, HttpTransport, ssl_context
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s forward %(levelname)s %(name)s: %(message)s")
+    s = _settings(args)
+    db = Path(args.data_dir) / CDR_FILE
+    transport = HttpTransport(s["url"], timeout=args.timeout, box=s["box"],
+                              context=ssl_context(s["verify"], s["ca_file"]))
+    stop = threading.Event()
+    with CdrStore(db, max_bytes=s["max_bytes"], synchronous="NORMAL") as store:
+        fwd = Forwarder(store, transport, batch=args.batch, sleep=stop.wait,
+                        backoff_max_s=args.backoff_max, keep_days=s["keep_days"])
+        try:
+            return _serve(fwd, args, stop, db, s["url"])
+        finally:
+            transport.close()
+
+
+def _serve(fwd: Any, args: Any, stop: threading.Event, db: Path, url: str) -> int:
+    if args.once:
+        fwd.step(args.interval)
+        left = fwd.store.depth()
+        print(f"branchline forward: delivered {fwd.delivered}, {left} pending"
+              + (f" ({fwd.last_error})" if fwd.last_error else ""), flush=True)
+        return 0 if left == 0 else 1
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"branchline forward: delivering {db} to {url}", flush=True)
+    fwd.run(args.interval, should_stop=stop.is_set)
+    print(f"branchline forward: stopped; delivered {fwd.delivered}, "
+          f"{fwd.store.depth()} pending", flush=True)
+    return 0

@@ -1,0 +1,281 @@
+"""Store and forward: deliver the outbox (firmware.cdr) to the cloud's records URL.
+
+Runs in its own process (`branchline forward`): uploads and TLS stay out of the core,
+whose frame callbacks a busy Python thread would delay (DESIGN.md). The core writes
+the outbox; this worker reads the pending rows in `seq` order and delivers them:
+
+  - records go as POST <url> {"box", "records": [{uuid, seq, kind, created, body}]}
+    in batches of consecutive rows; each record's UUID is its idempotency key (and
+    the header Idempotency-Key is a hash of the batch's UUIDs);
+  - a recording goes alone: first PUT <url>/recordings/<uuid> with the file, then its
+    index row as a one-record POST. A recording whose file has vanished is reported
+    as evicted (the store queues an "evicted" row) instead of blocking the queue;
+  - rows are marked delivered only after a 2xx (409 too: the cloud already has it).
+    Any other answer, a timeout or a refused connection stops the pass at that row -
+    nothing behind it overtakes it - and the worker retries with exponential backoff
+    and jitter. A 4xx is retried as well: a wrong URL must not discard records.
+  - a crash between the cloud's 2xx and the mark redelivers the same UUIDs; the cloud
+    dedups, so at most the batch in flight arrives twice.
+
+Time is injected: `clock` (monotonic seconds) and `sleep(seconds)`, so a test runs an
+hour's outage in fake time. Delivery state is an enum with one setter that logs
+`old -> new` with the reason and calls `on_event`.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import http.client
+import json
+import logging
+import mimetypes
+import random
+import ssl
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from drivers.errors import BranchlineError
+from firmware.cdr import KIND_RECORDING, CdrStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH = 50
+BACKOFF_MIN_S = 1.0
+BACKOFF_MAX_S = 300.0
+TIMEOUT_S = 10.0
+PRUNE_EVERY_S = 3600.0
+MAX_PASS_ROWS = 10_000  # one pass delivers at most this many, then prunes and reports
+CHUNK = 64 * 1024
+
+
+class State(enum.Enum):
+    IDLE = "idle"              # nothing pending
+    DELIVERING = "delivering"  # rows are going out
+    BACKOFF = "backoff"        # the last attempt failed; waiting before the retry
+
+
+class DeliveryError(Exception):
+    """One delivery attempt failed; the message says what the cloud (or network) did."""
+
+
+class ForwardConfigError(BranchlineError):
+    """The records URL or TLS settings cannot work; the message names the fix."""
+
+
+def ssl_context(verify: bool = True, ca_file: str | None = None) -> ssl.SSLContext:
+    """Verify the server by default; ca_file trusts one more CA or a self-signed cert."""
+    if ca_file and not Path(ca_file).is_file():
+        raise ForwardConfigError(f"records CA file {ca_file} does not exist; give the PEM "
+                                 f"certificate of the records server or its CA")
+    ctx = ssl.create_default_context(cafile=ca_file or None)
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class HttpTransport:
+    """POST records and PUT files to one records URL over a kept-alive connection."""
+
+    def __init__(self, url: str, *, timeout: float = TIMEOUT_S, box: str = "",
+                 context: ssl.SSLContext | None = None) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ForwardConfigError(f"records URL {url!r} must be http:// or https:// "
+                                     f"with a host, e.g. https://records.example.com/v1/records")
+        self.url, self.box, self.timeout = url, box, timeout
+        self._https = parts.scheme == "https"
+        self._host, self._port = parts.hostname, parts.port
+        self._path = (parts.path or "/").rstrip("/") or "/"
+        self._context = context if context is not None else ssl_context()
+        self._conn: http.client.HTTPConnection | None = None
+
+    def post_records(self, rows: list[dict[str, Any]]) -> None:
+        records = [{k: r[k] for k in ("uuid", "seq", "kind", "created", "body")} for r in rows]
+        data = json.dumps({"box": self.box, "records": records}, sort_keys=True).encode()
+        key = hashlib.sha256("\n".join(r["uuid"] for r in rows).encode()).hexdigest()
+        self._request("POST", self._path, data, {"Content-Type": "application/json",
+                                                  "Idempotency-Key": key})
+
+    def put_file(self, uuid: str, path: str) -> None:
+        """Upload a recording; FileNotFoundError when it is gone."""
+        with open(path, "rb") as f:
+            size = Path(path).stat().st_size
+            kind = mimetypes.guess_type(path)[0] or "application/octet-stream"
+            self._request("PUT", f"{self._path}/recordings/{uuid}", f,
+                          {"Content-Type": kind, "Content-Length": str(size),
+                           "Idempotency-Key": uuid})
+
+    def _request(self, method: str, path: str, body: Any, headers: dict[str, str]) -> None:
+        headers = {**headers, "User-Agent": "branchline-forward"}
+        if self.box:
+            headers["X-Branchline-Box"] = self.box
+        try:
+            conn = self._connection()
+            conn.request(method, path, body=body, headers=headers)
+            resp = conn.getresponse()
+            text = resp.read(2000)
+        except ssl.SSLCertVerificationError as exc:
+            self.close()
+            raise DeliveryError(f"{self.url}: the server's certificate is not trusted "
+                                f"({exc.verify_message}); set survive.records_ca_file to its "
+                                f"CA or certificate") from None
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            raise DeliveryError(f"{self.url}: {type(exc).__name__}: {exc or 'no answer'}") \
+                from None
+        if resp.will_close:
+            self.close()
+        if not (200 <= resp.status < 300 or resp.status == 409):
+            raise DeliveryError(f"{self.url} answered HTTP {resp.status} {resp.reason}: "
+                                f"{text[:200].decode(errors='replace')}")
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            if self._https:
+                self._conn = http.client.HTTPSConnection(self._host, self._port,
+                                                         timeout=self.timeout,
+                                                         context=self._context)
+            else:
+                self._conn = http.client.HTTPConnection(self._host, self._port,
+                                                        timeout=self.timeout)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class Forwarder:
+    """Delivers one store's outbox through one transport (see the module docstring)."""
+
+    def __init__(self, store: CdrStore, transport: Any, *, batch: int = DEFAULT_BATCH,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Any] = time.sleep,
+                 backoff_min_s: float = BACKOFF_MIN_S, backoff_max_s: float = BACKOFF_MAX_S,
+                 keep_days: float | None = None, prune_every_s: float = PRUNE_EVERY_S,
+                 rng: random.Random | None = None,
+                 on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.store, self.transport = store, transport
+        self.batch = max(1, int(batch))
+        self._clock, self._sleep = clock, sleep
+        self.backoff_min_s, self.backoff_max_s = backoff_min_s, backoff_max_s
+        self.keep_days, self.prune_every_s = keep_days, prune_every_s
+        self._rng = rng or random.Random()
+        self._on_event = on_event
+        self.state = State.IDLE
+        self.failures = 0            # consecutive failed attempts
+        self.delivered = 0           # rows delivered by this process
+        self.last_error = ""
+        self._next_prune = clock()
+
+    # --- state -----------------------------------------------------------------------
+
+    def _set_state(self, new: State, reason: str) -> None:
+        old = self.state
+        if new is old:
+            return
+        self.state = new
+        log.info("forward: %s -> %s (%s)", old.value, new.value, reason)
+        if self._on_event:
+            self._on_event({"type": "forward_state", "old": old.value, "new": new.value,
+                            "reason": reason, "t": self._clock()})
+
+    # --- one pass --------------------------------------------------------------------
+
+    def deliver_pending(self) -> int:
+        """Deliver in order until the outbox is empty or an attempt fails; returns how
+        many rows were delivered. After a failure `state` is BACKOFF."""
+        done = 0
+        while done < MAX_PASS_ROWS:
+            rows = self.store.pending(self.batch)
+            if not rows:
+                self._set_state(State.IDLE, f"outbox empty after {done} delivered")
+                return done
+            self._set_state(State.DELIVERING, f"{len(rows)}+ rows pending")
+            chunk = self._chunk(rows)
+            try:
+                done += self._send(chunk)
+            except DeliveryError as exc:
+                self._failed(chunk[0], str(exc))
+                return done
+            self.failures, self.last_error = 0, ""
+        return done
+
+    @staticmethod
+    def _chunk(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The next rows that go in one request: records up to the first recording,
+        or the recording alone."""
+        if rows[0]["kind"] == KIND_RECORDING:
+            return rows[:1]
+        for i, row in enumerate(rows):
+            if row["kind"] == KIND_RECORDING:
+                return rows[:i]
+        return rows
+
+    def _send(self, chunk: list[dict[str, Any]]) -> int:
+        head = chunk[0]
+        if head["kind"] == KIND_RECORDING:
+            try:
+                self.transport.put_file(head["uuid"], head["path"])
+            except FileNotFoundError:
+                self.store.evict_recording(head["uuid"], f"file {head['path']} missing "
+                                                         f"at upload")
+                return 0
+        self.transport.post_records(chunk)
+        self.store.mark_delivered(r["uuid"] for r in chunk)
+        self.delivered += len(chunk)
+        return len(chunk)
+
+    def _failed(self, row: dict[str, Any], error: str) -> None:
+        self.failures += 1
+        self.last_error = error
+        self.store.note_failure(row["uuid"], error)
+        self._set_state(State.BACKOFF, f"attempt {self.failures} at seq {row['seq']} "
+                                       f"failed: {error}")
+
+    def backoff_s(self) -> float:
+        """The wait before the next retry: doubling from backoff_min_s up to
+        backoff_max_s, times a random factor in [0.5, 1) so a fleet coming back from
+        the same outage does not retry in step."""
+        base = min(self.backoff_max_s, self.backoff_min_s * 2 ** max(0, self.failures - 1))
+        return base * (0.5 + 0.5 * self._rng.random())
+
+    # --- the loop --------------------------------------------------------------------
+
+    def step(self, interval_s: float) -> float:
+        """One pass plus housekeeping; returns how long to wait before the next."""
+        self.deliver_pending()
+        self._housekeeping()
+        return self.backoff_s() if self.state is State.BACKOFF else interval_s
+
+    def _housekeeping(self) -> None:
+        if self._clock() < self._next_prune:
+            return
+        self._next_prune = self._clock() + self.prune_every_s
+        self.store.enforce_cap()
+        if self.keep_days is not None:
+            n = self.store.prune(self.keep_days)
+            if n:
+                log.info("forward: pruned %d delivered rows older than %g days",
+                         n, self.keep_days)
+
+    def run(self, interval_s: float = 2.0,
+            should_stop: Callable[[], bool] = lambda: False) -> None:
+        """Deliver until should_stop(): at once when rows are pending, then every
+        interval_s, or after the backoff while the cloud fails."""
+        while not should_stop():
+            wait = self.step(interval_s)
+            if should_stop():
+                break
+            self._sleep(wait)
+
+    def status(self) -> dict[str, Any]:
+        return {"state": self.state.value, "failures": self.failures,
+                "last_error": self.last_error, "delivered": self.delivered,
+                "outbox": self.store.depth(detail=True)}

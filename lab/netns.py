@@ -1,0 +1,341 @@
+"""Test hosts in network namespaces joined by a veth pair: a real WAN link to cut.
+
+`with NetnsLink() as link:` creates two namespaces, `link.box` and `link.cloud`, joined
+by a veth pair (box0 <-> cloud0) with addresses 10.77.0.1/24 and 10.77.0.2/24 that
+exist ONLY inside those namespaces (nothing is added to the machine's own namespace),
+loopback up in each and a default route over the link (so pjsua picks the link's
+address for its SDP). Then:
+  - `link.cut()` / `link.restore()`: `ip link set cloud0 down` / up: the WAN fails
+    beyond the box's own port, whose link stays up, so its packets just vanish (as
+    behind a branch router); `cut("box")` pulls the box's own cable instead (its sends
+    then fail at once with ENETUNREACH). restore() also puts back the routes the
+    kernel drops on link down;
+  - `link.flap(schedule)`: cut/restore on a schedule of (down_s, up_s) pairs, on a
+    thread of its own; `flap_events` records when;
+  - `link.impair(loss_pct, delay_ms, jitter_ms)`: `tc qdisc netem` on both ends, where
+    the kernel has sch_netem (`netem_missing()` says why not; then use lab/chaos.py);
+  - `host.popen([...])` / `host.run([...])`: a command inside a namespace
+    (`ip netns exec NAME ...`);
+  - `with host.entered():` the calling THREAD moves into the namespace (setns(2)):
+    sockets it creates, threads it starts and processes it forks stay there after it
+    leaves. This is how a pjsua2 bridge in the test process (its SIP thread started
+    inside the block) and lab peers started with subprocess end up in a namespace, and
+    how the test reaches a peer's 127.0.0.1 control port inside it.
+Clean-up: close() (the `with` exit, and atexit for anything left) stops the processes
+still inside the namespaces (all started by the test: the namespaces are its own) and
+deletes them, which also removes the veth pair.
+
+`unavailable()` says why namespaces cannot be used here (not root / no CAP_NET_ADMIN /
+no `ip` / the kernel refuses), or None; tests skip with that reason.
+
+Assumes Linux with iproute2; root (CAP_SYS_ADMIN for setns, CAP_NET_ADMIN for links).
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import itertools
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import cache
+
+from drivers.errors import BranchlineError
+
+log = logging.getLogger(__name__)
+
+CLONE_NEWNET = 0x40000000
+CAP_NET_ADMIN = 12
+CAP_SYS_ADMIN = 21
+SUBNET = "10.77.0"
+_names = itertools.count()
+_live: set[str] = set()
+
+
+class NetnsError(BranchlineError):
+    """A namespace, link or netem command failed (the message has the command and why)."""
+
+
+def ip(*args: str, check: bool = True, timeout: float = 10.0) -> subprocess.CompletedProcess:
+    """Run `ip ARGS`; NetnsError with its stderr when it fails and `check`."""
+    res = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=timeout)
+    if check and res.returncode != 0:
+        raise NetnsError(f"ip {' '.join(args)} failed: {res.stderr.strip()}")
+    return res
+
+
+def _caps() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+@cache
+def unavailable() -> str | None:
+    """Why namespace tests cannot run on this machine, or None when they can."""
+    if shutil.which("ip") is None:
+        return "iproute2 `ip` is not installed (apt-get install iproute2)"
+    caps = _caps()
+    for bit, name in ((CAP_NET_ADMIN, "CAP_NET_ADMIN"), (CAP_SYS_ADMIN, "CAP_SYS_ADMIN")):
+        if not caps >> bit & 1:
+            return f"no {name} (run as root, or a container with --cap-add {name[4:]})"
+    probe = f"blprobe{os.getpid()}"
+    try:
+        ip("netns", "add", probe)
+    except (NetnsError, OSError) as exc:
+        return f"cannot create a network namespace: {exc}"
+    try:
+        ip("-n", probe, "link", "add", "p0", "type", "veth", "peer", "name", "p1")
+    except NetnsError as exc:
+        return f"cannot create a veth pair (no veth driver in this kernel?): {exc}"
+    finally:
+        ip("netns", "del", probe, check=False)
+    return None
+
+
+@cache
+def netem_missing() -> str | None:
+    """Why `tc qdisc ... netem` cannot be used, or None when it can."""
+    if unavailable():
+        return unavailable()
+    if shutil.which("tc") is None:
+        return "iproute2 `tc` is not installed"
+    probe = f"blnetem{os.getpid()}"
+    ip("netns", "add", probe)
+    try:
+        res = subprocess.run(["ip", "netns", "exec", probe, "tc", "qdisc", "add", "dev", "lo",
+                              "root", "netem", "delay", "1ms"], capture_output=True, text=True,
+                             timeout=10)
+    finally:
+        ip("netns", "del", probe, check=False)
+    if res.returncode != 0:
+        return f"netem not available (kernel module sch_netem missing?): {res.stderr.strip()}"
+    return None
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise NetnsError(f"setns failed: {os.strerror(err)} (needs CAP_SYS_ADMIN)")
+
+
+class Host:
+    """One end of the link: a namespace with an address on its veth end."""
+
+    def __init__(self, ns: str, dev: str, addr: str, peer: str) -> None:
+        self.ns = ns
+        self.dev = dev
+        self.addr = addr
+        self.peer = peer  # the other end's address
+
+    def __repr__(self) -> str:
+        return f"Host({self.ns}, {self.dev} {self.addr})"
+
+    def cmd(self, argv: Sequence[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.ns, *argv]
+
+    def run(self, argv: Sequence[str], timeout: float = 10.0) -> subprocess.CompletedProcess:
+        return subprocess.run(self.cmd(argv), capture_output=True, text=True, timeout=timeout)
+
+    def popen(self, argv: Sequence[str], **kwargs) -> subprocess.Popen:
+        kwargs.setdefault("start_new_session", True)
+        return subprocess.Popen(self.cmd(argv), **kwargs)
+
+    @contextmanager
+    def entered(self) -> Iterator[Host]:
+        """Move the calling thread into this namespace for the block (see the module doc)."""
+        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        target = os.open(f"/run/netns/{self.ns}", os.O_RDONLY)
+        try:
+            _setns(target)
+            try:
+                yield self
+            finally:
+                _setns(own)
+        finally:
+            os.close(target)
+            os.close(own)
+
+
+class NetnsLink:
+    """Two namespaces joined by a veth pair (see the module doc). Context manager."""
+
+    def __init__(self, prefix: str = "bl", subnet: str = SUBNET) -> None:
+        reason = unavailable()
+        if reason:
+            raise NetnsError(f"network namespaces unavailable: {reason}")
+        tag = f"{prefix}{os.getpid()}x{next(_names)}"
+        self.box = Host(f"{tag}-box", "box0", f"{subnet}.1", f"{subnet}.2")
+        self.cloud = Host(f"{tag}-cloud", "cloud0", f"{subnet}.2", f"{subnet}.1")
+        self.is_cut = False
+        self.cut_at: float | None = None
+        self.flap_events: list[tuple[str, float]] = []
+        self._flap_stop = threading.Event()
+        self._flap_thread: threading.Thread | None = None
+        self._made: list[str] = []
+
+    def __enter__(self) -> NetnsLink:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open(self) -> NetnsLink:
+        try:
+            for host in (self.box, self.cloud):
+                ip("netns", "add", host.ns)
+                self._made.append(host.ns)
+                _live.add(host.ns)
+                ip("-n", host.ns, "link", "set", "lo", "up")
+            ip("-n", self.box.ns, "link", "add", self.box.dev, "type", "veth", "peer", "name",
+               self.cloud.dev, "netns", self.cloud.ns)
+            for host in (self.box, self.cloud):
+                ip("-n", host.ns, "addr", "add", f"{host.addr}/24", "dev", host.dev)
+                ip("-n", host.ns, "link", "set", host.dev, "up")
+            self._routes()
+        except BaseException:
+            self.close()
+            raise
+        log.info("netns link %s (%s) <-> %s (%s)", self.box.ns, self.box.addr, self.cloud.ns,
+                 self.cloud.addr)
+        return self
+
+    def _routes(self) -> None:
+        for host in (self.box, self.cloud):
+            ip("-n", host.ns, "route", "replace", "default", "via", host.peer, "dev", host.dev)
+
+    def cut(self, side: str = "cloud") -> float:
+        """Link down on `side`'s end (see the module doc); the monotonic time of the cut."""
+        host = self.box if side == "box" else self.cloud
+        ip("-n", host.ns, "link", "set", host.dev, "down")
+        self.is_cut, self.cut_at = True, time.monotonic()
+        return self.cut_at
+
+    def restore(self) -> float:
+        """Plug it back (both ends up, routes back); the monotonic time it was done."""
+        for host in (self.box, self.cloud):
+            ip("-n", host.ns, "link", "set", host.dev, "up")
+        self._wait_carrier()
+        self._routes()
+        self.is_cut = False
+        return time.monotonic()
+
+    def _wait_carrier(self, timeout: float = 2.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = ip("-n", self.box.ns, "-o", "link", "show", self.box.dev).stdout
+            if "LOWER_UP" in out:
+                return
+            time.sleep(0.01)
+        raise NetnsError(f"{self.box.dev} in {self.box.ns} has no carrier {timeout} s after "
+                         "link up")
+
+    def flap(self, schedule: Sequence[tuple[float, float]], side: str = "cloud") -> None:
+        """Cut for down_s, restore for up_s, per pair, on a thread of its own (wait_flap)."""
+        self.stop_flap()
+        self._flap_stop.clear()
+        self.flap_events = []
+        self._flap_thread = threading.Thread(target=self._flap_run, args=(list(schedule), side),
+                                             name="netns-flap", daemon=True)
+        self._flap_thread.start()
+
+    def _flap_run(self, schedule: list[tuple[float, float]], side: str) -> None:
+        try:
+            for down_s, up_s in schedule:
+                self.flap_events.append(("down", self.cut(side)))
+                stopped = self._flap_stop.wait(down_s)
+                self.flap_events.append(("up", self.restore()))
+                if stopped or self._flap_stop.wait(up_s):
+                    return
+        except NetnsError as exc:
+            log.error("netns flap stopped: %s", exc)
+
+    def wait_flap(self, timeout: float) -> bool:
+        """Wait until the flap schedule has run out (the link is then up); False on timeout."""
+        if self._flap_thread is not None:
+            self._flap_thread.join(timeout)
+            return not self._flap_thread.is_alive()
+        return True
+
+    def stop_flap(self) -> None:
+        self._flap_stop.set()
+        if self._flap_thread is not None:
+            self._flap_thread.join(10)
+        self._flap_thread = None
+
+    def impair(self, loss_pct: float = 0.0, delay_ms: float = 0.0,
+               jitter_ms: float = 0.0) -> None:
+        """netem loss/delay on both ends (NetnsError naming the reason where unavailable)."""
+        reason = netem_missing()
+        if reason:
+            raise NetnsError(f"link impairment unavailable: {reason}; use lab/chaos.py")
+        spec = ["delay", f"{delay_ms}ms", f"{jitter_ms}ms", "loss", f"{loss_pct}%"]
+        for host in (self.box, self.cloud):
+            res = host.run(["tc", "qdisc", "replace", "dev", host.dev, "root", "netem", *spec])
+            if res.returncode != 0:
+                raise NetnsError(f"tc netem on {host.dev} in {host.ns}: {res.stderr.strip()}")
+
+    def pids(self) -> list[int]:
+        pids: list[int] = []
+        for ns in self._made:
+            out = ip("netns", "pids", ns, check=False).stdout
+            pids += [int(p) for p in out.split()]
+        return pids
+
+    def close(self) -> None:
+        """Stop what still runs inside (TERM, then KILL) and delete both namespaces."""
+        self.stop_flap()
+        _stop_pids(self.pids())
+        for ns in self._made:
+            ip("netns", "del", ns, check=False)
+            _live.discard(ns)
+        self._made.clear()
+
+
+def _stop_pids(pids: list[int], grace: float = 3.0) -> None:
+    me = os.getpid()
+    pids = [p for p in pids if p != me]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while pids and time.monotonic() < deadline:
+            pids = [p for p in pids if _alive(p)]
+            time.sleep(0.05)
+        if not pids:
+            return
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@atexit.register
+def _cleanup() -> None:
+    for ns in list(_live):
+        ip("netns", "del", ns, check=False)
+        _live.discard(ns)

@@ -1,0 +1,84 @@
+"""The WAN flaps 50 times at random intervals (seeded) on a real link (netns + veth)
+during continuous call traffic: two long calls from cloud agents stay up throughout
+and must come out of it as the same calls with audio both ways; meanwhile the box
+keeps placing short calls to the agents, and every one of them must end cleanly
+(answered and hung up, or refused with a SIP code) - nothing left half-open.
+
+Bridge level (PjBridge): the SIP dialog and RTP must ride out cuts of 0.05-0.4 s.
+Skipped, with the reason, where network namespaces are not allowed.
+"""
+
+from __future__ import annotations
+
+import time
+
+from firmware.sip import api
+from lab.chaos import random_schedule
+from tests.chaos.conftest import box_doc, box_in
+from tests.sip.conftest import ToneFeeder
+
+FLAPS = 50
+SEED = 50
+
+
+def _long_calls(box, agents):
+    calls = []
+    for user, number, tone in (("agent1", "2001", 1000.0), ("agent2", "2002", 1300.0)):
+        agent_call = agents[user].dial(number)
+        inc = box.wait(api.INCOMING, timeout=5)
+        feeder = ToneFeeder(box, inc.call, tone)
+        box.bridge.answer(inc.call)
+        box.wait(api.ANSWERED, inc.call)
+        calls.append((agents[user], agent_call, inc.call, feeder, tone))
+    return calls
+
+
+def _short_call(box, target: str) -> str:
+    """One short call from the box; how it went: "answered", or the SIP end code."""
+    call = box.bridge.make_call("fxs1", target)
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline:
+        kinds = box.kinds(call)
+        if api.ENDED in kinds:
+            return str(next(ev.data["code"] for ev in box.events
+                            if ev.call == call and ev.kind == api.ENDED))
+        if api.ANSWERED in kinds:
+            box.run(0.3)
+            box.bridge.hangup(call)
+            box.wait(api.ENDED, call, timeout=8)
+            return "answered"
+        box.run(0.05)
+    box.bridge.hangup(call)
+    box.wait(api.ENDED, call, timeout=8)
+    return "stuck"
+
+
+def test_50_random_flaps_during_call_traffic(netlink, netcloud):
+    kam, agents = netcloud
+    box = box_in(netlink, box_doc(netlink, kam))
+    try:
+        box.wait(api.REGISTRATION, ok=True, timeout=5)
+        calls = _long_calls(box, agents)
+        for agent, agent_call, _, _, tone in calls:
+            agent.wait_tone(tone, call=agent_call, timeout=5)
+        schedule = random_schedule(FLAPS, SEED, down=(0.05, 0.4), up=(0.1, 0.4))
+        netlink.flap(schedule)
+        outcomes = []
+        while not netlink.wait_flap(0):
+            outcomes.append(_short_call(box, f"agent{1 + len(outcomes) % 2}"))
+        assert len(netlink.flap_events) == 2 * FLAPS
+        box.run(1.0)
+        for agent, agent_call, call, feeder, tone in calls:
+            assert api.ENDED not in box.kinds(call)
+            assert agent.call(agent_call)["state"] == "CONFIRMED"
+            agent.wait_tone(tone, call=agent_call, timeout=3)
+            assert abs(feeder.measure(0.5)["hz"] - agent.opts["tone_hz"]) <= 20
+        assert "stuck" not in outcomes, outcomes
+        assert outcomes.count("answered") >= len(outcomes) // 2, outcomes
+        for _, _, call, _, _ in calls:
+            box.bridge.hangup(call)
+            box.wait(api.ENDED, call, timeout=5)
+    finally:
+        netlink.stop_flap()
+        netlink.restore()
+        box.stop()
