@@ -30,8 +30,8 @@ costs three commits, so the fsync is cheap where it is spent. A killed process l
 nothing committed in either mode; FULL extends that to the power cord. The forward
 process opens its connection with synchronous=NORMAL: all it writes is "delivered"
 marks and failure counts, and a mark a power cut rolls back only means a redelivery
-the cloud dedups by UUID - while an fsync per mark (20-40 ms on an SD card or this
-VM's disk) would cap delivery after an outage at a few dozen records a second.
+the cloud dedups by UUID, while an fsync per mark (milliseconds on an SD card)
+would slow the catch-up after an outage for nothing.
 
 Assumptions:
   - One writer process for CDRs (the core). Inside it, one connection serves every

@@ -31,6 +31,7 @@ import json
 import logging
 import mimetypes
 import random
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -116,6 +117,9 @@ class HttpTransport:
             headers["X-Branchline-Box"] = self.box
         try:
             conn = self._connection()
+            if conn.sock is None:  # a file body goes after the headers: no Nagle stall
+                conn.connect()
+                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.request(method, path, body=body, headers=headers)
             resp = conn.getresponse()
             text = resp.read(2000)

@@ -106,6 +106,7 @@ class PortMedia:
         self._far: deque[np.ndarray] = deque(maxlen=FAR_QUEUE)
         self._reported: str | None = None  # digit reported at its start, end not yet seen
         self.rate, self.frame, self._silence = 8000, FRAME, SILENCE
+        self.read_last = 1  # frames the last tick_in found (MediaClock watches for 0)
 
     # ---- what call control sets ----
     def set_rate(self, rate: int) -> None:
@@ -195,13 +196,15 @@ class PortMedia:
         self.pcm.write(out)
         self._far.append(out)
 
-    def tick_in(self) -> None:
-        """Every captured frame through the DSP to the taps and the pipe."""
-        for _ in range(MAX_FRAMES_PER_TICK):
+    def tick_in(self) -> int:
+        """Every captured frame through the DSP to the taps and the pipe; how many."""
+        count = 0
+        for count in range(MAX_FRAMES_PER_TICK):
             near = self.pcm.read()
             if near is None:
-                break
+                return count
             self._near(np.asarray(near, dtype=np.int16))
+        return count + 1
 
     def _next_out(self) -> np.ndarray:
         if len(self._samples):
@@ -335,6 +338,12 @@ class MediaClock:
     grids run together, out then in. The lead grows by a millisecond whenever pjsua2
     found a pipe empty (`starved`: the in-tick came too late, e.g. the reactor woke
     late) up to LEAD_MAX_S, and shrinks back slowly while none is.
+    The line's capture clock is a third one (the TDM bus; the phones' timers in the
+    simulation). An in-tick landing on its phase finds 0 frames, then 2, at random: a
+    frame late for pjsua2, then a frame standing in the pipe. So a port in a call whose
+    in-tick finds no frame marks the capture phase there (`capture_at`), and the in-tick
+    keeps CAPTURE_GUARD_S clear of it: after it while that leaves LEAD_FLOOR_S before
+    pjsua2 asks, else before it (a frame then waits one period, at most ~lead + 20 ms).
     `ports()` gives the PortMedia to run; `on_error(media)` is told when one fails
     (the others still run).
     """
@@ -343,6 +352,8 @@ class MediaClock:
     LEAD_S, LEAD_MAX_S, LEAD_STEP_S = 0.004, 0.008, 0.001
     LEAD_RELAX_S = 5.0  # seconds without a starved pipe before the lead shrinks a step
     OUT_AFTER_S = 0.001
+    CAPTURE_GUARD_S = 0.0015
+    LEAD_FLOOR_S = 0.003
     SLEW_S = 0.004
     FRESH_S = 0.1  # stamps older than this are from calls gone
     MAX_BEHIND = 5  # periods late before a grid re-syncs to now
@@ -355,6 +366,7 @@ class MediaClock:
         self._out_due = self._in_due = 0.0
         self._starved = 0
         self._relax_at = 0.0
+        self.capture_at: float | None = None
 
     def start(self) -> None:
         self._out_due = self._in_due = self.reactor.now()
@@ -375,17 +387,40 @@ class MediaClock:
             self._out_due = self._advance(self._out_due, target, eventtime)
         else:
             self._run("tick_in")
+            self._watch_capture(eventtime)
             self._adapt(eventtime)
-            target = None if asked is None else asked - self.lead
+            target = None if asked is None else self._in_target(asked)
             self._in_due = self._advance(self._in_due, target, eventtime)
         return min(self._out_due, self._in_due)
 
     def _run(self, step: str) -> None:
         for media in self.ports():
             try:
-                getattr(media, step)()
+                result = getattr(media, step)()
             except Exception:  # noqa: BLE001 - one port's audio must not stop the others
                 self.on_error(media)
+                continue
+            if step == "tick_in":
+                media.read_last = result
+
+    def _watch_capture(self, now: float) -> None:
+        if not self.locked:
+            self.capture_at = None
+            return
+        if any(m.read_last == 0 and m.active and m.pipe is not None for m in self.ports()):
+            self.capture_at = now
+
+    def _in_target(self, asked: float) -> float:
+        """LEAD before pjsua2 asks, moved clear of the capture phase (class doc)."""
+        target = asked - self.lead
+        if self.capture_at is None:
+            return target
+        half, guard = self.PERIOD_S / 2, self.CAPTURE_GUARD_S
+        capture = target + (self.capture_at - target + half) % self.PERIOD_S - half
+        if abs(target - capture) >= guard:
+            return target
+        after = capture + guard
+        return after if asked - after >= self.LEAD_FLOOR_S else capture - guard
 
     def _pipes(self) -> list[MediaPipe]:
         return [m.pipe for m in self.ports() if m.pipe is not None]

@@ -57,6 +57,7 @@ class _Server(http.server.ThreadingHTTPServer):
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"  # keep-alive: the forwarder reuses its connection
+    disable_nagle_algorithm = True  # header and body are two writes: no 40 ms ACK stall
 
     def setup(self) -> None:
         super().setup()

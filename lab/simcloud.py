@@ -12,6 +12,17 @@ sent, with `dominant_hz()` to measure it. Tests act as the agent with `hangup()`
 fail at once (the cloud down); `refer_code = 403` makes the box's REFERs fail. Events reach call control through `reactor.call_soon`
 or reactor timers, as the real bridge delivers them on the reactor thread.
 
+The WAN model (survivability scenarios): `enable_wan(edges, interval_s, misses,
+rtp_timeout_s)` pings every edge as PjBridge does and reports EDGE down after `misses`
+unanswered pings and up at the first answer. `wan(False)` cuts the whole WAN,
+`power(edge, False)` one edge; `flap([(at_s, for_s), ...])` schedules cuts. While a
+call's edge is unreachable its media is blackholed both ways (what the box sends is
+lost; the agent's audio does not arrive) and after `rtp_timeout_s` without packets the
+box gets MEDIA_TIMEOUT {silent_s}, then MEDIA_RESUMED when packets flow again; an INVITE
+to an unreachable edge times out with 408 after 32 s (SIP Timer B). `use_edge(uri)`
+re-registers there (REGISTRATION event) and new calls go through it; `refresh(call)`
+(a re-INVITE) moves an answered call to the edge in use when `reinvite_moves`.
+
 Assumes a Reactor (FakeClock in tests); audio 8 kHz, 160-sample frames, or 16 kHz
 when the box asks for it (the headset).
 """
@@ -32,6 +43,8 @@ from firmware.sip import api
 
 FRAME_S = 0.02
 KEEP_FRAMES = 3000  # 60 s of what the box sent per call
+EDGE1 = "sip:edge1.sim"
+TIMER_B_S = 32.0  # an INVITE nobody answers fails with 408 after this
 
 
 @dataclass
@@ -67,6 +80,10 @@ class SimCall:
     held_by_box: bool = False
     transferred_to: str | int | None = None
     events: list[tuple[float, str]] = field(default_factory=list)
+    edge: str = EDGE1  # the edge the call goes through
+    silent: bool = False  # MEDIA_TIMEOUT sent, MEDIA_RESUMED not yet
+    last_rx: float = 0.0  # when the box last received media of this call
+    reinvites: int = 0
     _received: list[np.ndarray] = field(default_factory=list)
     _tone: ToneGenerator | None = None
 
@@ -110,6 +127,15 @@ class SimCloud:
         self._ids = itertools.count(1)
         self._on_event: Callable[[api.SipEvent], None] | None = None
         self._timer = reactor.register_timer(self._media, NEVER)
+        # the WAN model
+        self.wan_up = True
+        self.edges_up: dict[str, bool] = {}
+        self.edge_in_use = EDGE1
+        self.rtp_timeout_s = 2.0
+        self.reinvite_moves = True
+        self.registrations: list[tuple[float, str, bool]] = []
+        self._ping = {"interval": 1.0, "misses": 2, "count": {}, "told": {}}
+        self._ping_timer = reactor.register_timer(self._ping_all, NEVER)
 
     # ---- what a test sets up and looks at ----
     def agent(self, number: str, **behaviour: Any) -> Agent:
@@ -142,6 +168,69 @@ class SimCloud:
             event = api.SipEvent(api.EDGE, None, {"edge": name, "ok": ok,
                                                   "rtt_ms": 12.0 if ok else None})
             self.reactor.call_soon(self._on_event, event)
+
+    # ---- the WAN ----
+    def enable_wan(self, edges=(EDGE1, "sip:edge2.sim"), interval_s: float = 1.0,
+                   misses: int = 2, rtp_timeout_s: float = 2.0) -> None:
+        """Ping `edges` (primary first) every interval_s, as PjBridge does."""
+        self.edges_up = {e: True for e in edges}
+        self.edge_in_use = edges[0]
+        self._ping.update(interval=interval_s, misses=misses, count={}, told={})
+        self.rtp_timeout_s = rtp_timeout_s
+        self.reactor.update_timer(self._ping_timer, self.reactor.now())
+
+    def wan(self, up: bool) -> None:
+        self.wan_up = up
+
+    def power(self, edge: str, up: bool) -> None:
+        self.edges_up[edge] = up
+
+    def flap(self, schedule: list[tuple[float, float]]) -> None:
+        """Cut the WAN at each `at_s` (from now) for `for_s` seconds."""
+        now = self.reactor.now()
+        for at, length in schedule:
+            self.reactor.register_timer(lambda _t: (self.wan(False), NEVER)[1], now + at)
+            self.reactor.register_timer(lambda _t: (self.wan(True), NEVER)[1],
+                                        now + at + length)
+
+    def reachable(self, edge: str) -> bool:
+        return self.wan_up and self.edges_up.get(edge, True)
+
+    def use_edge(self, uri: str) -> None:
+        """Bridge.use_edge: register at `uri`; new calls go through it."""
+        self.edge_in_use = uri
+        ok = self.reachable(uri)
+        self.registrations.append((self.reactor.now(), uri, ok))
+        if self._on_event is not None:
+            self.reactor.call_soon(self._on_event, api.SipEvent(api.REGISTRATION, None, {
+                "account": f"branchline@{uri}", "line": None, "ok": ok,
+                "code": 200 if ok else 408, "reason": "registered" if ok else "timeout"}))
+
+    def refresh(self, call: int) -> None:
+        """Bridge.refresh: a re-INVITE; it moves the call to the edge in use."""
+        c = self.calls.get(call)
+        if c is None or c.state == "ended":
+            return
+        c.reinvites += 1
+        self._note(c, "reinvite")
+        if self.reinvite_moves and self.reachable(self.edge_in_use):
+            c.edge = self.edge_in_use
+
+    def _ping_all(self, eventtime: float) -> float:
+        for edge in self.edges_up:
+            if self.reachable(edge):
+                self._ping["count"][edge] = 0
+                self._tell(edge, True)
+            else:
+                self._ping["count"][edge] = self._ping["count"].get(edge, 0) + 1
+                if self._ping["count"][edge] >= self._ping["misses"]:
+                    self._tell(edge, False)
+        return eventtime + self._ping["interval"]
+
+    def _tell(self, edge: str, ok: bool) -> None:
+        if self._ping["told"].get(edge) is not ok:
+            self._ping["told"][edge] = ok
+            self.edge(ok, edge)
 
     # ---- the agent's side of a call ----
     def send_dtmf(self, call: SimCall | int, digits: str) -> None:
@@ -178,6 +267,9 @@ class SimCloud:
                   from_name: str | None = None, headers: dict[str, str] | None = None) -> int:
         agent = self.agents.get(to, self.default_agent)
         call = self._new("to_cloud", line, to, from_number, from_name, headers, agent)
+        if not self.reachable(call.edge):
+            self._end(call, 408, "timeout", delay=TIMER_B_S)
+            return call.handle
         if self.fail_calls:
             self._end(call, self.fail_calls, "cloud", delay=0.05)
             return call.handle
@@ -243,7 +335,8 @@ class SimCloud:
     def _new(self, direction, line, to, from_number, from_name, headers, agent) -> SimCall:
         handle = next(self._ids)
         call = SimCall(handle, direction, line, to, from_number, from_name, dict(headers or {}),
-                       agent, self.reactor.now())
+                       agent, self.reactor.now(), edge=self.edge_in_use,
+                       last_rx=self.reactor.now())
         self.calls[handle] = call
         return call
 
@@ -311,6 +404,15 @@ class SimCloud:
         return eventtime + FRAME_S
 
     def _carry(self, call: SimCall) -> None:
+        if not self.reachable(call.edge):
+            call.pipe.to_cloud.clear()  # lost on the way
+            self._silence(call)
+            return
+        if call.silent:
+            call.silent = False
+            self._emit(api.MEDIA_RESUMED, call,
+                       {"silent_s": round(self.reactor.now() - call.last_rx, 2)})
+        call.last_rx = self.reactor.now()
         while call.pipe.to_cloud:
             call._received.append(call.pipe.to_cloud.popleft())
         del call._received[:-KEEP_FRAMES]
@@ -320,3 +422,9 @@ class SimCloud:
                 call._tone = ToneGenerator(Tone((agent.tone_hz,), agent.tone_dbm0),
                                            call.pipe.rate)
             call.pipe.from_cloud.append(call._tone.generate(call.pipe.frame))
+
+    def _silence(self, call: SimCall) -> None:
+        silent_s = self.reactor.now() - call.last_rx
+        if call.state == "answered" and not call.silent and silent_s >= self.rtp_timeout_s:
+            call.silent = True
+            self._emit(api.MEDIA_TIMEOUT, call, {"silent_s": round(silent_s, 2)})

@@ -45,6 +45,7 @@ from firmware.callctl.local import LocalSwitch
 from firmware.core.config import line_country
 from firmware.media import MediaClock, PortMedia
 from firmware.sip import api
+from firmware.survive.continuity import Continuity
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ class CallControl:
         self._clock: MediaClock | None = None
         self._timer = None
         self._build_ports()
+        self.survive = Continuity(self)  # survivability: firmware/survive/continuity.py
 
     # ---- building ----
     def _plan(self, name: str) -> toneplans.CountryPlan:
@@ -160,6 +162,7 @@ class CallControl:
             self._clock = self._timer = None
         for fsm in self.ports.values():
             fsm.media.stop()
+        self.survive.stop()
         self.bridge.stop()
 
     def subscribe(self, fn: Callable[[str, str, str], None]) -> None:
@@ -187,7 +190,7 @@ class CallControl:
             if reg.get("line") in ports:
                 ports[reg["line"]]["registered"] = bool(reg.get("ok"))
         return {"ports": ports, "parked": dict(self.parking.slots), "sip": self.sip_status,
-                "cloud_up": self.cloud_up()}
+                "cloud_up": self.cloud_up(), "survivability": self.survive.status()}
 
     # ---- the control API ----
     def _headset(self):
@@ -229,6 +232,8 @@ class CallControl:
 
     def deliver(self, ev: Ev) -> None:
         """A call event to whoever holds the call (INCOMING: routed first)."""
+        if self.survive.on_event(ev):  # blips, lost cloud legs, edge health
+            return
         if ev.kind == api.INCOMING and ev.call not in self.owner:
             self._incoming(ev)
             return
@@ -287,7 +292,16 @@ class CallControl:
     # ---- placing calls (called by the FSMs) ----
     def call_out(self, fsm, number: str, *, from_number: str | None, from_name: str | None,
                  headers: dict[str, str] | None = None, direction: str = "outbound") -> int | None:
-        """An INVITE to the cloud for `fsm`; None when the bridge refused at once."""
+        """An INVITE to the cloud for `fsm`; None when the bridge refused at once.
+        In SURVIVABLE a PSTN caller goes to the local fallback instead, and an external
+        call (the headset's) out through a free FXO line."""
+        if (not self.cloud_up() and fsm.kind == "fxo" and direction == "inbound"
+                and self.survive.has_cloud):
+            call = self.survive.local_inbound(fsm)
+            self._open(call, direction, fsm.name, from_number or "", number, None)
+            return call
+        if not self.cloud_up() and direction == "outbound" and fsm.kind != "fallback":
+            return self.pstn_call(fsm, number, from_number or "")
         try:
             call = self.bridge.make_call(fsm.name, number, from_number=from_number,
                                          from_name=from_name, headers=headers)
@@ -312,15 +326,17 @@ class CallControl:
         return a
 
     def cloud_up(self) -> bool:
-        """False once every cloud edge we heard about fails its OPTIONS pings."""
-        edges = self.sip_status["edges"]
-        return not edges or any(e.get("ok") for e in edges.values())
+        """False in SURVIVABLE: every cloud edge fails its OPTIONS pings (or lost its
+        registration, or its calls their RTP), and stays False until one answered
+        steadily for survive.failback_stable_s (firmware/survive/state.py)."""
+        return self.survive.cloud_up
 
     def pstn_call(self, fsm, number: str, from_number: str = "") -> int | None:
         """A local phone's call out through a free FXO line (the cloud is down)."""
         fxo = self.free_fxo()
         if fxo is None:
             return None
+        number = self.survive.outage_number(number)
         log.warning("%s: cloud down: %s goes out of %s", fsm.name, number, fxo.name)
         return self.local_call(fsm, fxo.name, number, from_number=from_number,
                                direction="outbound")
@@ -480,6 +496,19 @@ class CallControl:
         py.replace_call(far_y, b)
 
     # ---- CDRs ----
+    def open_leg(self, call: int, direction: str, port: str, ani: str, dnis: str) -> None:
+        """A CDR for a leg the box made up (a PSTN caller kept locally): answered now."""
+        self._open(call, direction, port, ani, dnis, None)
+        self._answered(call)
+
+    def retire(self, call: int) -> None:
+        """Close a leg's CDR and forget it without signalling (its port moved on)."""
+        self._close(call, "answered")
+        self.forget(call)
+
+    def record_uuid(self, call: int) -> str | None:
+        return self._records.get(call, {}).get("uuid")
+
     def _open(self, call: int, direction: str, port: str, ani: str, dnis: str,
               call_id: str | None, placed_by_box: bool = True) -> None:
         rec = {"direction": direction, "answered": False, "uuid": None,

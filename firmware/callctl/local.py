@@ -6,7 +6,8 @@ the caller's and the callee's. Whatever one side does arrives at the other as th
 event it would be (ringing -> RINGING, answer -> ANSWERED, hangup -> ENDED ...), through
 `reactor.call_soon` so a handler never runs inside another. Audio crosses in two
 back-to-back MediaPipes (firmware.media.local_pipes). Transfers of local legs are done by
-the controller re-pairing ports (`CallControl.join`), never here.
+the controller re-pairing ports (`CallControl.join`), never here; `splice` joins two
+handles of different pairs in place (the survivable fallback chain).
 
 Assumes the controller's `deliver(Ev)` routes an event to the owner of its handle.
 """
@@ -102,6 +103,22 @@ class LocalSwitch:
                 self.peer.pop(h, None)
                 self.pipes.pop(h, None)
                 self.up.discard(h)
+
+    def splice(self, x: int, y: int) -> None:
+        """x and y talk to each other from now on (both answered); their old peers are
+        dropped silently. The pipes are re-joined in place, so the ports at x and y keep
+        their handles, pipes and CDRs (the survivable fallback hands a PSTN caller to the
+        agent who answered this way)."""
+        for h in (x, y):
+            old = self.peer.pop(h, None)
+            if old is not None and old not in (x, y):
+                self.peer.pop(old, None)
+                self.pipes.pop(old, None)
+                self.up.discard(old)
+        self.peer[x], self.peer[y] = y, x
+        px, py = self.pipes[x], self.pipes[y]
+        px.from_cloud, py.from_cloud = py.to_cloud, px.to_cloud
+        self.up.update((x, y))
 
     def _end(self, call: int, code: int, reason: str) -> None:
         other = self.peer.get(call)

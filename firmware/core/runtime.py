@@ -134,7 +134,9 @@ class Core:
             return None
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            return CdrStore(self.data_dir / CDR_FILE, wall=self.reactor.clock.wall)
+            cap_mb = self.doc.get("survive", {}).get("outbox_max_mb")
+            return CdrStore(self.data_dir / CDR_FILE, wall=self.reactor.clock.wall,
+                            max_bytes=cap_mb * 2**20 if cap_mb else None)
         except (CdrError, OSError) as exc:
             log.error("CDRs are off: %s", exc)
             return None
@@ -185,5 +187,6 @@ class Core:
         return {"ports": ports, "registrations": sip.get("accounts", {}),
                 "edges": sip.get("edges", {}), "calls": sip.get("calls", {}),
                 "parked": cc.get("parked", {}), "cloud_up": cc.get("cloud_up", False),
+                "survivability": cc.get("survivability"),
                 "no_cloud": self.no_cloud,
                 "cdr": str(self.cdr.path) if self.cdr is not None else None}

@@ -36,6 +36,8 @@ TRANSFER_REQUESTED = "transfer_requested"  # REFER from the far end; data: targe
 TRANSFER_DONE = "transfer_done"  # our REFER finished; data: ok, code
 REGISTRATION = "registration"  # data: account, ok, code, reason
 EDGE = "edge"  # OPTIONS health of a cloud edge; data: edge, ok, rtt_ms
+MEDIA_TIMEOUT = "media_timeout"  # no RTP received on an answered call; data: silent_s
+MEDIA_RESUMED = "media_resumed"  # RTP arrives again after a MEDIA_TIMEOUT; data: silent_s
 
 
 @dataclass(frozen=True)
@@ -130,3 +132,14 @@ class Bridge(Protocol):
         ...
 
     def status(self) -> dict[str, Any]: ...
+
+    # Survivability (optional: call control checks with getattr; NoCloudBridge has none).
+    # A bridge that reports MEDIA_TIMEOUT / MEDIA_RESUMED sets `rtp_timeout_s` from
+    # survive.rtp_timeout_s.
+    def use_edge(self, uri: str) -> None:
+        """Register at this edge (one of sip.edges) and send new calls through it."""
+        ...
+
+    def refresh(self, call: int) -> None:
+        """Re-INVITE an answered call (after a blip, or to move it to the edge in use)."""
+        ...

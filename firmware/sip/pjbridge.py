@@ -29,6 +29,13 @@ each edge itself and declares a miss at its own deadline (sip.options_timeout_s)
 Responses are matched to their edge by account: each edge has its own non-registering
 ping account (onSendRequest's userData cannot carry a Python value, and pjsip drops the
 port from the To URI, so neither identifies the edge).
+
+Survivability. Every RTP_POLL_S the SIP thread reads each answered call's received
+packet count (getStreamStat: rtcp.rxStat.pkt); unchanged for survive.rtp_timeout_s:
+MEDIA_TIMEOUT {silent_s}; growing again: MEDIA_RESUMED. `use_edge(uri)` re-points
+every account's registrar and outbound proxy to that edge (Account.modify, which
+re-registers) so new calls go there; `refresh(call)` re-INVITEs a call (with a new
+Contact, so a call can follow the box to the other edge where the platform allows).
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ log = logging.getLogger(__name__)
 
 CODEC_IDS = {"PCMU": "PCMU/8000", "PCMA": "PCMA/8000", "G722": "G722/16000"}
 QUALITY_EVERY_S = 1.0
+RTP_POLL_S = 0.25
 START_TIMEOUT_S = 15.0
 _NO_QUALITY = {"codec": None, "jitter_ms": None, "loss_pct": None, "rtt_ms": None}
 
@@ -79,6 +87,7 @@ class PjBridge:
         self.sip = doc["sip"]
         self.lines = lines if lines is not None else doc.get("lines", {})
         self.clock_rate = conference_rate(doc)
+        self.rtp_timeout_s = float(doc.get("survive", {}).get("rtp_timeout_s", 2.0))
         self._ids = itertools.count(1)  # next() on a count is atomic: both threads use it
         self._pipes: dict[int, MediaPipe] = {}
         self._quality: dict[int, dict] = {}
@@ -154,6 +163,12 @@ class PjBridge:
     def transfer_attended(self, call: int, other: int) -> None:
         self._cmd("transfer_attended", call, other)
 
+    def use_edge(self, uri: str) -> None:
+        self._cmd("use_edge", uri)
+
+    def refresh(self, call: int) -> None:
+        self._cmd("refresh", call)
+
     def media(self, call: int, rate: int = 8000) -> MediaPipe:
         pipe = self._pipes.get(call)
         if pipe is None or pipe.rate != rate:
@@ -207,6 +222,8 @@ class _Core:
         self.retired: list[PipePort] = []  # ports of superseded legs, dropped in the loop
         self.edges = [_Edge(uri, self.clock.now()) for uri in self.sip["edges"]]
         self.next_quality = 0.0
+        self.next_rtp = 0.0
+        self.rtp: dict[int, list] = {}  # handle -> [rx packets, when they last grew, silent]
 
     # --- thread body ----------------------------------------------------------------
     def run(self) -> None:
@@ -241,6 +258,9 @@ class _Core:
             if now >= self.next_quality:
                 self.next_quality = now + QUALITY_EVERY_S
                 self._refresh_quality()
+            if now >= self.next_rtp:
+                self.next_rtp = now + RTP_POLL_S
+                self._watch_rtp(now)
 
     def _drain(self) -> None:
         while True:
@@ -402,6 +422,8 @@ class _Core:
             cfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", user, 0, password))
         cfg.natConfig.udpKaIntervalSec = self.sip["nat_keepalive_s"]
         acc = BAccount(self, aor, line, register and bool(self.edges))
+        acc.config = cfg  # kept for use_edge (Account.modify)
+        acc.proxied = proxy
         acc.create(cfg, not self.accounts)  # the first account is pjsua's default
         self.accounts.append(acc)
         if acc.registers:
@@ -640,6 +662,56 @@ class _Core:
         except (StopIteration, pj.Error):
             return
         self.bridge._quality[call.handle] = _quality(info, stat)
+
+    # --- survivability: RTP inactivity, edges, re-INVITE -------------------------
+    def _watch_rtp(self, now: float) -> None:
+        for handle, call in list(self.calls.items()):
+            if not call.answered or call.superseded or not call.isActive():
+                self.rtp.pop(handle, None)
+                continue
+            pkts = self._rx_packets(call)
+            if pkts is not None:
+                self._rtp_seen(handle, pkts, now)
+        for handle in [h for h in self.rtp if h not in self.calls]:
+            del self.rtp[handle]
+
+    def _rx_packets(self, call: BCall) -> int | None:
+        info = call.getInfo()  # keep it: .media refers into it (SWIG), not a copy
+        try:
+            idx = next(m.index for m in info.media if m.type == pj.PJMEDIA_TYPE_AUDIO
+                       and m.status != pj.PJSUA_CALL_MEDIA_NONE)
+            return int(call.getStreamStat(idx).rtcp.rxStat.pkt)
+        except (StopIteration, pj.Error):
+            return None
+
+    def _rtp_seen(self, handle: int, pkts: int, now: float) -> None:
+        entry = self.rtp.setdefault(handle, [pkts, now, False])
+        if pkts != entry[0]:
+            if entry[2]:
+                self.emit(api.MEDIA_RESUMED, handle, silent_s=round(now - entry[1], 2))
+            self.rtp[handle] = [pkts, now, False]
+        elif not entry[2] and now - entry[1] >= self.bridge.rtp_timeout_s:
+            entry[2] = True
+            self.emit(api.MEDIA_TIMEOUT, handle, silent_s=round(now - entry[1], 2))
+
+    def cmd_use_edge(self, uri: str) -> None:
+        for acc in self.accounts:
+            cfg = getattr(acc, "config", None)
+            if cfg is None or not getattr(acc, "proxied", True):
+                continue  # the ping accounts keep their own edge
+            if acc.registers:
+                cfg.regConfig.registrarUri = self._edge_uri(uri, lr=False)
+            cfg.sipConfig.proxies.clear()
+            cfg.sipConfig.proxies.append(self._edge_uri(uri, lr=True))
+            acc.modify(cfg)
+        log.warning("SIP: accounts moved to %s", uri)
+
+    def cmd_refresh(self, handle: int) -> None:
+        call = self._call(handle, "re-INVITE")
+        if call is not None and call.answered:
+            prm = pj.CallOpParam(True)
+            prm.opt.flag = pj.PJSUA_CALL_UPDATE_CONTACT
+            call.reinvite(prm)
 
     # --- DTMF, hold, transfer ---------------------------------------------------
     def cmd_send_dtmf(self, handle: int, digits: str) -> None:

@@ -325,7 +325,7 @@ def test_emergency_goes_out_of_the_fxo_line(rig, cloud_down):
 
 
 def test_with_the_cloud_down_numbers_go_out_of_the_fxo_line(rig):
-    r = rig()
+    r = rig(survive__failback_stable_s=0.0)  # no failback hysteresis (tests/survive has it)
     r.cloud.edge(False)
     r.run(0.1)
     dial(r, "5557777")

@@ -212,3 +212,35 @@ def test_a_standing_queue_is_dropped_to_the_newest_frame():
     assert taken[:BACKLOG_TAKES - 1] == list(range(BACKLOG_TAKES - 1))
     assert taken[-1] == 39  # caught up: the standing frame was dropped once
     assert len(pipe.from_cloud) == 0
+
+
+def test_media_clock_keeps_clear_of_a_jittery_capture_clock():
+    """pjsua2 asks at 11 ms, so the in-tick wants 7 ms, right where the line captures
+    (7 ms +- 0.4 ms): it must move off that phase, after which no frame is late."""
+    reactor = Reactor(FakeClock())
+    media, link, pipe = make_media()
+    jitter = np.random.default_rng(3)
+    t0 = reactor.now()
+    captures = []
+
+    def capture(eventtime: float) -> float:
+        link.device.write(np.zeros(FRAME, dtype=np.int16))
+        captures.append(eventtime)
+        k = round((eventtime - t0 - 0.007) / PERIOD) + 1
+        return t0 + 0.007 + k * PERIOD + jitter.uniform(-0.0004, 0.0004)
+
+    reactor.register_timer(capture, t0 + 0.007)
+    ins = []
+    media.tick_in = lambda f=media.tick_in: (ins.append(reactor.now()), f())[1]
+    clock = MediaClock(reactor, lambda: [media], lambda m: None)
+    clock.LEAD_MAX_S = clock.LEAD_S  # the lead stays 4 ms: only the capture guard moves it
+    clock.start()
+    frames = FakeFrameClock(reactor, [pipe], 0.011)
+    reactor.run_for(1.0)
+    starved, taken0 = pipe.starved, len(frames.taken)
+    reactor.run_for(2.0)
+    assert clock.capture_at is not None
+    assert pipe.starved == starved
+    assert frames.taken[taken0:] == [1] * (len(frames.taken) - taken0)
+    phases = [(t - t0 - 0.007 + PERIOD / 2) % PERIOD - PERIOD / 2 for t in ins[-50:]]
+    assert min(abs(p) for p in phases) >= MediaClock.CAPTURE_GUARD_S - 0.0005
