@@ -491,7 +491,9 @@ class ChaosProxy:
             return
         pair = _TcpPair(box, cloud)
         for direction, s in pair.socks.items():
-            s.setblocking(False)
+            # A timeout (the fd is non-blocking underneath, so select works) rather than
+            # non-blocking: sendall of a big chunk waits for room instead of failing.
+            s.settimeout(2.0)
             self._sel.register(s, selectors.EVENT_READ, ("tcp_data", (pair, direction)))
         with self._lock:
             self._pairs.append(pair)
@@ -530,7 +532,7 @@ class ChaosProxy:
             _, data = pending.pop(0)
             try:
                 pair.out(direction).sendall(data)
-            except (BlockingIOError, OSError):
+            except OSError:  # the peer is gone, or no room for 2 s: a dead connection
                 self._drop_pair(pair)
                 return
             with self._lock:

@@ -57,6 +57,7 @@ CAP_SYS_ADMIN = 21
 SUBNET = "10.77.0"
 _names = itertools.count()
 _live: set[str] = set()
+_procs: list[subprocess.Popen] = []
 
 
 class NetnsError(BranchlineError):
@@ -139,6 +140,7 @@ class Host:
         self.dev = dev
         self.addr = addr
         self.peer = peer  # the other end's address
+        self.procs: list[subprocess.Popen] = []
 
     def __repr__(self) -> str:
         return f"Host({self.ns}, {self.dev} {self.addr})"
@@ -151,7 +153,10 @@ class Host:
 
     def popen(self, argv: Sequence[str], **kwargs) -> subprocess.Popen:
         kwargs.setdefault("start_new_session", True)
-        return subprocess.Popen(self.cmd(argv), **kwargs)
+        proc = subprocess.Popen(self.cmd(argv), **kwargs)
+        self.procs.append(proc)  # stopped by close()/atexit even before it entered the ns
+        _procs.append(proc)
+        return proc
 
     @contextmanager
     def entered(self) -> Iterator[Host]:
@@ -298,7 +303,7 @@ class NetnsLink:
     def close(self) -> None:
         """Stop what still runs inside (TERM, then KILL) and delete both namespaces."""
         self.stop_flap()
-        _stop_pids(self.pids())
+        _stop_pids(self.pids() + _started(self.box.procs + self.cloud.procs))
         for ns in self._made:
             ip("netns", "del", ns, check=False)
             _live.discard(ns)
@@ -322,6 +327,11 @@ def _stop_pids(pids: list[int], grace: float = 3.0) -> None:
             return
 
 
+def _started(procs: list[subprocess.Popen]) -> list[int]:
+    """Those of `procs` (started through Host.popen) that still run."""
+    return [p.pid for p in procs if p.poll() is None]
+
+
 def _alive(pid: int) -> bool:
     try:
         os.waitpid(pid, os.WNOHANG)
@@ -336,6 +346,9 @@ def _alive(pid: int) -> bool:
 
 @atexit.register
 def _cleanup() -> None:
+    """Whatever a crashed test left: its processes inside, then the namespaces."""
+    _stop_pids(_started(_procs))
     for ns in list(_live):
+        _stop_pids([int(p) for p in ip("netns", "pids", ns, check=False).stdout.split()])
         ip("netns", "del", ns, check=False)
         _live.discard(ns)

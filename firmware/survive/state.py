@@ -6,7 +6,7 @@ stamps, queues a `state_change` event to the outbox and tells the listeners):
   CLOUD_SECONDARY  the primary is not, a later edge is: registered and used there
   SURVIVABLE       no edge is: the box is a small PBX for its branch
 An edge is healthy while it answers its OPTIONS pings (EDGE events: the bridge pings
-every sip.options_interval_s and reports a loss after sip.options_misses misses, ~2 s),
+every sip.options_interval_s and reports a loss after sip.options_misses misses, ~1.5 s),
 its registration has not failed for a network reason (REGISTRATION events of the edge in
 use; 401/403/407 are configuration problems, not outages), and calls through it still
 carry RTP (MEDIA_TIMEOUT on every answered cloud call for blip_window_s marks it bad).

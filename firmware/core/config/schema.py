@@ -206,8 +206,8 @@ SIP = {
                       pattern_rule="must be 1 to 64 characters without spaces, ':' or '@'"),
     "password": Field(str, "", allow_empty=True),
     "register_expires_s": Field(int, 300, unit="s", minval=60, maxval=3600),
-    "options_interval_s": Field(float, 1.0, unit="s", minval=0.2, maxval=60.0),
-    "options_timeout_s": Field(float, 1.0, unit="s", minval=0.2, maxval=10.0),
+    "options_interval_s": Field(float, 0.5, unit="s", minval=0.2, maxval=60.0),
+    "options_timeout_s": Field(float, 0.5, unit="s", minval=0.2, maxval=10.0),
     "options_misses": Field(int, 2, minval=1, maxval=10),
     "nat_keepalive_s": Field(int, 15, unit="s", minval=0, maxval=300),
     "codecs": Field(list, ["PCMU", "PCMA", "G722"],
@@ -272,7 +272,7 @@ SURVIVE = {
     "outbox_keep_days": Field(int, 30, unit="days", minval=1, maxval=3650,
                               help="delivered rows are pruned after this many days"),
     # Detection and states (firmware/survive/state.py). Edge health comes from the SIP
-    # OPTIONS pings (sip.options_interval_s x sip.options_misses: ~2 s by default).
+    # OPTIONS pings (sip.options_interval_s x sip.options_misses: ~1-1.5 s by default).
     "rtp_timeout_s": Field(float, 2.0, unit="s", minval=0.5, maxval=30.0,
                            help="no RTP on a call for this long: MEDIA_TIMEOUT"),
     "blip_window_s": Field(float, 10.0, unit="s", minval=0.0, maxval=60.0,
