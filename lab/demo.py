@@ -5,18 +5,34 @@ It starts Debian's Kamailio (lab.kamailio) as the cloud edge and two cloud agent
 their own pjsua2 processes (lab.agentctl): agent1 is the contact center the FXO line's
 calls go to (Kamailio maps the line's number, its DNIS, to agent1), agent2 answers
 5551234. Then it builds the Core (firmware.core.runtime) on the SimBoard with a sip
-config pointing at that Kamailio, and plays two calls in real time:
+config pointing at that Kamailio, serves its control API on loopback, and plays in
+real time:
   1. a PSTN caller rings fxo1 with caller ID; the box reads it, calls the cloud on the
      second ring; agent1 answers (the ANI, name and DNIS it received are shown); the
      caller types 1234# (DTMF audio from the virtual CO) and the digits reach agent1 as
-     RFC 4733 events; agent1 hangs up; the line is released; the CDR is printed;
-  2. the phone on fxs1 dials 5551234; agent2 answers; a 1 kHz tone from the phone is
-     measured at agent2 and agent2's 660 Hz in the phone's earpiece; the phone hangs
-     up; the CDR is printed.
-Every process is stopped at the end, whatever happened. Exit code 0 when both calls
-went through every step, 1 otherwise. About 30 s. Lives in lab/ because it drives lab
-peers (nothing in firmware imports lab); firmware/cli/demo.py runs it as a child.
-Assumes kamailio and pjsua2 are installed (scripts/demo installs both).
+     RFC 4733 events;
+  2. the WAN is cut in the middle of that call (issue 5): Kamailio and agent1 are frozen
+     with SIGSTOP, so nothing from the cloud reaches the box any more, neither SIP nor
+     RTP (the box's own packets go out into nothing). The box's OPTIONS pings miss and
+     it goes SURVIVABLE; the call's RTP stops, the caller hears the hold beep, and
+     when the (demo-shortened) blip window is over the FXO leg is kept and re-routed
+     locally: the announcement, then the headset rings with the caller's ID and the
+     local agent answers; the caller's voice (a tone the CO plays) is measured in the
+     headset and the agent's in the caller's ear; `branchline status` shows it all;
+  3. the WAN returns (SIGCONT): the edge answers again, agent1 gets the box's BYE for
+     the dead cloud leg, and after the (demo-shortened) failback_stable_s the box is
+     back on CLOUD_PRIMARY while the local call goes on (failback never drops a call);
+     the headset agent hangs up; the CDRs are printed;
+  4. the phone on fxs1 dials 5551234 through the cloud again; agent2 answers; a 1 kHz
+     tone from the phone is measured at agent2 and agent2's 660 Hz in the earpiece;
+     the phone hangs up; the CDR is printed;
+  5. store and forward: a records receiver (lab.records, the cloud's side) starts on
+     loopback and `branchline forward --once` (its own process, as on the box) delivers
+     the outbox; what the cloud received is listed, with counts and duplicates.
+Every process is stopped at the end, whatever happened. Exit code 0 when every step
+happened, 1 otherwise. About 40 s. Lives in lab/ because it drives lab peers (nothing
+in firmware imports lab); firmware/cli/demo.py runs it as a child.
+Assumes kamailio and pjsua2 are installed (scripts/demo installs both), loopback only.
 """
 
 from __future__ import annotations
@@ -25,10 +41,13 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -39,19 +58,28 @@ from drivers.reactor import MonotonicClock, Reactor
 from drivers.sim.board import SimBoard
 from firmware.cli.hw import format_rows, port_row
 from firmware.cli.run import describe, describe_sip
-from firmware.core.config import default_document, validate
+from firmware.core.config import ConfigStore, default_document, validate
 from firmware.core.runtime import Core
+from firmware.sip import api
+from firmware.survive.prompts import HOLD_HZ
 from lab.agent import dominant_tone
 from lab.agentctl import Agent
 from lab.kamailio import Kamailio
+from lab.records import RecordsReceiver
 
+ROOT = Path(__file__).resolve().parents[1]
 CALLER = {"number": "5551230100", "name": "ACME LTD", "datetime": "11221030", "reason": None}
 DNIS = "8005550100"  # fxo1's number: the cloud routes it to agent1
 AGENT2_NUMBER = "5551234"
 CALLER_DIGITS = "1234#"
 PHONE_TONE_HZ = 1000.0
+CALLER_VOICE_HZ = 800.0  # what the PSTN caller "says" to the headset agent
+HEADSET_VOICE_HZ = 500.0  # what the headset agent says back
 AGENT_TONES = {"agent1": 440.0, "agent2": 660.0}
+ANNOUNCE_HZ = 1000.0  # firmware/survive/prompts.py: the "tones" announcement's beeps
+SURVIVE = {"rtp_timeout_s": 1.0, "blip_window_s": 3.0, "failback_stable_s": 3.0}
 STEP_S = 0.05
+PROC_LIMIT_S = 20.0  # `branchline status` / `forward` children
 
 
 class DemoFailed(Exception):
@@ -78,9 +106,15 @@ class Demo:
         self.kam: Kamailio | None = None
         self.agents: dict[str, Agent] = {}
         self.core: Core | None = None
+        self.api = None
+        self.records: RecordsReceiver | None = None
+        self.frozen: list = []  # what the WAN cut froze, thawed by restore_wan / stop
         self.reactor = Reactor(MonotonicClock())
         self.tl = Timeline(self.reactor)
         self._held: list[str] | None = None
+        self.cut_at: float | None = None
+        self.cloud_call: dict = {}
+        self.announced: dict | None = None
 
     # ---- the cloud ----
     def start_cloud(self) -> None:
@@ -97,33 +131,74 @@ class Demo:
                              f"agent2 registered (answers {AGENT2_NUMBER}, plays 660 Hz)")
 
     # ---- the box ----
-    def start_box(self) -> None:
+    def box_document(self) -> dict:
         doc = default_document()
         doc["sip"].update(edges=[self.kam.uri], domain=self.kam.domain, local_port=0,
                           bind_address="127.0.0.1", registration="trunk",
                           username="branch", password="secret")
         doc["lines"]["fxo1"]["number"] = DNIS
-        doc = validate(doc)
+        doc["survive"].update(SURVIVE)
+        return validate(doc)
+
+    def start_box(self) -> None:
+        doc = self.box_document()
         self.board = SimBoard(self.reactor, doc)
         self.core = Core(doc, self.board, self.reactor, data_dir=self.workdir / "data")
         ports = self.core.gateway.ports
         self.core.gateway.subscribe(
             lambda e, o, n: self._print(describe(e, o, n, self.tl.t0, ports.get(e.port))))
         self.core.subscribe_sip(self._on_sip)
-        self._held: list[str] | None = []
+        self._held = []
         with _quiet_stdout():  # pjlib prints its banner before its log goes to logging
             self.core.start()
         held, self._held = self._held, None
         for line in held:
             self._print(line)
+        self.core.cc.subscribe(self._on_fsm)
+        self.core.cc.survive.state.listeners.append(self._on_survive)
+        self.tl.say("box", "survivability: OPTIONS every 0.5 s, 2 misses = edge down; demo "
+                           f"settings: no RTP {SURVIVE['rtp_timeout_s']:.0f} s = blip, blip "
+                           f"window {SURVIVE['blip_window_s']:.0f} s (default 10), failback "
+                           f"after {SURVIVE['failback_stable_s']:.0f} s steady (default 30)")
+        self.start_api()
         self.wait(lambda: self.core.status()["registrations"].get("branch@cloud.test",
                                                                   {}).get("registered"),
                   10, "the box's registration")
 
+    def start_api(self) -> None:
+        from firmware.api.server import ApiServer
+
+        self.api = ApiServer(self.core, ConfigStore(self.workdir / "etc"), tcp="127.0.0.1:0")
+        self.api.start()
+        self.api_address = f"127.0.0.1:{self.api.tcp_address[1]}"
+        self.tl.say("box", f"control API on {self.api_address} (for `branchline status`)")
+
     def _on_sip(self, event) -> None:
         line = describe_sip(event, self.reactor.now(), self.tl.t0)
+        if event.kind == api.MEDIA_TIMEOUT:
+            line = self._stamp("sip", f"call {event.call} NO RTP for "
+                                      f"{event.data.get('silent_s', 0):.1f} s")
+        elif event.kind == api.MEDIA_RESUMED:
+            line = self._stamp("sip", f"call {event.call} RTP back")
         if line:
             self._print(line)
+
+    def _on_fsm(self, port: str, old: str, new: str) -> None:
+        if not port.startswith("fallback:"):
+            return
+        after = f" [{self.reactor.now() - self.cut_at:.2f} s after the cut]" \
+            if new == "ANNOUNCE" and self.cut_at is not None else ""
+        if old == "ANNOUNCE":  # what the caller heard during the announcement, just now
+            self.announced = dominant_tone(_window(self.board.cos["fxo1"].heard, 0.9, 0.05))
+        self._print(self._stamp("fallback", f"{port[9:]} {old} -> {new}{after}"))
+
+    def _on_survive(self, old, new, reason: str) -> None:
+        after = "" if self.cut_at is None else \
+            f" [{self.reactor.now() - self.cut_at:.2f} s after the cut]"
+        self._print(self._stamp("survive", f"{old.name} -> {new.name} ({reason}){after}"))
+
+    def _stamp(self, who: str, what: str) -> str:
+        return f"{self.reactor.now() - self.tl.t0:7.2f}s  {who:<8} {what}"
 
     def _print(self, line: str) -> None:
         if self._held is not None:
@@ -149,6 +224,9 @@ class Demo:
             return calls[-1] if calls else None
         return self.wait(found, 15, f"{state.lower()} call at {user}")
 
+    def port_state(self, port: str) -> str:
+        return self.core.cc.ports[port].state.name
+
     # ---- scene 1: a PSTN caller reaches the contact center ----
     def pstn_call(self) -> None:
         co, a1 = self.board.cos["fxo1"], self.agents["agent1"]
@@ -168,20 +246,137 @@ class Demo:
                         f"DTMF {CALLER_DIGITS} at agent1")
         methods = sorted({e["method"] for e in got["dtmf_events"]})
         self.tl.say("agent1", f"DTMF received: {got['dtmf']} ({', '.join(methods)} events)")
+        heard = dominant_tone(co.heard[-4000:])
+        self.tl.say("fxo1", f"the caller hears {heard['hz']:.0f} Hz (agent1's tone)")
+        self.cloud_call = call
         self.reactor.run_for(0.5)
-        self.tl.scene("agent1 hangs up")
-        a1.hangup(call["id"])
-        self.wait(lambda: self.core.cc.ports["fxo1"].state.name == "IDLE", 5,
-                  "fxo1 released")
-        self.print_cdr("fxo1")
 
-    # ---- scene 2: a branch phone calls the cloud ----
+    # ---- scene 2: the WAN dies in the middle of that call ----
+    def cut_wan(self) -> None:
+        self.tl.scene("THE WAN IS CUT in the middle of the call: Kamailio (SIP) and agent1 "
+                      "(RTP) frozen with SIGSTOP: nothing from the cloud reaches the box")
+        self._freeze()
+        self.cut_at = self.reactor.now()
+        self.wait(lambda: self.core.cc.survive.state.state.name == "SURVIVABLE", 5,
+                  "SURVIVABLE state")
+        self.wait(lambda: self.core.cc.survive.blips or self.core.cc.survive.fallbacks, 5,
+                  "the RTP timeout of the call")
+        hold = self.wait(lambda: _near(dominant_tone(self.board.cos["fxo1"].heard[-2400:]),
+                                       HOLD_HZ), 3, "the hold beep on fxo1")
+        self.tl.say("fxo1", f"the caller hears the hold beep ({hold['hz']:.0f} Hz): the "
+                            "cloud leg is kept for the blip window")
+        self.wait(lambda: self.port_state("headset") == "RINGING", 10,
+                  "the headset ringing")
+        self.show_announcement()
+
+    def _freeze(self) -> None:
+        self.kam.pause()
+        self.frozen.append(self.kam)
+        os.killpg(self.agents["agent1"].proc.pid, signal.SIGSTOP)
+        self.frozen.append(self.agents["agent1"])
+
+    def show_announcement(self) -> None:
+        caller = self.core.cc.ports["headset"].caller or {}
+        self.tl.say("headset", f"RINGING: caller {caller.get('from_number', '?')} "
+                               f"\"{caller.get('from_name', '')}\" "
+                               f"[{self.reactor.now() - self.cut_at:.2f} s after the cut]")
+        said = self.announced or {"hz": 0.0, "dbm0": -99.0}
+        if not _near(said, ANNOUNCE_HZ):
+            raise DemoFailed(f"the caller heard {said['hz']:.0f} Hz, not the announcement")
+        self.tl.say("fxo1", f"the caller heard the announcement ({said['hz']:.0f} Hz "
+                            "beeps), now hears ringback")
+
+    def local_agent_answers(self) -> None:
+        self.reactor.run_for(0.7)
+        self.tl.scene("the local agent answers at the headset")
+        self.core.cc.ports["headset"].answer()
+        self.wait(lambda: self.port_state("headset") == "CONNECTED", 3, "headset connected")
+        self.tl.say("fxo1", f"the call continues locally [{self.reactor.now() - self.cut_at:.2f}"
+                            " s after the cut]; the PSTN line was never released "
+                            f"(fxo1 {self.port_state('fxo1')})")
+        self.tl.scene(f"the caller speaks ({CALLER_VOICE_HZ:.0f} Hz from the CO); the agent "
+                      f"answers ({HEADSET_VOICE_HZ:.0f} Hz into the headset microphone)")
+        self.check_two_way("the local call")
+
+    def check_two_way(self, what: str) -> None:
+        """Both talk for 1.5 s; each must hear the other."""
+        co, hs = self.board.cos["fxo1"], self.board.headset
+        co.play(_sine(CALLER_VOICE_HZ, 1.6))
+        hs.speak(_sine(HEADSET_VOICE_HZ, 1.6, rate=hs.rate))
+        self.reactor.run_for(1.5)
+        ear = dominant_tone(hs.heard[-hs.rate:], hs.rate)
+        line = dominant_tone(co.heard[-8000:])
+        self.tl.say("headset", f"hears {ear['hz']:.0f} Hz at {ear['dbm0']:.1f} dBm0 (the caller)")
+        self.tl.say("fxo1", f"the caller hears {line['hz']:.0f} Hz at {line['dbm0']:.1f} dBm0 "
+                            "(the headset agent)")
+        if not (_near(ear, CALLER_VOICE_HZ) and _near(line, HEADSET_VOICE_HZ)):
+            raise DemoFailed(f"{what}: the audio did not go both ways")
+
+    def status_command(self) -> None:
+        self.tl.scene(f"a technician runs `branchline status --api {self.api_address}`")
+        out = self.child([sys.executable, "-m", "firmware", "status", "--api",
+                          self.api_address], "branchline status")
+        for line in out.stdout.splitlines():
+            if line.strip():
+                print(f"            | {line}", flush=True)
+
+    def child(self, cmd: list[str], what: str) -> subprocess.CompletedProcess:
+        """Run a branchline command as its own process while the reactor keeps going."""
+        env = {k: v for k, v in os.environ.items() if k != "BRANCHLINE_DEBUG"}
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        result: dict = {}
+        reader = threading.Thread(target=lambda: result.update(
+            zip(("stdout", "stderr"), proc.communicate(), strict=True)), daemon=True)
+        reader.start()
+        try:
+            self.wait(lambda: not reader.is_alive(), PROC_LIMIT_S, f"end of `{what}`")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            reader.join(5)
+        return subprocess.CompletedProcess(cmd, proc.returncode, result.get("stdout", ""),
+                                           result.get("stderr", ""))
+
+    # ---- scene 3: the WAN returns; failback waits and drops nothing ----
+    def restore_wan(self) -> None:
+        self.tl.scene("THE WAN IS BACK: Kamailio and agent1 resumed (SIGCONT)")
+        self._thaw()
+        back = self.reactor.now()
+        a1, call = self.agents["agent1"], self.cloud_call
+        ended = self.wait(lambda: self.agent_ended(a1, call["id"]), 10,
+                          "the end of the dead cloud leg at agent1")
+        self.tl.say("agent1", f"the old cloud leg ended ({ended['reason'] or ended['code']}: "
+                              "the box's BYE got through once the WAN was back)")
+        self.wait(lambda: self.core.cc.survive.state.state.name == "CLOUD_PRIMARY", 15,
+                  "failback to CLOUD_PRIMARY")
+        self.tl.say("box", f"back on the cloud {self.reactor.now() - back:.1f} s after the "
+                           f"WAN returned; fxo1 {self.port_state('fxo1')}, headset "
+                           f"{self.port_state('headset')}: the local call was not dropped")
+        self.tl.scene("caller and headset agent go on talking")
+        self.check_two_way("the local call after failback")
+
+    def _thaw(self) -> None:
+        for peer in self.frozen:
+            if isinstance(peer, Kamailio):
+                peer.resume()
+            elif peer.proc is not None:
+                os.killpg(peer.proc.pid, signal.SIGCONT)
+        self.frozen.clear()
+
+    def local_call_ends(self) -> None:
+        self.tl.scene("the headset agent hangs up")
+        self.core.cc.ports["headset"].hangup()
+        self.wait(lambda: self.port_state("fxo1") == "IDLE", 5, "fxo1 released")
+        self.print_cdrs("fxo1", 2)
+
+    # ---- scene 4: a branch phone calls the cloud ----
     def phone_call(self) -> None:
         phone, a2 = self.board.phones["fxs1"], self.agents["agent2"]
         self.reactor.run_for(0.5)
         self.tl.scene("the phone on fxs1 lifts the handset")
         phone.off_hook()
-        self.wait(lambda: self.core.cc.ports["fxs1"].state.name == "DIALTONE", 3, "dial tone")
+        self.wait(lambda: self.port_state("fxs1") == "DIALTONE", 3, "dial tone")
         self.tl.scene(f"the phone dials {AGENT2_NUMBER} (DTMF)")
         phone.dial_dtmf(AGENT2_NUMBER)
         call = self.agent_call("agent2", "CONFIRMED")
@@ -201,23 +396,64 @@ class Demo:
             raise DemoFailed(f"the phone heard {earpiece['hz']:.0f} Hz, not agent2's 660 Hz")
         self.tl.scene("the phone hangs up")
         phone.on_hook()
-        self.wait(lambda: self.core.cc.ports["fxs1"].state.name == "IDLE", 3, "fxs1 idle")
+        self.wait(lambda: self.port_state("fxs1") == "IDLE", 3, "fxs1 idle")
         self.wait(lambda: self.agent_ended(a2, call["id"]), 5, "the BYE at agent2")
         self.tl.say("agent2", "call ended (BYE received)")
-        self.print_cdr("fxs1")
+        self.print_cdrs("fxs1", 1)
 
-    def agent_ended(self, agent: Agent, call_id: int) -> bool:
+    def agent_ended(self, agent: Agent, call_id: int) -> dict | None:
         c = agent.call(call_id)
-        return bool(c) and c["state"] == "DISCONNECTED"
+        return c if c and c["state"] == "DISCONNECTED" else None
 
-    def print_cdr(self, port: str) -> None:
-        rec = self.wait(lambda: next((r for r in self.core.cdr.list(limit=20, port=port)
-                                      if r["ended"]), None), 5, f"the CDR of {port}")
-        self.tl.say("cdr", f"{rec['direction']} {rec['port']} ANI {rec['ani']} DNIS "
-                           f"{rec['dnis']} {rec['disposition']} {rec['duration_s']:.1f} s "
-                           f"codec {rec['codec']} jitter {_num(rec['jitter_ms'])} ms loss "
-                           f"{_num(rec['loss_pct'])} % MOS {_num(rec['mos'])} "
-                           f"(SQLite {self.core.cdr.path.name}, uuid {rec['uuid'][:8]})")
+    def print_cdrs(self, port: str, count: int) -> None:
+        """The newest `count` finished CDRs of `port`, oldest first."""
+        def ended():
+            recs = [r for r in self.core.cdr.list(limit=20, port=port) if r["ended"]]
+            return recs[:count] if len(recs) >= count else None
+        for rec in reversed(self.wait(ended, 5, f"the CDR of {port}")):
+            media = (f"codec {rec['codec']} jitter {_num(rec['jitter_ms'])} ms loss "
+                     f"{_num(rec['loss_pct'])} % MOS {_num(rec['mos'])}" if rec["codec"]
+                     else "local leg, no RTP")
+            self.tl.say("cdr", f"{rec['direction']} {rec['port']} ANI {rec['ani']} DNIS "
+                               f"{rec['dnis']} {rec['disposition']} {rec['duration_s']:.1f} s "
+                               f"{media} (uuid {rec['uuid'][:8]})")
+
+    # ---- scene 5: store and forward ----
+    def forward(self) -> None:
+        depth = self.core.cdr.depth(detail=True)
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(depth["by_kind"].items()))
+        self.tl.say("outbox", f"{depth['pending']} records wait on the box ({kinds}), "
+                              f"SQLite {self.core.cdr.path.name}")
+        self.records = RecordsReceiver().start()
+        self.tl.scene(f"store and forward: the cloud's records receiver on {self.records.url};"
+                      " `branchline forward --once` delivers the outbox")
+        out = self.child([sys.executable, "-m", "firmware", "forward", "--once",
+                          "--data-dir", str(self.workdir / "data"), "--config-dir",
+                          str(self.workdir / "etc"), "--url", self.records.url],
+                         "branchline forward")
+        summary = (out.stdout.strip().splitlines() or ["(no output)"])[-1]
+        self.tl.say("forward", f"{summary} (exit code {out.returncode})")
+        if out.returncode != 0:
+            raise DemoFailed(f"branchline forward failed: {out.stderr.strip()[-300:]}")
+        self.show_received(depth["pending"])
+
+    def show_received(self, expected: int) -> None:
+        rx = self.records
+        with rx.lock:
+            got = [rx.records[u] for u in rx.order]
+        for rec in got:
+            self.tl.say("cloud", f"received {rec['seq']:>3} {rec['kind']:<12} "
+                                 f"{_record_text(rec)}")
+        stats = rx.stats()
+        kinds = Counter(r["kind"] for r in got)
+        self.tl.say("cloud", f"{stats['distinct']} records ("
+                             + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
+                             + f"), {stats['duplicates']} duplicates; outbox on the box: "
+                               f"{self.core.cdr.depth()} pending")
+        seqs = [r["seq"] for r in got]
+        if stats["distinct"] != expected or stats["duplicates"] or seqs != sorted(seqs):
+            raise DemoFailed(f"the cloud got {stats['distinct']} of {expected} records, "
+                             f"{stats['duplicates']} duplicates, in order: {seqs == sorted(seqs)}")
 
     def ports_table(self) -> None:
         print("\nports at the end:")
@@ -226,14 +462,29 @@ class Demo:
 
     # ---- the end ----
     def stop(self) -> None:
-        for what, fn in (("core", self.core and self.core.stop),
-                         *((f"agent {u}", a.stop) for u, a in self.agents.items()),
-                         ("kamailio", self.kam and self.kam.stop)):
+        self._thaw()  # a frozen peer cannot quit
+        steps = (("control API", self.api and self.api.stop),
+                 ("core", self.core and self.core.stop),
+                 *((f"agent {u}", a.stop) for u, a in self.agents.items()),
+                 ("kamailio", self.kam and self.kam.stop),
+                 ("records receiver", self.records and self.records.close))
+        for what, fn in steps:
             if fn:
                 try:
                     fn()
                 except Exception as exc:  # noqa: BLE001 - stop the rest regardless
                     print(f"branchline demo: stopping the {what}: {exc}", file=sys.stderr)
+
+
+def _record_text(rec: dict) -> str:
+    b = rec.get("body") or {}
+    if rec["kind"] == "cdr":
+        return (f"{b.get('direction')} {b.get('port')} ANI {b.get('ani')} DNIS {b.get('dnis')} "
+                f"{b.get('disposition')} {_num(b.get('duration_s'))} s (uuid {rec['uuid'][:8]})")
+    if rec["kind"] == "state_change":
+        return (f"{str(b.get('old')).upper()} -> {str(b.get('new')).upper()} "
+                f"({b.get('reason')})")
+    return " ".join(f"{k}={v}" for k, v in b.items())[:100]
 
 
 def _start_all(agents) -> None:
@@ -265,8 +516,17 @@ def _hears(agent: Agent, call_id: int, hz: float) -> dict | None:
     return rx if rx and abs(rx["hz"] - hz) <= 20 and rx["dbm0"] > -40 else None
 
 
-def _sine(hz: float, seconds: float, amp: float = 6000.0) -> np.ndarray:
-    t = np.arange(int(seconds * 8000)) / 8000
+def _near(tone: dict, hz: float, tolerance: float = 20.0) -> dict | None:
+    return tone if abs(tone["hz"] - hz) <= tolerance and tone["dbm0"] > -45 else None
+
+
+def _window(samples: np.ndarray, ago_s: float, until_s: float, rate: int = 8000) -> np.ndarray:
+    """The samples from ago_s to until_s seconds before the end."""
+    return samples[len(samples) - int(ago_s * rate):len(samples) - int(until_s * rate)]
+
+
+def _sine(hz: float, seconds: float, amp: float = 6000.0, rate: int = 8000) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
     return np.round(amp * np.sin(2 * np.pi * hz * t)).astype(np.int16)
 
 
@@ -289,19 +549,31 @@ def _quiet_stdout():
         os.close(saved)
 
 
+def run(demo: Demo) -> None:
+    demo.start_cloud()
+    demo.start_box()
+    demo.pstn_call()
+    demo.cut_wan()
+    demo.local_agent_answers()
+    demo.status_command()
+    demo.restore_wan()
+    demo.local_call_ends()
+    demo.phone_call()
+    demo.forward()
+    demo.ports_table()
+
+
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="branchline demo", description=__doc__.split("\n")[0]).parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # the API's log buffer lowers the root
+        handler.setLevel(logging.ERROR)            # level: stderr still shows errors only
     print("branchline demo: the gateway on simulated hardware, the cloud on loopback "
           "(real time)", flush=True)
     with tempfile.TemporaryDirectory(prefix="branchline-demo-") as tmp:
         demo = Demo(Path(tmp))
         try:
-            demo.start_cloud()
-            demo.start_box()
-            demo.pstn_call()
-            demo.phone_call()
-            demo.ports_table()
+            run(demo)
         except (DemoFailed, BranchlineError) as exc:
             print(f"branchline demo: {exc}", file=sys.stderr)
             return 1

@@ -10,8 +10,8 @@ ConfigStore the core was loaded from. Two kinds of work:
   answer in time gives 503, never a hung request.
 - On the HTTP thread (file and database work that must not stall 20 ms media ticks):
   config store reads and writes (serialised by a lock; the store's flock serialises
-  against the CLI) and CDR reads (CdrStore has its own lock; WAL lets them run beside
-  the core's writes).
+  against the CLI) and CDR reads, including the outbox depth in /status (CdrStore has
+  its own lock; WAL lets them run beside the core's writes).
 
 Config writes are validated by the store (ConfigError -> 422, nothing changes). The
 running core keeps the document it started with unless it offers
@@ -45,6 +45,7 @@ LINE_TEST_TIMEOUT_S = 120.0
 IN_CALL = {"ringing", "calling", "connected", "offered", "seizing", "dialing", "in_use",
            "confirm"}
 FXS_IN_CALL = IN_CALL - {"dialing", "confirm"}
+RECENT = 10  # survivability transitions shown in /status
 LIVE_SETTINGS = ("system.name",)  # read by the API itself at every request
 MEASURE_KEYS = ("line_voltage_v", "loop_current_ma", "battery_v", "hook", "polarity",
                 "linefeed", "line_in_use", "line_side", "ringing", "ring", "alarm", "state")
@@ -132,7 +133,7 @@ class CoreAdapter:
         ports = [self._port(name, p) for name, p in raw["ports"].items()]
         edges = self._edges()
         return {"box": self._box(), "wan": {"state": self._wan(edges), "edges": edges},
-                "survivability": {"state": self._survivability(edges)},
+                "survivability": self._survivability(edges),
                 "registrations": self._registrations(),
                 "ports": ports, "calls": [self._call_row(p) for p in ports if p["call"]]}
 
@@ -159,12 +160,32 @@ class CoreAdapter:
             return "unknown"
         return "up" if any(e["ok"] for e in edges) else "down"
 
-    def _survivability(self, edges: list[dict]) -> str:
-        """From the edges' OPTIONS health until a survivability FSM exists (issue 4's
-        state names): the first configured edge up, another one up, or none."""
-        fsm = getattr(self.core, "survive", None)
-        if fsm is not None and getattr(fsm, "state", None) is not None:
-            return getattr(fsm.state, "name", str(fsm.state))
+    def _survivability(self, edges: list[dict]) -> dict:
+        """The state machine's figures (firmware/survive): state, since (epoch s),
+        transitions, last_reason, the edge in use, the recent transitions (newest last)
+        and what call continuity did (blips, callers in the local fallback, callbacks)."""
+        fsm = self._fsm()
+        if fsm is None:
+            return {"state": self._state_from_edges(edges), "transitions": 0,
+                    "recent": []}
+        cont = self.core.cc.survive
+        now, wall = self.reactor.now(), self.reactor.clock.wall()
+        recent = [{"time": _num(wall - (now - t), 3), "from": old, "to": new,
+                   "reason": str(why)} for t, old, new, why in list(fsm.history)[-RECENT:]]
+        return {"state": fsm.state.name, "since": _num(fsm.since_wall, 3),
+                "for_s": _num(now - fsm.since), "transitions": int(fsm.transitions),
+                "last_reason": str(fsm.last_reason), "edge": fsm.edge_in_use,
+                "recent": recent, "blips": len(cont.blips),
+                "in_fallback": len(cont.fallbacks), "callbacks": len(cont.callbacks),
+                "counters": {str(k): int(v) for k, v in cont.counters.items()}}
+
+    def _fsm(self):
+        """The survivability state machine of call control, or None (not started)."""
+        cont = getattr(self.core.cc, "survive", None) if self.core.cc is not None else None
+        return getattr(cont, "state", None)
+
+    def _state_from_edges(self, edges: list[dict]) -> str:
+        """Before call control runs: the first configured edge up, another one, none."""
         if not edges:
             return "unknown"
         up = [e["uri"] for e in edges if e["ok"]]
@@ -172,6 +193,22 @@ class CoreAdapter:
             return "SURVIVABLE"
         primary = (self.core.doc.get("sip", {}).get("edges") or [up[0]])[0]
         return "CLOUD_PRIMARY" if primary in up else "CLOUD_SECONDARY"
+
+    # ---- the outbox (HTTP thread: a database read) ----
+    def outbox(self) -> dict | None:
+        """Store and forward: what waits for delivery (CdrStore.depth(detail=True));
+        None when the core runs without a CDR store."""
+        cdr = self.core.cdr
+        if cdr is None:
+            return None
+        try:
+            d = cdr.depth(detail=True)
+        except Exception as exc:  # noqa: BLE001 - figures only (a store closing at stop)
+            return {"pending": None, "error": f"{type(exc).__name__}: {exc}"[:200]}
+        return {"pending": int(d["pending"]), "bytes": int(d["bytes"]),
+                "by_kind": {str(k): int(v) for k, v in d["by_kind"].items()},
+                "oldest_age_s": _num(d["oldest_age_s"]), "over_cap": bool(d["over_cap"]),
+                "max_bytes": d["max_bytes"]}
 
     def _registrations(self) -> list[dict]:
         out = []

@@ -95,7 +95,7 @@ def _csv_filters(q: dict) -> dict:
 
 
 def _h_status(a: CoreAdapter, **_):
-    return a.hop(a.status)
+    return {**a.hop(a.status), "outbox": a.outbox()}  # the outbox read stays off the reactor
 
 
 def _h_config(a: CoreAdapter, **_):

@@ -49,13 +49,27 @@ PORT = obj({"name": STR, "kind": {"type": "string", "enum": ["fxs", "fxo", "head
             "line_voltage_v": _n(NUM), "erle_db": _n(NUM), "failed_reason": _n(STR),
             "call": _n(CALL)}, ["name", "kind", "state"], closed=False)
 EDGE = obj({"uri": STR, "ok": _n(BOOL), "rtt_ms": _n(NUM)}, ["uri", "ok"], closed=False)
+TRANSITION = obj({"time": _n(NUM), "from": STR, "to": STR, "reason": STR},
+                 ["from", "to", "reason"], closed=False)
+SURVIVABILITY = obj({
+    "state": {"type": "string", "description": "CLOUD_PRIMARY, CLOUD_SECONDARY, "
+              "SURVIVABLE (unknown: no call control yet)"},
+    "since": _n(NUM), "for_s": _n(NUM), "transitions": INT, "last_reason": STR,
+    "edge": _n(STR), "recent": {"type": "array", "items": TRANSITION},
+    "blips": INT, "in_fallback": INT, "callbacks": INT,
+    "counters": {"type": "object", "additionalProperties": INT}},
+    ["state", "transitions", "recent"], closed=False)
+OUTBOX = obj({"pending": _n(INT), "bytes": INT,
+              "by_kind": {"type": "object", "additionalProperties": INT},
+              "oldest_age_s": _n(NUM), "over_cap": BOOL, "max_bytes": _n(INT),
+              "error": STR}, ["pending"], closed=False)
 STATUS = obj({
     "box": obj({"name": STR, "version": STR, "uptime_s": NUM,
                 "mode": {"type": "string", "enum": ["sim", "hw"]}},
                ["name", "version", "uptime_s", "mode"], closed=False),
     "wan": obj({"state": {"type": "string", "enum": ["up", "down", "unknown"]},
                 "edges": {"type": "array", "items": EDGE}}, ["state", "edges"], closed=False),
-    "survivability": obj({"state": STR}, ["state"], closed=False),
+    "survivability": SURVIVABILITY,
     "registrations": {"type": "array", "items": obj(
         {"account": STR, "ok": BOOL, "code": _n(INT), "reason": _n(STR)},
         ["account", "ok"], closed=False)},
@@ -64,7 +78,9 @@ STATUS = obj({
         {"port": STR, "direction": STR, "remote": STR, "state": STR,
          "duration_s": _n(NUM), "codec": _n(STR), "mos": _n(NUM)}, ["port", "state"],
         closed=False)},
-}, ["box", "wan", "survivability", "registrations", "ports", "calls"], closed=False)
+    "outbox": _n(OUTBOX),
+}, ["box", "wan", "survivability", "registrations", "ports", "calls", "outbox"],
+    closed=False)
 
 CONFIG = obj({"version": _n(INT), "document": ANY_OBJ}, ["version", "document"], closed=False)
 VERSIONS = {"type": "array", "items": obj(

@@ -16,7 +16,7 @@ from drivers.errors import BranchlineError
 
 # Command groups, in the order `branchline --help` lists them.
 COMMAND_MODULES = ["demo", "run", "hw", "config", "dsp", "console", "web", "commission",
-                   "forward"]
+                   "forward", "status"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,8 +2,10 @@
 
 By default it runs the cloud demo, `python -m lab.demo` (see lab/demo.py): Kamailio and
 two cloud agents on loopback, the whole core on the twins, a PSTN caller reaching an
-agent with caller ID and DTMF, and a branch phone calling the cloud, with CDRs; about
-20 s of real time. It runs as a child process because it drives lab peers and nothing in
+agent with caller ID and DTMF, the WAN cut in the middle of that call (the caller goes
+on with the local headset agent), the WAN back (failback drops nothing), a branch phone
+calling the cloud, and the CDRs and state changes delivered by `branchline forward`;
+about 35 s of real time. It runs as a child process because it drives lab peers and nothing in
 firmware imports lab; its exit code is the demo's.
 
 `--fast` plays the hardware-only scene in fake time, for a quick look at the drivers:
@@ -32,15 +34,17 @@ CALLER = {"number": "5551230100", "name": "ACME LTD", "datetime": "11221030", "r
 HANGUP_AFTER_S = 1.5  # the answered call lasts this long before the far end hangs up
 LINGER_S = 0.5  # after the line is released, before the demo ends
 LIMIT_S = 25.0  # the scene ends itself well before this; a stuck scene stops here
-CLOUD_DEMO_LIMIT_S = 120.0  # the cloud demo takes ~20 s; a hung one is stopped here
+CLOUD_DEMO_LIMIT_S = 120.0  # the cloud demo takes ~35 s; a hung one is stopped here
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="run the gateway on simulated hardware with a simulated cloud",
                        description="Boot the simulated board, a Kamailio and two cloud agents "
-                                   "on loopback, and show a PSTN call and a phone call to "
-                                   "the cloud. --fast: the hardware-only scene in fake time.")
+                                   "on loopback, and show a PSTN call to the cloud surviving "
+                                   "a WAN cut at the local headset, a phone call to the "
+                                   "cloud, and the records delivered afterwards. --fast: "
+                                   "the hardware-only scene in fake time.")
     p.add_argument("--fast", action="store_true",
                    help="the hardware-only scene (no SIP), in fake time (no waiting)")
     p.set_defaults(func=cmd_demo)
