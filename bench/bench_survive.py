@@ -1,41 +1,49 @@
 """Survivability benchmarks (issue 5): the table the closing note quotes.
 
-Rows, and where each runs:
+Rows, and where each runs ("how" column of the table: "real" = real network, "fake
+time" = the full stack on the twins, bench/survive_sim.py):
   1. WAN loss -> edge declared down (real network, netns + veth): the OPTIONS
      detection that triggers SURVIVABLE, with the lab settings (0.5 s interval, 0.5 s
      deadline, 2 misses) and with the shipped defaults (sip.options_*).
   2. WAN loss -> SURVIVABLE state (real network): firmware.survive.state's
      Survivability fed the real bridge's EDGE/REGISTRATION events (a fresh machine per
-     cut); reported "pending" while that module is missing.
-  3. blips of 2, 5, 9 s (real network, netns + veth, `ip link set down`): share of
-     calls in progress whose SIP dialog survives AND whose audio resumes both ways with
-     the same agent; time from link back to audio back. Bridge level (PjBridge +
-     Kamailio + lab agents) until the Core with survive's blip handling is there.
-  4. WAN loss -> the PSTN caller hears the local fallback (fake time, SimBoard +
-     SimCloud + survive): pending until firmware/survive exists.
-  5. calls lost per 100 random outages (real network, netns flapping 0.1-1.0 s cuts
-     while two calls are up; bridge level) - the fake-time full-stack version is
-     survive's and pending.
-  6. records lost or duplicated after recovery (real loopback: firmware.forward's
+     cut); and in fake time at the full stack.
+  3. blips of 2, 5, 9 s: share of calls in progress that resume with the same agent.
+     Real network (netns + veth, `ip link set down`): bridge level (PjBridge + Kamailio
+     + lab agents): the SIP dialog survives AND audio resumes both ways. Fake time: the
+     full stack (a PSTN caller and a branch phone in cloud calls; hold tone, same SIP
+     call, same agent heard, caller heard by the agent).
+  4. WAN loss -> the PSTN caller hears the local fallback (fake time, full stack): hold
+     tone, announcement on the line, headset ringing; with the shipped blip window
+     (10 s: a loss is a blip until then) and with blip_window_s 0. On the real network
+     with the whole Core (firmware.core.runtime.Core on the twins + PjBridge in the box
+     namespace, Kamailio + agent1 in the cloud one; rtp_timeout_s 1, blip_window_s 3
+     and 0, headset auto-answer): loss -> announcement heard on the CO, -> headset
+     answered; link back -> CLOUD_PRIMARY with the local call kept.
+  5. calls lost per 100 random outages: real network (netns flapping 0.1-1.0 s cuts
+     while two calls are up; bridge level) and fake time (full stack, blips and long
+     losses during continuous call traffic: PSTN callers back to back, a branch phone).
+  6. records lost or duplicated after recovery: real loopback (firmware.forward's
      Forwarder -> lab.chaos proxy (TCP, random flaps and connection resets) ->
-     lab.records receiver): records enqueued while the cloud was unreachable, counted
-     at the receiver; "stored twice" must be 0, "redelivered" is harmless (UUID dedup).
+     lab.records receiver), and at the full stack in fake time (the CDRs of the outage
+     scenario written once, queued once, delivered to lab.records with acks lost on
+     purpose); "stored twice" must be 0, "redelivered" is harmless (UUID dedup).
   7. failback time: WAN back -> edge answering again, and -> CLOUD_PRIMARY with
-     survive.failback_stable_s = 5 s (real network, the same state machine).
-The fake-time rows come from a hook the survive engineer owns: firmware/survive/bench.py
-with `run() -> dict`, whose keys HOOK_ROWS names (loss_to_fallback_s,
-calls_lost_per_100, blip_same_agent_pct, failback_s; any other key is printed too).
-Usage: python -m bench.bench_survive [--quick] [--out bench/results/survive.json].
+     survive.failback_stable_s = 5 s (real network, the same state machine); in fake
+     time with the shipped 30 s while a rescued caller talks to the headset (kept), and
+     the handback of a caller waiting in the local queue.
+Fake-time rows repeat over several seeds (--seeds); min/median/max are over those runs.
+Usage: python -m bench.bench_survive [--quick] [--part all|net|sim] [--seeds 1,2,3]
+[--out bench/results/survive.json].
 Needs root for the netns rows (they are reported "skipped: <reason>" otherwise),
 kamailio and pjsua2. Prints a markdown table and writes the JSON. The machine is
-shared: read the figures as orders of magnitude, not digits.
+shared: read the real-network figures as orders of magnitude, not digits.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import json
 import logging
 import platform
@@ -50,28 +58,33 @@ from typing import Any
 
 import numpy as np
 
+from bench import survive_sim
 from drivers.reactor import MonotonicClock, Reactor
+from drivers.sim.board import SimBoard
+from firmware.cdr import CdrStore
+from firmware.core.config import validate
 from firmware.core.config.schema import default_document
+from firmware.core.runtime import Core
+from firmware.forward import Forwarder, HttpTransport
 from firmware.sip import api
 from firmware.sip.pjbridge import PjBridge
+from firmware.survive import state as survive_state
 from lab.agent import dominant_tone
 from lab.agentctl import Agent
 from lab.chaos import ChaosProxy, random_schedule
 from lab.kamailio import Kamailio
 from lab.netns import NetnsLink, unavailable
+from lab.records import RecordsReceiver
 
 log = logging.getLogger("bench.survive")
 OUT = Path(__file__).with_name("results") / "survive.json"
 USERS = {"branch": "secret", "agent1": "secret", "agent2": "secret"}
-ALIASES = {"2001": "branch", "2002": "branch"}
+FAILBACK_STABLE_S = 5.0  # survive.failback_stable_s for the failback rows (default 30 s)
+FXO_NUMBER = "8005550100"  # the FXO line's number (DNIS): Kamailio routes it to agent1
+ALIASES = {"2001": "branch", "2002": "branch", FXO_NUMBER: "agent1"}
+CORE_SURVIVE = {"rtp_timeout_s": 1.0, "failback_stable_s": FAILBACK_STABLE_S}
+CALLER = {"number": "5551230100", "name": "ACME LTD", "datetime": "11221030", "reason": None}
 LAB_OPTIONS = {"options_interval_s": 0.5, "options_timeout_s": 0.5, "options_misses": 2}
-HOOK_ROWS = {  # what firmware/survive/bench.py's run() reports, by key
-    "loss_to_fallback_s": ("WAN loss -> PSTN caller hears local fallback", "<= 3 s"),
-    "calls_lost_per_100": ("calls lost per 100 outages (full stack)", "0"),
-    "blip_same_agent_pct": ("same agent after 2/5/9 s blips (full stack)", "100 %"),
-    "failback_s": ("failback with callers handed back (full stack)", ""),
-}
-FAILBACK_STABLE_S = 5.0  # survive.failback_stable_s for the failback row (default 30 s)
 
 
 # --- a box (PjBridge) in the box namespace ---------------------------------------------
@@ -165,14 +178,114 @@ class NetLab:
         self.link.close()
 
 
+# --- row 4 on the real network: the whole Core ------------------------------------------
+class CoreBox:
+    """firmware.core.runtime.Core on the SimBoard twins with PjBridge, real clock; its SIP
+    stack starts in the box namespace (the setup of tests/e2e, copied)."""
+
+    def __init__(self, link: NetnsLink, kam: Kamailio, data_dir: Path,
+                 blip_window_s: float) -> None:
+        doc = default_document()
+        doc["sip"].update(edges=[kam.uri], domain=kam.domain, bind_address=link.box.addr,
+                          local_port=0, registration="trunk", username="branch",
+                          password="secret", **LAB_OPTIONS)
+        doc["lines"]["fxo1"]["number"] = FXO_NUMBER
+        doc["board"]["headset"].update(enabled=True, rate=16000)
+        doc["calls"]["headset_auto_answer"] = True
+        doc["survive"].update(CORE_SURVIVE, blip_window_s=blip_window_s)
+        self.doc = validate(doc)
+        self.reactor = Reactor(MonotonicClock())
+        self.board = SimBoard(self.reactor, self.doc)
+        self.core = Core(self.doc, self.board, self.reactor, data_dir=data_dir)
+        with link.box.entered():
+            self.core.start()
+
+    def until(self, predicate, timeout: float, what: str, step: float = 0.02) -> float:
+        """Run the reactor until predicate(); the monotonic time it held."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {what} within {timeout} s")
+            self.reactor.run_for(step)
+        return time.monotonic()
+
+    def state(self, port: str) -> str:
+        return self.core.cc.ports[port].state.name
+
+    def survive(self) -> str:
+        return self.core.status()["survivability"]["state"]
+
+    def registered(self) -> bool:
+        regs = self.core.status()["registrations"]
+        return bool(regs) and all(r["registered"] for r in regs.values())
+
+    def stop(self) -> None:
+        self.core.stop()
+
+
+def _sine(hz: float, seconds: float, amp: float = 5000.0, rate: int = 8000) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return np.round(amp * np.sin(2 * np.pi * hz * t)).astype(np.int16)
+
+
+def _tone(samples: np.ndarray, hz: float, seconds: float, rate: int = 8000) -> bool:
+    tail = np.asarray(samples)[-int(seconds * rate):]
+    if not len(tail):
+        return False
+    got = dominant_tone(tail, rate)
+    return abs(got["hz"] - hz) < 20 and got["dbm0"] > -45
+
+
+def core_outage(lab: NetLab, workdir: Path, repeats: int, blip_window_s: float) -> dict:
+    """A PSTN caller talking to agent1 through the whole Core; the link cut for longer
+    than the blip window: loss -> announcement on the line, -> headset answered (auto);
+    link back -> CLOUD_PRIMARY after failback_stable_s, the local call kept."""
+    got: dict[str, list[float]] = {"announcement_s": [], "headset_answered_s": [],
+                                   "failback_s": []}
+    kept = 0
+    for i in range(repeats):
+        box = CoreBox(lab.link, lab.kam, workdir / f"core{blip_window_s:g}-{i}", blip_window_s)
+        try:
+            one = _core_outage_once(lab, box)
+        finally:
+            lab.link.restore()
+            box.stop()
+        for key in got:
+            got[key].append(one[key])
+        kept += one["kept"]
+    return {"blip_window_s": blip_window_s, "rtp_timeout_s": CORE_SURVIVE["rtp_timeout_s"],
+            "failback_stable_s": FAILBACK_STABLE_S, "runs": repeats, "local_calls_kept": kept,
+            **{k: _stats(v) for k, v in got.items()}}
+
+
+def _core_outage_once(lab: NetLab, box: CoreBox) -> dict:
+    box.until(box.registered, 10, "trunk registration")
+    box.co = box.board.cos["fxo1"]
+    box.co.ring(callerid=CALLER)
+    box.until(lambda: box.state("fxo1") == "CONNECTED", 15, "agent1 answering the caller")
+    box.co.play(_sine(1100.0, 60.0))
+    box.until(lambda: _tone(box.co.heard, 440.0, 0.3), 5, "the caller hearing agent1")
+    box.reactor.run_for(random.uniform(0.0, 0.5))  # the cut's phase against the pings
+    cut = lab.link.cut()
+    announced = box.until(lambda: _tone(box.co.heard, 1000.0, 0.1), 30, "the announcement")
+    answered = box.until(lambda: box.state("headset") == "CONNECTED", 10, "the headset")
+    back = lab.link.restore()
+    primary = box.until(lambda: box.survive() == "cloud_primary", FAILBACK_STABLE_S + 10,
+                        "CLOUD_PRIMARY", step=0.05)
+    box.reactor.run_for(1.0)
+    hs = box.board.headset
+    kept = (box.state("headset") == "CONNECTED" and box.state("fxo1") == "CONNECTED"
+            and _tone(hs.heard, 1100.0, 0.3, hs.rate))
+    box.co.disconnect()
+    box.until(lambda: box.state("fxo1") == "IDLE", 5, "the line released")
+    return {"announcement_s": announced - cut, "headset_answered_s": answered - cut,
+            "failback_s": primary - back, "kept": kept}
+
+
 # --- rows 1 and 7: detection and return of the edge --------------------------------------
 def _state_machine():
-    """firmware.survive.state.Survivability, if survive has written it."""
-    if importlib.util.find_spec("firmware.survive") is None or \
-            importlib.util.find_spec("firmware.survive.state") is None:
-        return None
-    from firmware.survive import state
-    return state
+    """firmware.survive.state (Survivability), fed the real bridge's events here."""
+    return survive_state
 
 
 def detection(lab: NetLab, options: dict[str, Any], repeats: int,
@@ -348,12 +461,6 @@ def outages(lab: NetLab, count: int, seed: int) -> dict[str, Any]:
 
 # --- row 6: records through a flapping WAN -----------------------------------------------
 def records(count: int, flaps: int, seed: int) -> dict[str, Any]:
-    if importlib.util.find_spec("firmware.forward") is None:
-        return {"status": "pending", "why": "firmware/forward.py is not there yet"}
-    from firmware.cdr import CdrStore
-    from firmware.forward import Forwarder, HttpTransport
-    from lab.records import RecordsReceiver
-
     with tempfile.TemporaryDirectory(prefix="bench-survive-") as tmp, \
             RecordsReceiver() as rx, ChaosProxy(0, ("127.0.0.1", rx.port), seed=seed) as wan:
         store = CdrStore(Path(tmp) / "cdr.db")
@@ -392,19 +499,14 @@ def records(count: int, flaps: int, seed: int) -> dict[str, Any]:
             "wan_back_to_drained_s": round(drained_s, 2)}
 
 
-# --- the fake-time rows (survive) ------------------------------------------------------
-def survive_rows() -> dict[str, Any]:
-    """Rows 2, 4 and the full-stack part of 5 and 7 need firmware/survive."""
-    if importlib.util.find_spec("firmware.survive") is None:
-        return {"status": "pending", "why": "firmware/survive is not there yet "
-                                            "(state machine, fallback chain, handback)"}
-    hook = importlib.util.find_spec("firmware.survive.bench")
-    if hook is None:
-        return {"status": "pending", "why": "firmware/survive exists but has no bench "
-                                            "hook yet (firmware/survive/bench.py: run() -> "
-                                            "dict of the fake-time figures)"}
-    from firmware.survive import bench as survive_bench  # type: ignore[attr-defined]
-    return {"status": "measured", **survive_bench.run()}
+# --- the fake-time rows (full stack on the twins) ----------------------------------------
+def sim_rows(args: argparse.Namespace) -> dict[str, Any]:
+    """bench/survive_sim.py: SimBoard + CallControl + survive + SimCloud, fake time."""
+    seeds = [1] if args.quick else args.seeds
+    count = 30 if args.quick else args.sim_outages
+    t0 = time.monotonic()
+    res = survive_sim.run(seeds, count, progress=lambda msg: log.warning("%s", msg))
+    return {"status": "measured", "runtime_s": round(time.monotonic() - t0, 1), **res}
 
 
 # --- table -----------------------------------------------------------------------------
@@ -421,59 +523,121 @@ def _fmt(stat: dict[str, Any]) -> str:
     return f"{stat['median']:.2f} s (min {stat['min']:.2f}, max {stat['max']:.2f}, n={stat['n']})"
 
 
+REAL = "real network, netns + veth"
+SIM = "fake time, full stack (SimBoard + survive + SimCloud)"
+
+
 def table(res: dict[str, Any]) -> str:
     rows = [("figure", "value", "target", "how")]
-    net = res.get("net", {})
-    if "skipped" in net:
-        rows.append(("real-network rows", f"skipped: {net['skipped']}", "", "netns"))
-    else:
-        for name, key in (("lab options 0.5/0.5/2", "detect_lab"),
-                          ("default options", "detect_default")):
-            d = net.get(key, {})
-            rows.append((f"WAN loss -> edge down ({name})", _fmt(d.get("down_s", {})),
-                         "<= 2 s", "real, netns link down"))
-        surv = res["survive"]
-        for name, key in (("lab options", "detect_lab"), ("default options", "detect_default")):
-            d = net.get(key, {})
-            rows.append((f"WAN loss -> SURVIVABLE ({name})",
-                         _fmt(d["survivable_s"]) if "survivable_s" in d else d.get("survive"),
-                         "~2 s", "real, netns + survive state machine"))
-        for dur, b in net.get("blips", {}).items():
-            rows.append((f"same agent after a {dur} blip",
-                         f"{b['share_pct']} % ({b['resumed']}/{b['calls']}); audio back "
-                         f"{_fmt(b['audio_back_s'])}", "100 %", "real, netns (bridge level)"))
-        o = net.get("outages", {})
-        if o:
-            rows.append(("calls lost per 100 random outages",
-                         f"{o['per_100_outages']} ({o['calls_lost']} of {o['calls_up']} calls, "
-                         f"{o['outages']} outages)", "0", "real, netns flaps (bridge level)"))
-        d = net.get("detect_lab", {})
-        rows.append(("WAN back -> edge answering", _fmt(d.get("back_s", {})), "",
-                     "real, netns"))
-        rows.append((f"failback (WAN back -> CLOUD_PRIMARY, failback_stable_s "
-                     f"{FAILBACK_STABLE_S:g})",
-                     _fmt(d["failback_s"]) if "failback_s" in d else d.get("survive"),
-                     "stable_s + ~1 s", "real, netns + survive state machine"))
-        for key, (name, target) in HOOK_ROWS.items():
-            rows.append((name, surv.get(key, surv.get("why", "not reported by the hook")),
-                         target, "fake time (firmware/survive/bench.py)"))
-        for key, value in surv.items():
-            if key not in ("status", "why", *HOOK_ROWS):
-                rows.append((key, value, "", "fake time (firmware/survive/bench.py)"))
-    r = res["records"]
-    if r.get("status") == "measured":
-        rows.append(("records lost / stored twice after recovery",
-                     f"{r['lost']} / {r['stored_twice']} of {r['records']} (redelivered "
-                     f"{r['redelivered']}, in order: {r['in_order']}, drained in "
-                     f"{r['wan_back_to_drained_s']} s)", "0 / 0",
-                     "real loopback, chaos proxy TCP flaps"))
-    else:
-        rows.append(("records lost / duplicated", r.get("why", "-"), "0 / 0", "forward"))
+    rows += _net_rows(res.get("net", {}))
+    rows += _sim_rows(res.get("sim", {}))
+    rows += _records_rows(res.get("records", {}), res.get("sim", {}))
     widths = [max(len(str(row[i])) for row in rows) for i in range(4)]
     lines = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
              for row in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)
+
+
+def _net_rows(net: dict[str, Any]) -> list[tuple]:
+    if not net:
+        return []
+    if "skipped" in net:
+        return [("real-network rows", f"skipped: {net['skipped']}", "", "netns")]
+    rows = []
+    for name, key in (("OPTIONS 0.5 s/0.5 s/2 misses = shipped defaults", "detect_lab"),
+                      ("shipped default options", "detect_default")):
+        if key not in net:
+            continue
+        d = net[key]
+        rows.append((f"WAN loss -> edge down ({name})", _fmt(d.get("down_s", {})),
+                     "<= 2 s", REAL))
+        rows.append((f"WAN loss -> SURVIVABLE ({name})", _fmt(d.get("survivable_s", {})),
+                     "~2 s", REAL + " + survive state machine"))
+    for c in net.get("core_outage", []):
+        w = f"Core, blip_window_s {c['blip_window_s']:g}, rtp_timeout_s {c['rtp_timeout_s']:g}"
+        rows.append((f"WAN loss -> caller hears the announcement ({w})",
+                     _fmt(c["announcement_s"]), "window + <= 3 s", REAL + " (whole Core)"))
+        rows.append((f"WAN loss -> headset answered the caller ({w})",
+                     _fmt(c["headset_answered_s"]), "window + <= 3 s", REAL + " (whole Core)"))
+        rows.append((f"failback with the local call up (Core, stable_s "
+                     f"{c['failback_stable_s']:g}); kept {c['local_calls_kept']}/{c['runs']}",
+                     _fmt(c["failback_s"]), "stable_s + ~1 s", REAL + " (whole Core)"))
+    for dur, b in net.get("blips", {}).items():
+        rows.append((f"same agent after a {dur} blip (bridge level)",
+                     f"{b['share_pct']} % ({b['resumed']}/{b['calls']}); audio back "
+                     f"{_fmt(b['audio_back_s'])}", "100 %", REAL + " (PjBridge)"))
+    o = net.get("outages", {})
+    if o:
+        rows.append(("calls lost per 100 random outages (bridge level, 0.1-1 s cuts)",
+                     f"{o['per_100_outages']} ({o['calls_lost']} of {o['calls_up']} calls, "
+                     f"{o['outages']} outages)", "0", REAL + " flaps (PjBridge)"))
+    d = net.get("detect_lab", {})
+    rows.append(("WAN back -> edge answering", _fmt(d.get("back_s", {})), "", REAL))
+    rows.append((f"failback: WAN back -> CLOUD_PRIMARY (failback_stable_s "
+                 f"{FAILBACK_STABLE_S:g})", _fmt(d.get("failback_s", {})),
+                 "stable_s + ~1 s", REAL + " + survive state machine"))
+    return rows
+
+
+def _sim_rows(sim: dict[str, Any]) -> list[tuple]:
+    if sim.get("status") != "measured":
+        return [("fake-time rows", sim.get("why", "not run (--part net)"), "", SIM)] \
+            if sim else []
+    n = len(sim["seeds"])
+    rows = []
+    for key in ("fallback_default_window", "fallback_window_0"):
+        f = sim[key]
+        w = f"blip_window_s {f['blip_window_s']:g}"
+        rows.append((f"WAN loss -> SURVIVABLE ({w})", _fmt(f["survivable"]), "~2 s", SIM))
+        if f["hold_tone"].get("n"):
+            rows.append((f"WAN loss -> caller hears the hold tone ({w})", _fmt(f["hold_tone"]),
+                         "", SIM))
+        rows.append((f"WAN loss -> caller hears the announcement ({w})",
+                     _fmt(f["announcement"]), "window + <= 3 s", SIM))
+        rows.append((f"WAN loss -> headset rings ({w}); caller kept {f['caller_kept']}/"
+                     f"{f['runs']}", _fmt(f["headset_ringing"]), "window + <= 3 s", SIM))
+    for dur, b in sim["blips"].items():
+        rows.append((f"same agent after a {dur} blip (full stack, PSTN caller + phone)",
+                     f"{b['share_pct']} % ({b['same_agent']}/{b['calls']}); audio back "
+                     f"{_fmt(b['audio_back_s'])}", "100 %", SIM))
+    o = sim["outages"]
+    rows.append(("calls lost per 100 random outages (full stack, continuous traffic)",
+                 f"{o['per_100_outages']} ({o['pstn_lost']} of {o['pstn_calls']} PSTN calls, "
+                 f"{o['outages']} outages over {len(o['per_seed'])} seeds); phones dropped "
+                 f"in blips {o['phone_lost_in_blips']} of {o['phone_calls']} (reordered "
+                 f"after long losses: {o['phone_reordered_after_long_loss']})", "0", SIM))
+    fb, hb = sim["failback"], sim["handback"]
+    rows.append((f"failback: WAN back -> CLOUD_PRIMARY (shipped failback_stable_s "
+                 f"{fb['stable_s']:g}); local calls kept {fb['local_calls_kept']}/{fb['runs']}",
+                 _fmt(fb["failback_s"]), "stable_s + <= 1 s", SIM))
+    rows.append((f"handback: WAN back -> queued caller at the cloud agent; handed back "
+                 f"{hb['handed_back']}/{hb['runs']}", _fmt(hb["handback_s"]),
+                 "stable_s + ~1 s", SIM))
+    rows.append(("fake-time runs", f"seeds {sim['seeds']} ({n}); {sim['runtime_s']} s", "",
+                 SIM))
+    return rows
+
+
+def _records_rows(r: dict[str, Any], sim: dict[str, Any]) -> list[tuple]:
+    rows = []
+    if r.get("status") == "measured":
+        rows.append(("records lost / stored twice after recovery (forwarder alone)",
+                     f"{r['lost']} / {r['stored_twice']} of {r['records']} (redelivered "
+                     f"{r['redelivered']}, in order: {r['in_order']}, drained in "
+                     f"{r['wan_back_to_drained_s']} s)", "0 / 0",
+                     "real loopback, chaos proxy TCP flaps"))
+    if sim.get("status") == "measured":
+        rec = sim["outages"]["records"]
+        rows.append(("records lost / duplicated after recovery (full stack)",
+                     f"{rec['lost']} / {rec['stored_twice']} of {rec['outbox_rows']} outbox rows "
+                     f"({rec['cdrs']} CDRs: not queued {rec['cdrs_not_queued']}, queued twice "
+                     f"{rec['cdrs_queued_twice']}, wrong count per call "
+                     f"{rec['pstn_calls_with_wrong_cdr_count']}, left open {rec['cdrs_open']}; "
+                     f"redelivered {rec['redelivered']}, in order "
+                     f"{sim['outages']['records_in_order']})", "0 / 0",
+                     SIM + " -> firmware.forward -> lab.records (loopback)"))
+    return rows
 
 
 def run_net(args: argparse.Namespace) -> dict[str, Any]:
@@ -485,38 +649,62 @@ def run_net(args: argparse.Namespace) -> dict[str, Any]:
         lab = NetLab(Path(tmp))
         try:
             defaults = {k: default_document()["sip"][k] for k in LAB_OPTIONS}
-            return {
-                "detect_lab": detection(lab, LAB_OPTIONS, repeats, FAILBACK_STABLE_S),
-                "detect_default": {"options": defaults,
-                                   **detection(lab, defaults, repeats)},
-                "blips": blips(lab, [2.0, 5.0, 9.0], 1 if args.quick else 2),
-                "outages": outages(lab, 20 if args.quick else args.outages, args.seed),
-            }
+            out = {"detect_lab": detection(lab, LAB_OPTIONS, repeats, FAILBACK_STABLE_S)}
+            if defaults != LAB_OPTIONS:
+                out["detect_default"] = {"options": defaults,
+                                         **detection(lab, defaults, repeats)}
+            core_repeats = 1 if args.quick else 3
+            out["core_outage"] = [core_outage(lab, Path(tmp), core_repeats, w)
+                                  for w in (3.0, 0.0)]
+            out["blips"] = blips(lab, [2.0, 5.0, 9.0], 1 if args.quick else 2)
+            out["outages"] = outages(lab, 20 if args.quick else args.outages, args.seed)
+            return out
         finally:
             lab.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="survivability benchmarks (issue 5)")
-    p.add_argument("--quick", action="store_true", help="fewer repeats (about 1.5 min)")
-    p.add_argument("--outages", type=int, default=100)
-    p.add_argument("--seed", type=int, default=5)
+    p.add_argument("--quick", action="store_true", help="fewer repeats (a few minutes)")
+    p.add_argument("--part", choices=("all", "net", "sim"), default="all",
+                   help="net: the real-network and forwarder rows; sim: the fake-time rows")
+    p.add_argument("--outages", type=int, default=100, help="real-network flaps")
+    p.add_argument("--sim-outages", type=int, default=100, help="fake-time outages per seed")
+    p.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2, 3],
+                   help="fake-time seeds, comma separated")
+    p.add_argument("--seed", type=int, default=5, help="real-network flap schedule seed")
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     t0 = time.monotonic()
     res: dict[str, Any] = {
         "meta": {"machine": platform.machine(), "python": platform.python_version(),
-                 "quick": args.quick, "when": time.strftime("%Y-%m-%d %H:%M:%S")},
-        "net": run_net(args),
-        "records": records(200 if args.quick else 1000, 8 if args.quick else 20, args.seed),
-        "survive": survive_rows(),
-    }
+                 "quick": args.quick, "part": args.part,
+                 "when": time.strftime("%Y-%m-%d %H:%M:%S")}}
+    if args.part in ("all", "net"):
+        res["net"] = run_net(args)
+        res["records"] = records(200 if args.quick else 1000, 8 if args.quick else 20,
+                                 args.seed)
+    if args.part in ("all", "sim"):
+        res["sim"] = _quiet(sim_rows, args)
     res["meta"]["runtime_s"] = round(time.monotonic() - t0, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2) + "\n")
+    args.out.write_text(json.dumps(res, indent=2, default=str) + "\n")
     sys.stdout.write(table(res) + f"\n\nJSON: {args.out} ({res['meta']['runtime_s']} s)\n")
     return 0
+
+
+def _quiet(fn, *args: Any) -> Any:
+    """Run fn with the firmware's per-call warnings silenced (thousands in fake time)."""
+    quiet = ("firmware", "drivers")
+    levels = {name: logging.getLogger(name).level for name in quiet}
+    for name in quiet:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        return fn(*args)
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 if __name__ == "__main__":

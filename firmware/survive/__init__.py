@@ -9,7 +9,7 @@
   fallback.py    one PSTN caller's local fallback chain: headset, hunt group with
                  cascaded ringing, queue with music on hold, callback capture
   prompts.py     the generated audio of all that (tones, chimes, melody, digits)
-  bench.py       fake-time figures for bench/bench_survive.py
 
-Everything runs on the reactor thread and reads only the reactor clock.
+Everything runs on the reactor thread and reads only the reactor clock. The fake-time
+figures of the benchmark are built in bench/survive_sim.py (it needs lab.simcloud).
 """
