@@ -25,7 +25,7 @@ Measured (repeats, min/median, JSON in bench/results/calls.json):
    media clock lateness (actual start minus the time the run was due: p50/p99/max),
    its runs per second (50 on one grid; 100 once phase-locked to pjsua2's frame clock:
    a line-in run before pjsua2 asks, a line-out run after it gives, firmware.media.
-   MediaClock), its lead at the end, frames pjsua2 asked for and found missing (PipePort
+   MediaClock), its lead at the end (adaptive part + the line-in run's own duration), frames pjsua2 asked for and found missing (PipePort
    pipe empty), the depth of the from-cloud pipes; a frame is late when a run is > 20 ms
    behind or the pipe was empty while the call was up. A cProfile of the reactor thread
    at 32 calls says where the time goes.
@@ -373,6 +373,7 @@ def capacity_level(box: Box, n: int, window: float, profile: bool = False) -> di
         "from_cloud_depth_max": max(depth) if depth else 0,
         "clock_locked": box.cc._clock.locked,
         "clock_lead_ms": round(1000 * box.cc._clock.lead, 1),
+        "clock_busy_ms": round(1000 * box.cc._clock.busy, 2),
     }
     if prof:
         res["profile"] = _profile_text(prof)
@@ -672,7 +673,8 @@ def table(result: dict) -> str:
                     f"{box['median'] / int(n):.2f} | {best['phones_sim_pct']:.1f} | "
                     f"{late['p50']:.2f} / {late['p99']:.2f} / {late['max']:.1f} | "
                     f"{max(r['late_ticks'] for r in runs)} | {best['tick_rate_hz']:.2f} | "
-                    f"{max(r.get('clock_lead_ms', 0) for r in runs)} | "
+                    f"{max(r.get('clock_lead_ms', 0) for r in runs)} + "
+                    f"{max(r.get('clock_busy_ms', 0) for r in runs)} | "
                     f"{max(r['pipe_empty'] for r in runs)} / {best['frames_asked']} |")
     lat = result.get("audio_latency", {})
     setup = result.get("setup_latency", {})

@@ -297,7 +297,7 @@ def _dtmf_basis(n: int = FRAME, rate: int = 8000) -> np.ndarray:
     t = np.arange(n) / rate
     freqs = np.array(ROWS + COLS)
     angles = 2 * np.pi * t[:, None] * freqs[None, :]
-    return np.concatenate([np.cos(angles), np.sin(angles)], axis=1)
+    return np.concatenate([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
 
 
 _BASIS = _dtmf_basis()
@@ -311,11 +311,11 @@ def dtmf_like(frame: np.ndarray) -> bool:
     energy, so a pair is caught once it fills ~DTMF_SHARE of the frame."""
     if len(frame) != FRAME:
         return False
-    x = frame.astype(np.float64)
+    x = frame.astype(np.float32)
     energy = float(np.dot(x, x))
     if energy < DTMF_FLOOR * len(x):
         return False
-    z = x @ _BASIS
+    z = (x @ _BASIS).astype(np.float64)
     bins = (z[:8] ** 2 + z[8:] ** 2) * (2.0 / len(x)) / energy
     row, col = float(bins[:4].max()), float(bins[4:].max())
     return min(row, col) >= DTMF_TONE_SHARE and row + col >= DTMF_SHARE
@@ -337,7 +337,10 @@ class MediaClock:
     Without fresh stamps (no SIP call up: tones, local calls, tests in fake time) both
     grids run together, out then in. The lead grows by a millisecond whenever pjsua2
     found a pipe empty (`starved`: the in-tick came too late, e.g. the reactor woke
-    late) up to LEAD_MAX_S, and shrinks back slowly while none is.
+    late) up to LEAD_MAX_S, and shrinks back slowly while none is. On top of it comes
+    the time the in-tick itself takes (`busy`: the last ports run ~25 us each later than
+    the first), all of it capped at LEAD_CAP_S so a frame never waits more than that
+    plus one period.
     The line's capture clock is a third one (the TDM bus; the phones' timers in the
     simulation). An in-tick landing on its phase finds 0 frames, then 2, at random: a
     frame late for pjsua2, then a frame standing in the pipe. So a port in a call whose
@@ -350,6 +353,8 @@ class MediaClock:
 
     PERIOD_S = FRAME / 8000
     LEAD_S, LEAD_MAX_S, LEAD_STEP_S = 0.004, 0.008, 0.001
+    LEAD_CAP_S = 0.0095  # lead + busy, at most
+    BUSY_WEIGHT = 0.05  # `busy` follows the in-tick's duration over ~20 runs
     LEAD_RELAX_S = 5.0  # seconds without a starved pipe before the lead shrinks a step
     OUT_AFTER_S = 0.001
     CAPTURE_GUARD_S = 0.0015
@@ -367,6 +372,8 @@ class MediaClock:
         self._starved = 0
         self._relax_at = 0.0
         self.capture_at: float | None = None
+        self.busy = 0.0  # how long the in-tick takes (moving average; outliers are
+        # the adaptive lead's business)
 
     def start(self) -> None:
         self._out_due = self._in_due = self.reactor.now()
@@ -387,6 +394,7 @@ class MediaClock:
             self._out_due = self._advance(self._out_due, target, eventtime)
         else:
             self._run("tick_in")
+            self.busy += self.BUSY_WEIGHT * (self.reactor.now() - eventtime - self.busy)
             self._watch_capture(eventtime)
             self._adapt(eventtime)
             target = None if asked is None else self._in_target(asked)
@@ -412,7 +420,7 @@ class MediaClock:
 
     def _in_target(self, asked: float) -> float:
         """LEAD before pjsua2 asks, moved clear of the capture phase (class doc)."""
-        target = asked - self.lead
+        target = asked - min(self.LEAD_CAP_S, self.lead + self.busy)
         if self.capture_at is None:
             return target
         half, guard = self.PERIOD_S / 2, self.CAPTURE_GUARD_S
@@ -420,7 +428,7 @@ class MediaClock:
         if abs(target - capture) >= guard:
             return target
         after = capture + guard
-        return after if asked - after >= self.LEAD_FLOOR_S else capture - guard
+        return after if asked - after >= self.LEAD_FLOOR_S + self.busy else capture - guard
 
     def _pipes(self) -> list[MediaPipe]:
         return [m.pipe for m in self.ports() if m.pipe is not None]

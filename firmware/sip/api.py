@@ -65,6 +65,7 @@ class MediaPipe:
         self.given_at: float | None = None
         self.starved = 0  # times the SIP side asked and no frame was waiting
         self._backlog = {"to": 0, "from": 0}
+        self._missed = {"to": False, "from": False}  # the last take found nothing
 
     def put_to_cloud(self, frame: np.ndarray) -> None:
         self.to_cloud.append(frame)
@@ -82,18 +83,19 @@ class MediaPipe:
     def _take(self, queue: deque, side: str) -> np.ndarray | None:
         # The two ends run on different clocks (pjsua2's and the line's PCM). A frame
         # that came late once leaves one frame standing in the queue from then on (both
-        # ends then run in step): 20 ms more delay for the rest of the call. So when
-        # every take for a while finds more than one frame, or the queue is long, drop
-        # to the newest; a one-off burst is kept.
+        # ends then run in step): 20 ms more delay for the rest of the call. So a frame
+        # that missed its take (silence went in its place) is dropped when the next one
+        # is there too, and when every take for a while finds more than one frame, or
+        # the queue is long, it is cut to the newest; a one-off burst is kept.
         self._backlog[side] = self._backlog[side] + 1 if len(queue) > 1 else 0
-        if self._backlog[side] >= BACKLOG_TAKES or len(queue) > MAX_QUEUED:
+        if ((self._missed[side] and len(queue) > 1) or self._backlog[side] >= BACKLOG_TAKES
+                or len(queue) > MAX_QUEUED):
             self._backlog[side] = 0
             while len(queue) > 1:
                 queue.popleft()
-        try:
-            return queue.popleft()
-        except IndexError:
-            return None
+        frame = queue.popleft() if queue else None
+        self._missed[side] = frame is None
+        return frame
 
 
 class Bridge(Protocol):

@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 
 CODEC_IDS = {"PCMU": "PCMU/8000", "PCMA": "PCMA/8000", "G722": "G722/16000"}
 QUALITY_EVERY_S = 1.0
+JB_INIT_MS, JB_MAX_PRE_MS = 20, 80  # jitter buffer prefetch: start, ceiling
 RTP_POLL_S = 0.25
 START_TIMEOUT_S = 15.0
 _NO_QUALITY = {"codec": None, "jitter_ms": None, "loss_pct": None, "rtt_ms": None}
@@ -310,6 +311,12 @@ class _Core:
         cfg.medConfig.ecTailLen = 0  # our own G.168 canceller runs on the analog side
         cfg.medConfig.clockRate = self.bridge.clock_rate
         cfg.medConfig.sndClockRate = self.bridge.clock_rate
+        # A small adaptive jitter buffer: starts at one frame, may grow to JB_MAX_PRE_MS
+        # (pjmedia's own ceiling is 240 ms, which a burst after one stall of the box
+        # reached in bench/bench_calls.py and then kept as delay).
+        cfg.medConfig.jbInit = JB_INIT_MS
+        cfg.medConfig.jbMinPre = JB_INIT_MS
+        cfg.medConfig.jbMaxPre = JB_MAX_PRE_MS
         self.writer = PjLogWriter()
         cfg.logConfig.writer = self.writer
         cfg.logConfig.level = 3

@@ -92,8 +92,10 @@ class PipePort(pj.AudioMediaPort):
 
     def onFrameReceived(self, frame) -> None:
         try:
-            if self.now is not None:
-                self.pipe.given_at = self.now()
+            # The type first, touching nothing of self: the conference keeps handing
+            # empty frames to a port whose call has ended, also while Python is
+            # tearing the port down (its attributes already gone; measured: an
+            # AttributeError there, then a segfault).
             if frame.type != pj.PJMEDIA_FRAME_TYPE_AUDIO:
                 return
             buf = bytearray(frame.buf.size())
@@ -101,6 +103,8 @@ class PipePort(pj.AudioMediaPort):
                 return
             frame.buf.copy_to_bytearray(buf)
             self.pipe.from_cloud.append(np.frombuffer(buf, dtype=np.int16))
+            if self.now is not None:
+                self.pipe.given_at = self.now()
         except Exception:
             self.errors += 1
             forget_exception()

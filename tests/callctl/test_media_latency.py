@@ -244,3 +244,17 @@ def test_media_clock_keeps_clear_of_a_jittery_capture_clock():
     assert frames.taken[taken0:] == [1] * (len(frames.taken) - taken0)
     phases = [(t - t0 - 0.007 + PERIOD / 2) % PERIOD - PERIOD / 2 for t in ins[-50:]]
     assert min(abs(p) for p in phases) >= MediaClock.CAPTURE_GUARD_S - 0.0005
+
+
+def test_a_frame_that_missed_its_take_is_dropped_when_the_next_is_there():
+    pipe = MediaPipe()
+    frames = [np.full(FRAME, k, dtype=np.int16) for k in range(10)]
+    pipe.put_to_cloud(frames[0])
+    assert int(pipe.take_to_cloud()[0]) == 0
+    assert pipe.take_to_cloud() is None  # frame 1 came late: silence went in its place
+    assert pipe.starved == 1
+    pipe.put_to_cloud(frames[1])
+    pipe.put_to_cloud(frames[2])
+    assert int(pipe.take_to_cloud()[0]) == 2  # back in step at once, 1 dropped
+    pipe.put_to_cloud(frames[3])
+    assert int(pipe.take_to_cloud()[0]) == 3

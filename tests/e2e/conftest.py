@@ -54,6 +54,7 @@ def e2e_doc(kam: Kamailio, **sip) -> dict:
                       local_port=0, registration="trunk", username="branch",
                       password="secret", options_interval_s=0.5, options_timeout_s=0.5,
                       options_misses=2)
+    doc["sip"]["codecs"] = ["PCMU", "PCMA", "G722"]  # the headset test needs wideband
     doc["sip"].update(sip)
     doc["lines"]["fxo1"]["number"] = FXO_NUMBER
     doc["board"]["headset"]["enabled"] = True
