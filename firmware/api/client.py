@@ -23,6 +23,7 @@ from drivers.errors import BranchlineError
 
 BASE = "/api/v1"
 DEFAULT_TIMEOUT_S = 10.0
+DEFAULT_SOCKET = "/run/branchline/core.sock"  # where the core listens on the box
 LINE_TEST_TIMEOUT_S = 130.0
 
 

@@ -53,7 +53,6 @@ MAX_DISCARD = 16 << 20  # oversize bodies up to this are read and dropped
 IDLE_TIMEOUT_S = 30.0
 SOCKET_MODE = 0o660
 SIM_PREFIX = "/sim/"
-DEFAULT_SOCKET = "/run/branchline/core.sock"
 
 
 class ApiSetupError(BranchlineError):

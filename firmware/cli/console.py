@@ -17,9 +17,9 @@ import threading
 from pathlib import Path
 
 from drivers.errors import BranchlineError
+from firmware.cli.apiopts import add_api_options, api_address
 
 DEFAULT_TTY = "/dev/ttyAMA0"
-DEFAULT_SOCKET = "/run/branchline/core.sock"
 DEFAULT_DATA_DIR = "/var/lib/branchline"
 
 
@@ -30,11 +30,7 @@ def register(sub) -> None:
     p.add_argument("--tty", default=DEFAULT_TTY, metavar="DEV",
                    help=f"serial device (default: {DEFAULT_TTY})")
     p.add_argument("--baud", type=int, default=115200, help="baud rate, 8N1 (default: 115200)")
-    api = p.add_mutually_exclusive_group()
-    api.add_argument("--api", metavar="HOST:PORT", help="the core's control API over loopback "
-                                                        "TCP (sim mode)")
-    api.add_argument("--api-socket", metavar="PATH", help="the core's control API socket "
-                                                          f"(default: {DEFAULT_SOCKET})")
+    add_api_options(p)
     p.add_argument("--data-dir", metavar="DIR", default=DEFAULT_DATA_DIR,
                    help=f"accounts, audit log, TLS fingerprint (default: {DEFAULT_DATA_DIR})")
     p.add_argument("--idle-timeout", type=float, default=900.0, metavar="S",
@@ -60,8 +56,7 @@ def cmd_console(args) -> int:
     if args.baud <= 0:
         raise BranchlineError(f"--baud {args.baud}: give a positive rate, e.g. 115200")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s console %(levelname)s %(message)s")
-    link = CoreLink(unix_path=None if args.api else (args.api_socket or DEFAULT_SOCKET),
-                    tcp=args.api)
+    link = CoreLink(**api_address(args))
     auth = Auth(args.data_dir)
     data_dir = Path(args.data_dir)
 

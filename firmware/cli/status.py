@@ -20,9 +20,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from firmware.cli.apiopts import add_api_options, api_address
 from firmware.console import views
 
-DEFAULT_SOCKET = "/run/branchline/core.sock"
 TIMEOUT_S = 5.0
 
 
@@ -31,11 +31,7 @@ def register(sub) -> None:
                        description="Ask the running core (its control API) for its status: "
                                    "WAN and edges, survivability, registrations, outbox, "
                                    "ports and calls.")
-    api = p.add_mutually_exclusive_group()
-    api.add_argument("--api", metavar="HOST:PORT",
-                     help="the core's control API over loopback TCP (sim mode)")
-    api.add_argument("--api-socket", metavar="PATH",
-                     help=f"the core's control API socket (default: {DEFAULT_SOCKET})")
+    add_api_options(p)
     p.add_argument("--json", action="store_true", help="print the status document as JSON")
     p.add_argument("--timeout", type=float, default=TIMEOUT_S, metavar="S",
                    help=f"seconds to wait for the core (default: {TIMEOUT_S:g})")
@@ -45,8 +41,7 @@ def register(sub) -> None:
 def cmd_status(args) -> int:
     from firmware.api.client import ApiClient
 
-    client = ApiClient(unix_path=None if args.api else (args.api_socket or DEFAULT_SOCKET),
-                       tcp=args.api, timeout=args.timeout)
+    client = ApiClient(**api_address(args), timeout=args.timeout)
     st = client.status()
     if args.json:
         print(json.dumps(st, indent=1, sort_keys=True), flush=True)

@@ -18,20 +18,16 @@ import sys
 import threading
 
 from drivers.errors import BranchlineError
+from firmware.cli.apiopts import add_api_options, api_address
 
 DEFAULT_DATA_DIR = "/var/lib/branchline"
-DEFAULT_SOCKET = "/run/branchline/core.sock"
 
 
 def register(sub) -> None:
     p = sub.add_parser("web", help="run the technician web page (HTTPS)",
                        description="Serve the technician web page over HTTPS; it talks to "
                                    "the core only through its control API.")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--api", metavar="HOST:PORT",
-                       help="the core's control API on loopback TCP (sim mode)")
-    where.add_argument("--api-socket", metavar="PATH",
-                       help=f"the core's control API socket (default: {DEFAULT_SOCKET})")
+    add_api_options(p)
     p.add_argument("--data-dir", metavar="DIR", default=DEFAULT_DATA_DIR,
                    help=f"accounts, audit log, certificate (default: {DEFAULT_DATA_DIR})")
     p.add_argument("--listen", metavar="ADDR:PORT", default="0.0.0.0:443",
@@ -62,8 +58,7 @@ def cmd_web(args) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s web %(levelname)s %(name)s: %(message)s")
     listen = parse_listen(args.listen)
-    api = CoreApi(unix_path=None if args.api else (args.api_socket or DEFAULT_SOCKET),
-                  tcp=args.api)
+    api = CoreApi(**api_address(args))
     name = args.name or _box_name(api, ApiError)
     cert, key, fp = ensure_certificate(args.data_dir, name, _cert_ips(listen[0]))
     app = WebApp(api, args.data_dir, login_limit=max(1, args.login_rate))

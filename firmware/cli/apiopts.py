@@ -1,0 +1,20 @@
+"""The `--api HOST:PORT | --api-socket PATH` options shared by the commands that talk to
+the running core (console, web, status), and the client address they resolve to."""
+
+from __future__ import annotations
+
+from firmware.api.client import DEFAULT_SOCKET
+
+
+def add_api_options(parser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--api", metavar="HOST:PORT",
+                       help="the core's control API on loopback TCP (sim mode)")
+    group.add_argument("--api-socket", metavar="PATH",
+                       help=f"the core's control API socket (default: {DEFAULT_SOCKET})")
+
+
+def api_address(args) -> dict[str, str | None]:
+    """unix_path/tcp keywords for ApiClient: TCP when --api was given, else the socket."""
+    return {"unix_path": None if args.api else (args.api_socket or DEFAULT_SOCKET),
+            "tcp": args.api}
