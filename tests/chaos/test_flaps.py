@@ -64,7 +64,7 @@ def test_50_random_flaps_during_call_traffic(netlink, netcloud):
         box.wait(api.REGISTRATION, ok=True, timeout=5)
         calls = _long_calls(box, agents)
         for agent, agent_call, _, _, tone in calls:
-            agent.wait_tone(tone, call=agent_call, timeout=5)
+            box.wait_agent_tone(agent, tone, call=agent_call, timeout=5)
         schedule = random_schedule(FLAPS, SEED, down=(0.05, 0.4), up=(0.1, 0.4))
         netlink.flap(schedule)
         outcomes = []
@@ -75,7 +75,7 @@ def test_50_random_flaps_during_call_traffic(netlink, netcloud):
         for agent, agent_call, call, feeder, tone in calls:
             assert api.ENDED not in box.kinds(call)
             assert agent.call(agent_call)["state"] == "CONFIRMED"
-            agent.wait_tone(tone, call=agent_call, timeout=3)
+            box.wait_agent_tone(agent, tone, call=agent_call, timeout=3)
             assert abs(feeder.measure(0.5)["hz"] - agent.opts["tone_hz"]) <= 20
         assert outcomes.count("answered") >= len(outcomes) // 2, outcomes
         for _, _, call, _, _ in calls:

@@ -69,7 +69,7 @@ def test_call_dialog_survives_a_3s_signalling_blackhole(proxied, agents):
     feeder = ToneFeeder(box, inc.call, 1000.0)
     box.bridge.answer(inc.call)
     box.wait(api.ANSWERED, inc.call)
-    agent.wait_tone(1000.0, call=agent_call, timeout=5)
+    box.wait_agent_tone(agent, 1000.0, call=agent_call, timeout=5)
     proxy.blackhole()
     box.run(3.0)
     proxy.heal()

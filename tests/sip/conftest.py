@@ -20,7 +20,7 @@ from firmware.sip.api import SipEvent
 from firmware.sip.pjbridge import PjBridge
 from lab.agent import dominant_tone
 from lab.agentctl import Agent
-from lab.kamailio import Kamailio
+from lab.kamailio import Kamailio, LabError
 
 USERS = {"branch": "secret", "201": "pw201", "202": "pw202",
          **{f"agent{i}": "secret" for i in range(1, 7)}}
@@ -88,6 +88,20 @@ class Harness:
 
     def kinds(self, call: int) -> list[str]:
         return [ev.kind for ev in self.events if ev.call == call]
+
+    def wait_agent_tone(self, agent: Agent, hz: float, call: int | None = None,
+                        timeout: float = 5.0, **kw) -> dict[str, float]:
+        """Wait until `agent` hears `hz` on its call, running this box's reactor
+        meanwhile: a ToneFeeder lives on that reactor, so a plain agent.wait_tone would
+        starve the pipe and the agent would hear silence."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return agent.wait_tone(hz, call=call, timeout=0.0, **kw)
+            except LabError:
+                if time.monotonic() > deadline:
+                    raise
+            self.run(0.1)
 
 
 class ToneFeeder:

@@ -70,7 +70,7 @@ def test_audio_crosses_both_ways(box, agents):
     call = _call_agent(box, a1)
     feeder = ToneFeeder(box, call, 1000.0)
     box.run(1.5)
-    heard_by_agent = a1.wait_tone(1000.0, timeout=3)
+    heard_by_agent = box.wait_agent_tone(a1, 1000.0, timeout=3)
     assert -30 < heard_by_agent["dbm0"] < 3
     box.run(0.2)
     heard = feeder.measure()
@@ -100,7 +100,7 @@ def test_inbound_call_answered_audio_far_hangup(box, agents):
     box.wait(api.ANSWERED, call)
     box.run(1.5)
     assert abs(feeder.measure()["hz"] - 660.0) <= 20
-    a2.wait_tone(1200.0, call=agent_call, timeout=3)
+    box.wait_agent_tone(a2, 1200.0, call=agent_call, timeout=3)
     a2.hangup(agent_call)
     assert box.wait(api.ENDED, call).data["code"] == 200
 
@@ -164,7 +164,7 @@ def test_blind_transfer_agent_refers_us_same_handle(box, agents):
     box.wait(api.ANSWERED, call, timeout=8)  # the new leg, same handle
     box.run(1.5)
     assert abs(feeder.measure()["hz"] - 660.0) <= 20  # agent2's audio on the same pipe
-    a2.wait_tone(1000.0, timeout=3)
+    box.wait_agent_tone(a2, 1000.0, timeout=3)
     assert api.ENDED not in box.kinds(call)
     box.bridge.hangup(call)
     assert box.wait(api.ENDED, call).data["code"] == 200

@@ -106,6 +106,6 @@ def test_wideband_headset_call_with_g722(kamailio, agents, harness):
     assert box.bridge.quality(call)["codec"] == "G722/16000"
     heard = feeder.measure()
     assert abs(heard["hz"] - 440.0) <= 20, heard
-    agents["agent1"].wait_tone(3000.0, timeout=3)
+    box.wait_agent_tone(agents["agent1"], 3000.0, timeout=3)
     box.bridge.hangup(call)
     box.wait(api.ENDED, call)
