@@ -100,6 +100,12 @@ class Board:
             settings["ring_cadence"] = list(country["ring_cadence"])
         return settings
 
+    def retune(self, name: str, line: dict) -> None:
+        """Hand a running line's driver its changed timing settings (no restart)."""
+        driver = self.drivers.get(name)
+        if driver is not None and hasattr(driver, "retune"):
+            driver.retune(self.line_settings(line))
+
     def close(self) -> None:
         for driver in self.drivers.values():
             _quietly(driver.stop)

@@ -112,10 +112,7 @@ class Si3050:
         self.reset_pin, self.int_pin = reset_pin, int_pin
         self.reactor, self.settings, self.on_event = reactor, settings, on_event
         self.country = settings.get("country") or "us"
-        self.disconnect_signals = set(settings.get("disconnect", DEFAULT_DISCONNECT))
-        self.ring_min_s = settings.get("ring_min_ms", 200) / 1000.0
-        self.ring_timeout_s = settings.get("ring_timeout_ms", 6000) / 1000.0
-        self.loop_drop_s = settings.get("loop_drop_ms", 200) / 1000.0
+        self._read_timing(settings)
         self.failed, self.error = False, ""
         self.state = DaaState.STOPPED
         self.line_side = ""
@@ -124,12 +121,28 @@ class Si3050:
         self.line_in_use = False
         self.ring_bursts: list[tuple[float, float | None]] = []
         self._reset_line_state()
-        self._rcc = R.rcc_code(settings.get("ring_min_ms", 200))
-        self._confirm_s = R.RCC_MS[self._rcc] / 1000.0
         self._rto_s = R.RTO_MS[RTO_CODE] / 1000.0
         self._poll_timer = reactor.register_timer(self._poll, NEVER)
         self._ring_check_timer = reactor.register_timer(self._ring_check, NEVER)
         self._ring_stop_timer = reactor.register_timer(self._ring_stop, NEVER)
+
+    def _read_timing(self, settings: dict) -> None:
+        self.disconnect_signals = set(settings.get("disconnect", DEFAULT_DISCONNECT))
+        self.ring_min_s = settings.get("ring_min_ms", 200) / 1000.0
+        self.ring_timeout_s = settings.get("ring_timeout_ms", 6000) / 1000.0
+        self.loop_drop_s = settings.get("loop_drop_ms", 200) / 1000.0
+        self._rcc = R.rcc_code(settings.get("ring_min_ms", 200))
+        self._confirm_s = R.RCC_MS[self._rcc] / 1000.0
+
+    def retune(self, settings: dict) -> None:
+        """New ring validation, disconnect signals and timing while running: the ring
+        confirmation time (RCC) is rewritten to the chip at once; a ring burst or loop
+        drop already being timed finishes with the old values."""
+        self.settings = settings
+        self._read_timing(settings)
+        if self.state not in (DaaState.STOPPED, DaaState.FAILED):
+            c = DAA_COUNTRIES.get(self.country) or DAA_COUNTRIES["us"]
+            self._program_ring_validation(c)
 
     def _reset_line_state(self) -> None:
         self._ctl1 = R.ONHM  # shadow of DAA Control 1's writable bits

@@ -128,6 +128,12 @@ class Si3215:
         self._t_digit = reactor.register_timer(self._digit_done, NEVER)
         self._t_cadence = reactor.register_timer(self._cadence_step, NEVER)
 
+    def retune(self, settings: dict) -> None:
+        """New hook, flash and pulse timing while running; a hook transition already
+        being timed finishes with the old values."""
+        self.settings = settings
+        self._read_timing(settings)
+
     def _read_timing(self, s: dict) -> None:
         debounce_ms = float(s.get("debounce_ms", 20))
         self.debounce = debounce_ms / 1000

@@ -13,10 +13,10 @@ ConfigStore the core was loaded from. Two kinds of work:
   against the CLI) and CDR reads, including the outbox depth in /status (CdrStore has
   its own lock; WAL lets them run beside the core's writes).
 
-Config writes are validated by the store (ConfigError -> 422, nothing changes). The
-running core keeps the document it started with unless it offers
-`apply_config(doc) -> [paths it could not apply live]`; the answer lists the changed
-settings and which of them need a restart (`branchline run` again).
+Config writes are validated by the store (ConfigError -> 422, nothing changes), then
+handed to `core.apply_config(doc)`, which takes the settings a running core can take
+(firmware/core/liveconfig.py); the answer lists the changed settings and which of them
+need a restart (also shown in /status as box.restart_required).
 
 Diagnostics refuse a port that is in a call (409), since call control owns its audio
 then; a tone or DTMF echo on a phone that is merely off hook plays over its dial tone.
@@ -37,6 +37,7 @@ from drivers.errors import BranchlineError
 from drivers.reactor import NEVER
 from firmware.core.config import ConfigError, ConfigStore, validate
 from firmware.core.config.store import render
+from firmware.core.liveconfig import changed_paths
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,6 @@ IN_CALL = {"ringing", "calling", "connected", "offered", "seizing", "dialing", "
            "confirm"}
 FXS_IN_CALL = IN_CALL - {"dialing", "confirm"}
 RECENT = 10  # survivability transitions shown in /status
-LIVE_SETTINGS = ("system.name",)  # read by the API itself at every request
 MEASURE_KEYS = ("line_voltage_v", "loop_current_ma", "battery_v", "hook", "polarity",
                 "linefeed", "line_in_use", "line_side", "ringing", "ring", "alarm", "state")
 
@@ -66,20 +66,6 @@ def _num(value: Any, digits: int = 1) -> float | None:
     except (TypeError, ValueError):
         return None
     return round(x, digits) if math.isfinite(x) else None
-
-
-def _leaves(doc: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(doc, dict):
-        return {prefix: doc}
-    out: dict[str, Any] = {}
-    for key, value in doc.items():
-        out.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
-
-
-def changed_paths(old: dict, new: dict) -> list[str]:
-    a, b = _leaves(old), _leaves(new)
-    return sorted(k for k in set(a) | set(b) if a.get(k, ...) != b.get(k, ...))
 
 
 def _firmware_version() -> str:
@@ -138,11 +124,11 @@ class CoreAdapter:
                 "ports": ports, "calls": [self._call_row(p) for p in ports if p["call"]]}
 
     def _box(self) -> dict:
-        name = self.core.doc.get("system", {}).get("name", "")
-        saved = getattr(self, "_saved_name", None)
-        return {"name": saved or name, "version": self.version,
+        return {"name": self.core.doc.get("system", {}).get("name", ""),
+                "version": self.version,
                 "uptime_s": round(time.monotonic() - self.started, 1),
-                "mode": "sim" if self.sim else "hw"}
+                "mode": "sim" if self.sim else "hw",
+                "restart_required": list(getattr(self.core, "restart_required", []))}
 
     def _sip(self) -> dict:
         cc = self.core.cc
@@ -311,7 +297,7 @@ class CoreAdapter:
         changed = changed_paths(old, doc)
         if not changed:
             return {"version": self._current_version() or self.store.save(doc, reason),
-                    "changed": [], "restart_required": []}
+                    "changed": [], "restart_required": self._apply(doc, [])}
         version = self.store.save(doc, reason)
         log.info("config version %d saved through the control API: %s", version,
                  ", ".join(changed[:10]))
@@ -346,17 +332,19 @@ class CoreAdapter:
         text = "".join(difflib.unified_diff(old, new, f"version {against}", "current"))
         return {"diff": text}
 
+    def apply_saved(self) -> list[str]:
+        """Hand the store's live document to the core (the store was written by someone
+        else, e.g. `branchline config set`); the paths that need a restart."""
+        with self._config_lock:
+            return self._apply(self.store.load(), [])
+
     def _apply(self, doc: dict, changed: list[str]) -> list[str]:
-        """Tell the running core; the settings it could not take live need a restart."""
-        if "system.name" in changed:
-            self._saved_name = doc["system"]["name"]
-        apply = getattr(self.core, "apply_config", None)
-        if apply is None:
-            return [p for p in changed if p not in LIVE_SETTINGS]
+        """Hand the saved document to the running core, which takes the settings it can
+        at once (firmware/core/liveconfig.py); the rest need a restart."""
         try:
-            return sorted(self.hop(apply, doc))
-        except ApiFailure:
-            return [p for p in changed if p not in LIVE_SETTINGS]
+            return sorted(self.hop(self.core.apply_config, doc))
+        except ApiFailure:  # the reactor did not answer: the core takes it at restart
+            return changed
 
     # ---- CDRs and logs (HTTP thread) ----
     def _cdr(self):

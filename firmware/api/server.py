@@ -44,6 +44,7 @@ from firmware.api import spec
 from firmware.api.adapter import LINE_TEST_TIMEOUT_S, ApiFailure, CoreAdapter
 from firmware.api.logbuffer import LogBuffer
 from firmware.api.schema import BadInput, check, query_value
+from firmware.api.watch import StoreWatcher
 from firmware.core.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -463,6 +464,7 @@ class ApiServer:
         self._servers: list[socketserver.BaseServer] = []
         self._threads: list[threading.Thread] = []
         self.tcp_address: tuple[str, int] | None = None
+        self.watcher = StoreWatcher(self.adapter)
 
     def _handler(self) -> type[Handler]:
         return type("BoundHandler", (Handler,), {"api": self})
@@ -474,6 +476,7 @@ class ApiServer:
                 self._serve(self._bind_tcp(*self.tcp))
             if self.unix_path:
                 self._serve(self._bind_unix(self.unix_path))
+            self.watcher.start()
         except BaseException:
             self.stop()
             raise
@@ -513,6 +516,7 @@ class ApiServer:
         thread.start()
 
     def stop(self) -> None:
+        self.watcher.stop()
         for server in self._servers:
             server.shutdown()
             server.server_close()

@@ -65,7 +65,8 @@ OUTBOX = obj({"pending": _n(INT), "bytes": INT,
               "error": STR}, ["pending"], closed=False)
 STATUS = obj({
     "box": obj({"name": STR, "version": STR, "uptime_s": NUM,
-                "mode": {"type": "string", "enum": ["sim", "hw"]}},
+                "mode": {"type": "string", "enum": ["sim", "hw"]},
+                "restart_required": {"type": "array", "items": STR}},
                ["name", "version", "uptime_s", "mode"], closed=False),
     "wan": obj({"state": {"type": "string", "enum": ["up", "down", "unknown"]},
                 "edges": {"type": "array", "items": EDGE}}, ["state", "edges"], closed=False),

@@ -51,6 +51,9 @@ class PortFsm:
         self._timer = cc.reactor.register_timer(self._expired, NEVER)
         self._timer_what = ""
 
+    def read_settings(self, doc: dict) -> None:
+        """(Re-)read this port's live settings from the running document."""
+
     # ---- dispatch ----
     def handle(self, ev: Ev) -> None:
         handler = getattr(self, "_" + self.state.name.lower())

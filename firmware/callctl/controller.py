@@ -146,6 +146,16 @@ class CallControl:
             self.ports["headset"] = HeadsetPort(self, "headset", media, headset)
         self.dialplan = Dialplan(self.doc, self.doc.get("country", {}).get("code", "us"))
 
+    def reconfigure(self) -> None:
+        """Re-read the live settings (firmware/core/liveconfig.py) from the document the
+        core has just updated in place. Calls in progress keep what they started with."""
+        for fsm in self.ports.values():
+            fsm.read_settings(self.doc)
+            if fsm.kind == "fxs":
+                fsm.dialplan = Dialplan(self.doc, fsm.plan.code)
+        self.dialplan = Dialplan(self.doc, self.doc.get("country", {}).get("code", "us"))
+        self.survive.read_settings(self.doc)
+
     # ---- life cycle ----
     def start(self) -> None:
         self.board.subscribe(self._on_line)

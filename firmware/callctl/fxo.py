@@ -72,9 +72,7 @@ class FxoPort(PortFsm):
     def __init__(self, cc, name: str, media, driver, line: dict, plan) -> None:
         super().__init__(cc, name, media)
         self.driver, self.plan = driver, plan
-        self.number = line.get("number") or ""
-        self.label = line.get("name") or name
-        self.answer_after = int(cc.doc.get("calls", {}).get("answer_fxo_after_rings", 2))
+        self.read_settings(cc.doc)
         self.call: int | None = None
         self.caller: dict = {}
         self.rings = 0
@@ -84,6 +82,12 @@ class FxoPort(PortFsm):
         self._cpt = CallProgressDetector(plan.code)
         media.taps.append(self._listen)
         media.on_digit = lambda d: self.handle(Ev(lev.DIGIT, None, {"digit": d, "method": "dtmf"}))
+
+    def read_settings(self, doc: dict) -> None:
+        line = doc["lines"][self.name]
+        self.number = line.get("number") or ""
+        self.label = line.get("name") or self.name
+        self.answer_after = int(doc.get("calls", {}).get("answer_fxo_after_rings", 2))
 
     # ---- what the controller asks ----
     def calls(self) -> list[int]:

@@ -90,10 +90,8 @@ class FxsPort(PortFsm):
     def __init__(self, cc, name: str, media, driver, line: dict, plan) -> None:
         super().__init__(cc, name, media)
         self.driver, self.plan = driver, plan
-        self.extension = line.get("extension") or ""
-        self.label = line.get("name") or name
         self.dialplan = None  # set by the controller
-        self.calls_cfg = cc.doc.get("calls", {})
+        self.read_settings(cc.doc)
         self.cadence = effective_ring_cadence(cc.doc, name)
         self.cid_standard = effective_callerid(cc.doc, name)
         self.active: int | None = None
@@ -104,6 +102,12 @@ class FxsPort(PortFsm):
         self.dialled = ""  # number of the active outgoing call (blind transfer target)
         self.caller: dict = {}
         media.on_digit = self._dsp_digit
+
+    def read_settings(self, doc: dict) -> None:
+        line = doc["lines"][self.name]
+        self.extension = line.get("extension") or ""
+        self.label = line.get("name") or self.name
+        self.calls_cfg = doc.get("calls", {})
 
     # ---- what the controller asks ----
     def calls(self) -> list[int]:

@@ -47,10 +47,14 @@ class HeadsetPort(PortFsm):
     def __init__(self, cc, name: str, media, driver) -> None:
         super().__init__(cc, name, media)
         self.driver = driver
-        self.auto_answer = bool(cc.doc.get("calls", {}).get("headset_auto_answer", False))
-        self.extension = cc.doc.get("calls", {}).get("headset_extension", "")
+        self.read_settings(cc.doc)
         self.call: int | None = None
         self.caller: dict = {}
+
+    def read_settings(self, doc: dict) -> None:
+        calls = doc.get("calls", {})
+        self.auto_answer = bool(calls.get("headset_auto_answer", False))
+        self.extension = calls.get("headset_extension", "")
 
     # ---- the control API ----
     def answer(self) -> None:

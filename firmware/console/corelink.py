@@ -51,14 +51,16 @@ class CoreLink:
     def validate(self, document: dict) -> dict:
         return self._call(self.client.validate_config, document)
 
-    def patch_config(self, changes: dict, reason: str) -> int:
-        return self._call(self.client.patch_config, changes, reason)["version"]
+    def patch_config(self, changes: dict, reason: str) -> dict:
+        """{version, changed, restart_required} of the saved document."""
+        return self._call(self.client.patch_config, changes, reason)
 
     def put_config(self, document: dict, reason: str) -> int:
         return self._call(self.client.put_config, document, reason)["version"]
 
-    def rollback(self, version: int | None = None) -> int:
-        return self._call(self.client.rollback, version)["version"]
+    def rollback(self, version: int | None = None) -> dict:
+        """{version, changed, restart_required} after the rollback."""
+        return self._call(self.client.rollback, version)
 
     def diff(self, against: int) -> str:
         return self._call(self.client.config_diff, against)

@@ -367,9 +367,11 @@ class Session:
             self.say("nothing to commit")
             return
         reason = f"console: {comment}" if comment else f"console: {', '.join(self.pending)}"
-        version = self.api.patch_config(dict(self.pending), reason)
+        got = self.api.patch_config(dict(self.pending), reason)
+        version = got["version"]
         self._audit("config_commit", {"version": version, "set": self.pending})
         self.say(f"committed {len(self.pending)} change(s) as version {version}")
+        self._say_restart(got.get("restart_required") or [])
         self.pending = {}
         self.doc(refresh=True)
 
@@ -377,11 +379,20 @@ class Session:
         if self.pending:
             self.say(f"% {len(self.pending)} pending change(s): commit or abort them first")
             return
-        new = self.api.rollback(version)
+        got = self.api.rollback(version)
+        new = got["version"]
         self._audit("config_rollback", {"to": version, "version": new})
         target = f"version {version}" if version is not None else "the previous version"
         self.say(f"rolled back to {target}; the running config is now version {new}")
+        self._say_restart(got.get("restart_required") or [])
         self.doc(refresh=True)
+
+    def _say_restart(self, paths: list[str]) -> None:
+        if paths:
+            self.say(f"% saved, but takes effect after a restart ('reboot'): "
+                     f"{', '.join(paths)}")
+        else:
+            self.say("applied to the running box")
 
 
 _LINE_HANDLERS: dict[str, Callable[[Session, str], None]] = {

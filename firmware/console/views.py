@@ -52,8 +52,12 @@ def status(st: dict) -> list[str]:
         f"wan            {_v(wan.get('state'))}",
         f"survivability  {_v(surv.get('state'))}",
         f"registration   {reg}",
-        "",
     ]
+    pending = box.get("restart_required")
+    pending = [str(p) for p in pending] if isinstance(pending, list) else []
+    if pending:
+        head.append(f"restart needed for saved settings: {', '.join(pending)}")
+    head.append("")
     return head + lines(st) + [""] + calls(st)
 
 

@@ -18,7 +18,9 @@ call control, started and stopped in order.
 is guarded so a failing one does not keep the others from stopping. `status()`: ports
 (line state merged with call state and live ERLE), registrations, edges, calls, parked
 calls. `subscribe_sip(fn)` sees every SipEvent before call control does (the CLI prints
-them).
+them). `apply_config(doc)`: a newly saved document; the settings a running core can take
+are taken at once (firmware/core/liveconfig.py), the others are returned and shown in
+status as `restart_required` until the next start.
 
 Assumes the reactor runs on the calling thread and every method here is called on it.
 """
@@ -33,6 +35,7 @@ from typing import Any
 from drivers.errors import BranchlineError
 from firmware.callctl.controller import CallControl
 from firmware.cdr import CdrError, CdrStore
+from firmware.core import liveconfig
 from firmware.gateway import Gateway
 from firmware.sip.api import SipEvent
 from firmware.sip.nocloud import NoCloudBridge
@@ -99,6 +102,7 @@ class Core:
         self.bridge = None
         self.tap: _BridgeTap | None = None
         self._sip_listeners: list[Callable[[SipEvent], None]] = []
+        self.restart_required: list[str] = []  # saved settings not yet running
 
     def subscribe_sip(self, fn: Callable[[SipEvent], None]) -> None:
         self._sip_listeners.append(fn)
@@ -171,6 +175,30 @@ class Core:
             return NoCloudBridge(self.reactor, self.no_cloud)
         return PjBridge(self.reactor, self.doc)
 
+    # ---- configuration ----
+    def apply_config(self, doc: dict) -> list[str]:
+        """Take the live settings of a newly saved (validated) document now; return the
+        changed paths that need a restart. Paths are compared with what is running, so a
+        rollback to the running values clears them."""
+        changed = liveconfig.changed_paths(self.doc, doc)
+        live, restart = liveconfig.split(changed, self.doc, doc)
+        liveconfig.merge(self.doc, doc, live)
+        for name in liveconfig.retuned_lines(live):
+            self.board.retune(name, self.doc["lines"][name])
+        if "survive.rtp_timeout_s" in live and self.tap is not None:
+            inner = self.tap.inner
+            if hasattr(inner, "rtp_timeout_s"):
+                inner.rtp_timeout_s = float(self.doc["survive"]["rtp_timeout_s"])
+        if live and self.cc is not None:
+            self.cc.reconfigure()
+        if live:
+            log.info("config applied live: %s", ", ".join(live[:10]))
+        if restart and restart != self.restart_required:
+            log.warning("config saved; takes effect after a restart: %s",
+                        ", ".join(restart[:10]))
+        self.restart_required = restart
+        return restart
+
     # ---- figures ----
     def status(self) -> dict[str, Any]:
         cc = self.cc.status() if self.cc is not None else {"ports": {}, "parked": {},
@@ -188,5 +216,5 @@ class Core:
                 "edges": sip.get("edges", {}), "calls": sip.get("calls", {}),
                 "parked": cc.get("parked", {}), "cloud_up": cc.get("cloud_up", False),
                 "survivability": cc.get("survivability"),
-                "no_cloud": self.no_cloud,
+                "no_cloud": self.no_cloud, "restart_required": list(self.restart_required),
                 "cdr": str(self.cdr.path) if self.cdr is not None else None}

@@ -10,7 +10,8 @@ thread (pipes, quality figures, status) and the MediaPipe deques.
 
 Lifetimes. Every Call, port and Account stays referenced in `_Core` containers until it
 is finished with; disconnected calls are dropped from the loop, never inside their own
-callback; stop() hangs up, pumps events, clears every reference, collects, and only then
+callback; a leg a transfer superseded stays referenced until its own DISCONNECTED (its
+BYE still calls back into it); stop() hangs up, pumps events, clears every reference, collects, and only then
 calls libDestroy (an object alive at libDestroy aborts the process).
 
 Identity. The ANI goes into From through CallOpParam.txOption.localUri (pjsua2 uses the
@@ -220,6 +221,10 @@ class _Core:
         self.main_account: BAccount | None = None
         self.calls: dict[int, BCall] = {}
         self.dead: list[BCall] = []
+        # Legs a transfer or Replaces took the handle from: referenced until their own
+        # DISCONNECTED is reaped, since pjsua keeps calling back into them (the BYE's
+        # transaction states) and a collected Call is freed memory to it.
+        self.old_legs: list[BCall] = []
         self.retired: list[PipePort] = []  # ports of superseded legs, dropped in the loop
         self.edges = [_Edge(uri, self.clock.now()) for uri in self.sip["edges"]]
         self.next_quality = 0.0
@@ -285,6 +290,8 @@ class _Core:
             if call.port is not None:
                 call.port = None
             call.previous = None
+            if call in self.old_legs:
+                self.old_legs.remove(call)
 
     # --- start-up -----------------------------------------------------------------
     def _init(self) -> None:
@@ -770,6 +777,7 @@ class _Core:
         leg = BCall(call.account, self, call.handle)
         leg.previous = call
         call.superseded = True
+        self.old_legs.append(call)
         self._detach(call)
         self.calls[call.handle] = leg
         prm.newCall = leg
@@ -781,6 +789,7 @@ class _Core:
         leg = BCall(call.account, self, call.handle, prm.newCallId)
         leg.answered = True
         call.superseded = True
+        self.old_legs.append(call)
         self._detach(call)
         self.calls[call.handle] = leg
         prm.newCall = leg
@@ -849,7 +858,7 @@ class _Core:
             self.ep.hangupAllCalls()
             for _ in range(50):
                 self.ep.libHandleEvents(10)
-                if not any(c.isActive() for c in self.calls.values()):
+                if not any(c.isActive() for c in [*self.calls.values(), *self.old_legs]):
                     break
         except pj.Error as exc:
             log.warning("SIP shutdown: %s", _pj_reason(exc))
@@ -861,6 +870,7 @@ class _Core:
     def _drop_references(self) -> None:
         self.calls.clear()
         self.dead.clear()
+        self.old_legs.clear()
         self.retired.clear()
         for acc in self.accounts:
             acc.shutdown()

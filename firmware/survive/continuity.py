@@ -75,6 +75,13 @@ class Continuity:
         # are not taken by the local fallback (they ring on, as before issue 5).
         self.has_cloud = bool(cc.doc.get("sip", {}).get("edges"))
 
+    def read_settings(self, doc: dict) -> None:
+        """New survive.* values: the next blip or fallback uses them (Fallback shares
+        self.cfg; a fallback already running keeps its chain of stages)."""
+        self.cfg.clear()
+        self.cfg.update(doc.get("survive", {}))
+        self.state.read_settings(doc)
+
     @property
     def cloud_up(self) -> bool:
         return self.state.cloud_up

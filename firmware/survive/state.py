@@ -68,10 +68,7 @@ class Survivability:
 
     def __init__(self, reactor, doc: dict, cdr=None) -> None:
         self.reactor, self.cdr = reactor, cdr
-        cfg = doc.get("survive", {})
-        self.stable_s = float(cfg.get("failback_stable_s", 30.0))
-        self.flap_count = int(cfg.get("flap_count", 3))
-        self.flap_hold_s = float(cfg.get("flap_hold_s", 120.0))
+        self.read_settings(doc)
         now = reactor.now()
         self.edges = [Edge(uri, up_since=now) for uri in doc.get("sip", {}).get("edges", [])]
         self.state = State.CLOUD_PRIMARY
@@ -83,6 +80,12 @@ class Survivability:
         self.listeners: list[Callable[[State, State, str], None]] = []
         self._timer = reactor.register_timer(self._recheck, NEVER)
         self._reasons: list[str] = []
+
+    def read_settings(self, doc: dict) -> None:
+        cfg = doc.get("survive", {})
+        self.stable_s = float(cfg.get("failback_stable_s", 30.0))
+        self.flap_count = int(cfg.get("flap_count", 3))
+        self.flap_hold_s = float(cfg.get("flap_hold_s", 120.0))
 
     # ---- what the box asks ----
     @property

@@ -193,7 +193,8 @@ def _live_html(app) -> str:
     except ApiError as exc:
         return _core_banner(exc)
     app.note_status(st)
-    return (_survivable_banner(st) + _box_html(st) + _ports_html(st.get("ports") or [])
+    return (_survivable_banner(st) + _restart_banner(st) + _box_html(st)
+            + _ports_html(st.get("ports") or [])
             + _calls_html(st.get("calls") or []) + _sip_html(st))
 
 
@@ -203,6 +204,14 @@ def _survivable_banner(st: dict) -> str:
         return ('<div class="banner survivable" id="survivable">SURVIVABLE: the cloud is '
                 'unreachable; the box runs calls locally (extensions, PSTN, emergency)</div>')
     return ""
+
+
+def _restart_banner(st: dict) -> str:
+    pending = (st.get("box") or {}).get("restart_required") or []
+    if not pending:
+        return ""
+    return ('<div class="banner warn" id="restart-needed">Saved settings that take effect '
+            f"after a restart: {esc(', '.join(map(str, pending)))}</div>")
 
 
 def _box_html(st: dict) -> str:
@@ -345,8 +354,16 @@ def config_post(app, req) -> Response:
     _audit(app, req, "config changed", {"section": section, "version": got.get("version"),
                                         "set": _masked(changes, doc)})
     req.session.flash.append(f"Saved as version {got.get('version')}: "
-                             + ", ".join(sorted(changes)))
+                             + ", ".join(sorted(changes)) + ". " + _applied(got))
     return redirect(f"/config?section={section}")
+
+
+def _applied(got: dict) -> str:
+    """What a save means for the running box (the core's restart_required answer)."""
+    pending = got.get("restart_required") or []
+    if not pending:
+        return "Applied to the running box."
+    return f"Takes effect after a restart: {', '.join(pending)}."
 
 
 def _masked(changes: dict, doc: dict) -> dict:
@@ -365,7 +382,7 @@ def rollback_post(app, req) -> Response:
     got = app.api.call("POST", "/config/rollback", {"version": version})
     _audit(app, req, "config rolled back", {"to": version, "version": got.get("version")})
     req.session.flash.append(f"Rolled back to version {version}; live is now version "
-                             f"{got.get('version')}.")
+                             f"{got.get('version')}. " + _applied(got))
     return redirect("/config")
 
 
@@ -649,7 +666,8 @@ def restore_post(app, req) -> Response:
             raise
         return backup_get(app, req, "; ".join(exc.problems) or str(exc), 422)
     _audit(app, req, "config restored", {"version": got.get("version")})
-    req.session.flash.append(f"Restored: live config is version {got.get('version')}.")
+    req.session.flash.append(f"Restored: live config is version {got.get('version')}. "
+                             + _applied(got))
     return redirect("/backup")
 
 

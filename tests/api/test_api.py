@@ -95,7 +95,8 @@ def test_config_round_trip_patch_disk_diff_rollback(live):
     assert before["document"]["lines"]["fxs1"]["flash_max_ms"] == 800
     saved = live.api.patch_config({"lines.fxs1.flash_max_ms": 600}, "longer flash")
     assert saved["changed"] == ["lines.fxs1.flash_max_ms"]
-    assert "lines.fxs1.flash_max_ms" in saved["restart_required"]
+    assert saved["restart_required"] == []  # taken by the running core at once
+    assert live.api.status()["box"]["restart_required"] == []
     after = live.unix.config()
     assert after["version"] == saved["version"]
     assert after["document"]["lines"]["fxs1"]["flash_max_ms"] == 600
@@ -110,6 +111,17 @@ def test_config_round_trip_patch_disk_diff_rollback(live):
     assert back["version"] == second["version"] + 1
     assert set(back["changed"]) == {"lines.fxs1.name"}
     assert live.api.config()["document"]["lines"]["fxs1"]["name"] == "Front desk"
+
+
+def test_settings_that_need_a_restart_are_reported_until_rolled_back(live):
+    assert live.api.status()["box"]["restart_required"] == []
+    saved = live.api.patch_config({"sip.nat_keepalive_s": 25, "calls.interdigit_s": 5.0})
+    assert saved["restart_required"] == ["sip.nat_keepalive_s"]
+    assert live.api.status()["box"]["restart_required"] == ["sip.nat_keepalive_s"]
+    back = live.api.rollback()
+    assert sorted(back["changed"]) == ["calls.interdigit_s", "sip.nat_keepalive_s"]
+    assert back["restart_required"] == []
+    assert live.api.status()["box"]["restart_required"] == []
 
 
 def test_config_rule_broken_is_422_and_nothing_changes(live):

@@ -128,7 +128,8 @@ def test_configure_set_diff_commit_rollback_round_trip(console, core):
     out = term.command("show diff", CONFIG_PROMPT)
     assert "- lines.fxs1.flash_max_ms = 800" in out and "+ lines.fxs1.flash_max_ms = 600" in out
     assert core.api.get("/config")["document"]["lines"]["fxs1"]["flash_max_ms"] == 800
-    assert "as version" in term.command("commit first change", CONFIG_PROMPT)
+    out = term.command("commit first change", CONFIG_PROMPT)
+    assert "as version" in out and "applied to the running box" in out
     assert core.api.get("/config")["document"]["lines"]["fxs1"]["flash_max_ms"] == 600
     assert "console: first change" in term.command("show versions", CONFIG_PROMPT)
     out = term.command("show config lines.fxs1", CONFIG_PROMPT)
@@ -140,6 +141,13 @@ def test_configure_set_diff_commit_rollback_round_trip(console, core):
     assert "rolled back" in term.command("rollback", r"\(config\)# $")
     doc = core.api.get("/config")["document"]
     assert doc["system"]["name"] == "branch-01" and doc["lines"]["fxs1"]["flash_max_ms"] == 600
+    term.command("set sip.register_expires_s 900", CONFIG_PROMPT)
+    out = term.command("commit", CONFIG_PROMPT)
+    assert "takes effect after a restart ('reboot'): sip.register_expires_s" in out
+    assert "restart needed for saved settings: sip.register_expires_s" in \
+        term.command("show status", CONFIG_PROMPT)
+    assert "applied to the running box" in term.command("rollback", CONFIG_PROMPT)
+    assert "restart needed" not in term.command("show status", CONFIG_PROMPT)
     term.command("exit", r"# $")
     term.command("", PROMPT)
 

@@ -64,14 +64,38 @@ def test_change_line_setting_is_applied(browser, web, core):
         page.click("#form-lines\\.fxs1 button[type=submit]")
         page.wait_for_selector(".flash")
         assert "lines.fxs1.flash_max_ms" in page.locator(".flash").inner_text()
+        assert "Applied to the running box" in page.locator(".flash").inner_text()
         got = core.api.config()
         assert got["document"]["lines"]["fxs1"]["flash_max_ms"] == new
+        assert core.api.status()["box"]["restart_required"] == []
         assert page.input_value(field) == str(new)
         shot(page, "config-desktop")
         page.goto(web.url + "/audit")
         assert "config changed" in page.locator("table.audit").inner_text()
         assert "lines.fxs1.flash_max_ms" in page.locator("table.audit").inner_text()
         shot(page, "audit-desktop")
+    finally:
+        ctx.close()
+
+
+def test_a_setting_that_needs_a_restart_says_so_until_rolled_back(browser, web, core):
+    ctx, page = new_page(browser)
+    try:
+        login(page, web)
+        page.goto(web.url + "/config?section=sip")
+        field = "[name='sip.register_expires_s']"
+        old = page.input_value(field)
+        page.fill(field, "600" if old != "600" else "900")
+        page.click("#form-sip button[type=submit]")
+        page.wait_for_selector(".flash")
+        assert "Takes effect after a restart: sip.register_expires_s" in \
+            page.locator(".flash").inner_text()
+        page.goto(web.url + "/")
+        assert "sip.register_expires_s" in page.locator("#restart-needed").inner_text()
+        back = core.api.rollback()
+        assert back["restart_required"] == []
+        page.goto(web.url + "/")
+        assert page.locator("#restart-needed").count() == 0
     finally:
         ctx.close()
 
