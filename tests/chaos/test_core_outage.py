@@ -131,8 +131,9 @@ def test_a_2s_cut_keeps_the_same_call_and_agent(netlink, fxo_cloud, core_box):
     box.run(max(0.0, cut_at + 2.0 - time.monotonic()))
     back_at = netlink.restore()
 
-    agent_hears(box, agent, call["id"], CALLER_HZ, timeout=3)
-    box.until(lambda: _hears(box.co().heard, AGENT_HZ, 0.3), 3, "agent1 heard again")
+    # Generous waits: a loaded 2-core CI machine; bench_survive measures the real figure.
+    agent_hears(box, agent, call["id"], CALLER_HZ, timeout=6)
+    box.until(lambda: _hears(box.co().heard, AGENT_HZ, 0.3), 6, "agent1 heard again")
     resumed_s = time.monotonic() - back_at
     assert box.core.cc.ports["fxo1"].call == handle and box.state("fxo1") == "CONNECTED"
     assert agent.call(call["id"])["state"] == "CONFIRMED"

@@ -75,7 +75,7 @@ def test_50_random_flaps_during_call_traffic(netlink, netcloud):
         for agent, agent_call, call, feeder, tone in calls:
             assert api.ENDED not in box.kinds(call)
             assert agent.call(agent_call)["state"] == "CONFIRMED"
-            box.wait_agent_tone(agent, tone, call=agent_call, timeout=3)
+            box.wait_agent_tone(agent, tone, call=agent_call, timeout=6)
             assert abs(feeder.measure(0.5)["hz"] - agent.opts["tone_hz"]) <= 20
         assert outcomes.count("answered") >= len(outcomes) // 2, outcomes
         for _, _, call, _, _ in calls:
