@@ -27,6 +27,8 @@ A canceller whose output carries more power than its input (by 3 dB) has diverge
 (measured: cext.echo with a -10 dBm0 440 Hz far end against a near-end 1000 Hz tone runs to
 clipping within a second): it is reset and bypassed for the rest of the call, so the far
 end hears the line's own audio, with its echo, rather than noise at full scale.
+A `recorder` (firmware/survive/recording.py), when set, gets every frame sent to the
+line and every frame from it as sent to the cloud (DTMF masked).
 The DSP runs only while the port is `active` (off hook, seized, in a call); an idle
 port's capture is still drained and given to the taps (caller ID arrives on hook).
 
@@ -90,6 +92,7 @@ class PortMedia:
         self.name, self.pcm, self.plan = name, pcm, plan
         self.on_digit = on_digit
         self.taps: list[Tap] = []
+        self.recorder = None  # a firmware.survive.recording.Recording while recording
         self.active = False
         self.muted = False  # nothing goes to the far end (headset mute)
         self.pipe: MediaPipe | None = None
@@ -195,6 +198,8 @@ class PortMedia:
         out = self._next_out()
         self.pcm.write(out)
         self._far.append(out)
+        if self.recorder is not None:
+            self._record("to_line", out)
 
     def tick_in(self) -> int:
         """Every captured frame through the DSP to the taps and the pipe; how many."""
@@ -238,7 +243,19 @@ class PortMedia:
         clean = self._cancel(near, far)
         dtmf = self._detect(clean)
         self._tap(clean)
-        self._put(self._silence if dtmf else clean)
+        sent = self._silence if dtmf else clean
+        self._put(sent)
+        if self.recorder is not None:
+            self._record("from_line", sent)
+
+    def _record(self, side: str, frame: np.ndarray) -> None:
+        """Both directions to the call's recording; a full disk stops the recording,
+        never the call."""
+        try:
+            getattr(self.recorder, side)(frame)
+        except OSError as exc:
+            log.error("%s: recording stopped: %s", self.name, exc)
+            self.recorder = None
 
     def _cancel(self, near: np.ndarray, far: np.ndarray) -> np.ndarray:
         if self._ec is None or not self.cancel_echo:

@@ -77,7 +77,8 @@ CALLER_VOICE_HZ = 800.0  # what the PSTN caller "says" to the headset agent
 HEADSET_VOICE_HZ = 500.0  # what the headset agent says back
 AGENT_TONES = {"agent1": 440.0, "agent2": 660.0}
 ANNOUNCE_HZ = 1000.0  # firmware/survive/prompts.py: the "tones" announcement's beeps
-SURVIVE = {"rtp_timeout_s": 1.0, "blip_window_s": 3.0, "failback_stable_s": 3.0}
+SURVIVE = {"rtp_timeout_s": 1.0, "blip_window_s": 3.0, "failback_stable_s": 3.0,
+           "record_calls": True}
 STEP_S = 0.05
 PROC_LIMIT_S = 20.0  # `branchline status` / `forward` children
 
@@ -443,7 +444,7 @@ class Demo:
             got = [rx.records[u] for u in rx.order]
         for rec in got:
             self.tl.say("cloud", f"received {rec['seq']:>3} {rec['kind']:<12} "
-                                 f"{_record_text(rec)}")
+                                 f"{_record_text(rec, rx.files.get(rec['uuid']))}")
         stats = rx.stats()
         kinds = Counter(r["kind"] for r in got)
         self.tl.say("cloud", f"{stats['distinct']} records ("
@@ -476,8 +477,12 @@ class Demo:
                     print(f"branchline demo: stopping the {what}: {exc}", file=sys.stderr)
 
 
-def _record_text(rec: dict) -> str:
+def _record_text(rec: dict, file: tuple[int, str] | None = None) -> str:
     b = rec.get("body") or {}
+    if rec["kind"] == "recording":
+        got = f"file received, {file[0]} bytes" if file else "FILE MISSING"
+        return (f"{b.get('port')} call {str(b.get('call_uuid'))[:8]} {_num(b.get('seconds'))} s "
+                f"stereo mu-law WAV ({got})")
     if rec["kind"] == "cdr":
         return (f"{b.get('direction')} {b.get('port')} ANI {b.get('ani')} DNIS {b.get('dnis')} "
                 f"{b.get('disposition')} {_num(b.get('duration_s'))} s (uuid {rec['uuid'][:8]})")

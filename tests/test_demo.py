@@ -114,11 +114,14 @@ CLOUD_LINES = [  # the cloud demo's story, in this order
     r"fxs1\s+in-call -> ON-HOOK",
     r"cdr\s+outbound fxs1 ANI 201 DNIS 5551234 answered .* MOS \d\.\d\d",
     # store and forward
-    r"outbox\s+5 records wait on the box \(cdr 3, state_change 2\)",
-    r"forward\s+branchline forward: delivered 5, 0 pending \(exit code 0\)",
+    r"outbox\s+6 records wait on the box \(cdr 3, recording 1, state_change 2\)",
+    r"forward\s+branchline forward: delivered 6, 0 pending \(exit code 0\)",
     r"cloud\s+received\s+1 state_change CLOUD_PRIMARY -> SURVIVABLE",
     r"cloud\s+received\s+3 state_change SURVIVABLE -> CLOUD_PRIMARY",
-    r"cloud\s+5 records \(cdr 3, state_change 2\), 0 duplicates; outbox on the box: 0 pending",
+    r"cloud\s+received\s+\d+ recording\s+fxo1 call [0-9a-f]{8} \d+\.\d+ s stereo mu-law WAV "
+    r"\(file received, \d+ bytes\)",
+    r"cloud\s+6 records \(cdr 3, recording 1, state_change 2\), 0 duplicates; outbox on the box: "
+    r"0 pending",
     r"demo done: every process stopped",
 ]
 

@@ -36,7 +36,7 @@ LIVE_PATTERNS = (
     "survive.flap_count", "survive.flap_hold_s", "survive.fallback", "survive.hunt_group",
     "survive.headset_ring_s", "survive.hunt_step_s", "survive.hunt_ring_s",
     "survive.queue_timeout_s", "survive.announce_every_s", "survive.announcement",
-    "survive.callback_confirm", "survive.outage_strip_prefix", "survive.outage_add_prefix",
+    "survive.callback_confirm", "survive.record_calls", "survive.outage_strip_prefix", "survive.outage_add_prefix",
 )
 
 # Line settings the line's chip driver holds (re-read by driver.retune).

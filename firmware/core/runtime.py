@@ -39,6 +39,7 @@ from firmware.core import liveconfig
 from firmware.gateway import Gateway
 from firmware.sip.api import SipEvent
 from firmware.sip.nocloud import NoCloudBridge
+from firmware.survive import recording
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +140,10 @@ class Core:
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             cap_mb = self.doc.get("survive", {}).get("outbox_max_mb")
-            return CdrStore(self.data_dir / CDR_FILE, wall=self.reactor.clock.wall,
-                            max_bytes=cap_mb * 2**20 if cap_mb else None)
+            store = CdrStore(self.data_dir / CDR_FILE, wall=self.reactor.clock.wall,
+                             max_bytes=cap_mb * 2**20 if cap_mb else None)
+            recording.recover(store)  # recordings a power cut left half written
+            return store
         except (CdrError, OSError) as exc:
             log.error("CDRs are off: %s", exc)
             return None

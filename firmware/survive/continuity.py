@@ -40,11 +40,13 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 from firmware.callctl.base import Ev
 from firmware.sip import api
 from firmware.survive import prompts
 from firmware.survive.fallback import Fallback
+from firmware.survive.recording import Recording
 from firmware.survive.state import State, Survivability
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,8 @@ class Continuity:
         # A box without any cloud edge configured is not in an outage: its PSTN callers
         # are not taken by the local fallback (they ring on, as before issue 5).
         self.has_cloud = bool(cc.doc.get("sip", {}).get("edges"))
+        self.recordings: dict[str, Recording] = {}  # FXO port -> its call's recording
+        cc.subscribe(self._port_state)
 
     def read_settings(self, doc: dict) -> None:
         """New survive.* values: the next blip or fallback uses them (Fallback shares
@@ -217,6 +221,37 @@ class Continuity:
         if fb.b in self.cc.owner:
             self.cc.answer(fb.b)
             fb.start()
+
+    # ---- recordings (survive.record_calls; firmware/survive/recording.py) ----
+    def start_recording(self, fb: Fallback) -> None:
+        """Record the PSTN caller's call from now until the line is released."""
+        store = self.cc.cdr
+        if not self.cfg.get("record_calls") or store is None or fb.name in self.recordings:
+            return
+        call_uuid = self.cc.record_uuid(fb.a)
+        if call_uuid is None:
+            return
+        try:
+            rec = Recording(Path(store.recordings_dir), call_uuid, fb.name, fb.ani,
+                            self.cc.reactor.clock.wall())
+        except OSError as exc:
+            log.error("%s: cannot record the call: %s", fb.name, exc)
+            return
+        self.recordings[fb.name] = rec
+        fb.fxo.media.recorder = rec
+        self.counters["recordings"] += 1
+
+    def _port_state(self, port: str, _old: str, new: str) -> None:
+        if new != "IDLE" or port not in self.recordings:
+            return
+        rec = self.recordings.pop(port)
+        fsm = self.cc.ports.get(port)
+        if fsm is not None and fsm.media.recorder is rec:
+            fsm.media.recorder = None
+        try:
+            rec.finish(self.cc.cdr)
+        except OSError as exc:
+            log.error("%s: the recording of call %s is lost: %s", port, rec.call_uuid, exc)
 
     def finished(self, fb: Fallback) -> None:
         if fb in self.fallbacks:

@@ -95,6 +95,7 @@ class Fallback:
         log.warning("%s: caller %s re-routed locally (%s)", self.name, self.ani, self.why)
         self.cc.record(f"fallback:{self.name}", "CLOUD", self.state.name)
         self.cc.reactor.update_timer(self._frames, self.cc.reactor.now())
+        self.cont.start_recording(self)
         self._play(prompts.announce(self.cfg.get("announcement", "tones")), self._next_stage)
 
     def waited(self) -> float:

@@ -305,6 +305,9 @@ SURVIVE = {
     "announcement": Field(str, "tones", choices=("tones", "chime"),
                           help="generated prompts: tone patterns or a three-note chime"),
     "callback_confirm": Field(bool, True, help="play the number back; 1 confirms"),
+    "record_calls": Field(bool, False,
+                          help="record PSTN calls the box handles locally in an outage "
+                               "(stereo mu-law WAV, uploaded with the records)"),
     "outage_strip_prefix": Field(str, "", allow_empty=True, pattern=r"[0-9*#]{1,8}",
                                  pattern_rule="must be 1 to 8 digits",
                                  help="cut from numbers dialled out of FXO in an outage"),
