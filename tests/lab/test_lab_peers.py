@@ -256,7 +256,7 @@ def test_garbage_from_a_peer_does_not_crash_the_agent(a, b, tmp_path):
 
 
 def test_sipp_load_through_kamailio(kam, b, tmp_path):
-    res = run_sipp("uac_load", kam.address, service="agent2", calls=20, rate=20,
+    res = run_sipp("uac_load", kam.address, service="agent2", calls=20, rate=10,
                    hold_ms=100, timeout=20, workdir=tmp_path)
     assert res.ok and res.successful == 20, res.log("errors")
 
