@@ -171,4 +171,8 @@ def test_render_a_failover_and_failback():
     assert ("outbox         7 pending (cdr 4, recording 1, state_change 2), 3.0 MB, "
             "oldest 00:02:05 ago; cap 1.0 MB: OVER CAP") in text
     assert "sip:edge1.cloud.test" in text and "12.5 ms" in text
+    assert "restart needed" not in text
+    st["box"]["restart_required"] = ["sip.edges", "board.chips.slic0.spi_hz"]
+    assert "  restart needed for saved settings: sip.edges, board.chips.slic0.spi_hz" in \
+        "\n".join(render(st))
     assert render({})  # an empty answer still renders, with dashes
