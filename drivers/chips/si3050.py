@@ -304,7 +304,10 @@ class Si3050:
         if self._seized:
             return
         volts = R.to_signed(self._read(R.LINE_VOLTAGE)) * R.LVS_V_PER_BIT
-        if abs(volts) < NO_LINE_V:
+        # While a ring is on, LVS samples battery plus the ring's sine and reads near 0 V
+        # twice a cycle: the ring itself proves the line is there (answering a ringing
+        # line mid-burst is the ordinary case).
+        if abs(volts) < NO_LINE_V and not self._ringing:
             raise HardwareError(
                 f"{self.name}: no line voltage on the FXO port ({self._where()}): "
                 "is the PSTN line plugged in?")

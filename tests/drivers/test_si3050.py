@@ -6,6 +6,8 @@ FSK modem is tested with cext.callerid); a reader drains the gateway's PCM end e
 20 ms so audio timing can be checked.
 """
 
+import math
+
 import numpy as np
 import pytest
 
@@ -18,7 +20,7 @@ from drivers.chips import si3050_regs as R
 from drivers.chips.si3050 import Si3050
 from drivers.errors import ChipFailed, HardwareError
 from drivers.sim.central_office import VirtualCO
-from drivers.sim.si3050_sim import Si3050Emulator
+from drivers.sim.si3050_sim import RING_PEAK_V, Si3050Emulator
 
 RESET, INT = 22, 23
 CID_S = 0.5
@@ -250,6 +252,23 @@ def test_answering_stops_the_ring_without_ring_stop(port):
     assert port.co.state == "call" and port.co_times("answered")
     assert len(port.co_times("ring_on")) == 2 and not port.daa.ringing
     assert port.kinds(ev.RING_STOP) == []
+
+
+def test_seize_mid_ring_at_the_sines_null_still_answers(port):
+    """Battery plus the ring's sine passes near 0 V twice a cycle; an answer that samples
+    LVS right there must not be taken for a missing line."""
+    port.co.ring(callerid=None)
+    port.reactor.run_for(7)  # the second ring is on
+    assert port.daa.ringing
+    emu = port.emu  # step to the instant where battery + ring sine reads 0 V
+    target = math.asin(-emu.battery_v * emu.polarity / RING_PEAK_V)
+    cycle = 2 * math.pi * emu.ring_freq
+    phase = cycle * (port.reactor.now() - emu._ring_since) + 0.7
+    port.reactor.run_for(((target - phase) % (2 * math.pi)) / cycle)
+    assert abs(R.to_signed(port.daa._read(R.LINE_VOLTAGE)) * R.LVS_V_PER_BIT) < 2.5
+    port.daa.seize()
+    port.reactor.run_for(1)
+    assert port.daa.offhook and port.co.state == "call"
 
 
 def test_seize_refuses_a_line_without_voltage(port):
