@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import pjsua2 as pj
 
+from firmware.sip.pjobjects import destroy_port
 from lab.linemodel import dbm0_to_rms, rms_to_dbm0
 from lab.ports import free_port
 
@@ -506,6 +507,7 @@ class Agent:
             if call is not None:
                 if call.port is not None:
                     call.rec.rx = call.port.measure()
+                    destroy_port(call.port)  # out of the conference before it is freed
                 call.port = None
 
     # ---- commands -----------------------------------------------------------------

@@ -54,7 +54,14 @@ import pjsua2 as pj
 from drivers.errors import BranchlineError
 from firmware.sip import api, sipmsg
 from firmware.sip.api import MediaPipe, SipEvent
-from firmware.sip.pjobjects import BAccount, BCall, PipePort, PjLogWriter, forget_exception
+from firmware.sip.pjobjects import (
+    BAccount,
+    BCall,
+    PipePort,
+    PjLogWriter,
+    destroy_port,
+    forget_exception,
+)
 
 log = logging.getLogger(__name__)
 
@@ -284,10 +291,12 @@ class _Core:
 
     def _reap(self) -> None:
         """Drop disconnected calls and retired ports here, outside their callbacks."""
-        self.retired.clear()
+        while self.retired:
+            destroy_port(self.retired.pop())
         while self.dead:
             call = self.dead.pop()
             if call.port is not None:
+                destroy_port(call.port)
                 call.port = None
             call.previous = None
             if call in self.old_legs:
@@ -637,6 +646,8 @@ class _Core:
         if audio is None:
             return
         if call.port is None or call.port.pipe is not pipe:
+            if call.port is not None:  # a new pipe for the handle: retire the old port
+                self._detach(call)
             call.port = PipePort(pipe, self.clock.now)
             call.port.open(f"line{call.handle}")
         call.port.startTransmit(audio)
@@ -868,10 +879,14 @@ class _Core:
         self.writer = None
 
     def _drop_references(self) -> None:
+        for call in [*self.calls.values(), *self.dead, *self.old_legs]:
+            destroy_port(call.port)
+            call.port = None
+        while self.retired:
+            destroy_port(self.retired.pop())
         self.calls.clear()
         self.dead.clear()
         self.old_legs.clear()
-        self.retired.clear()
         for acc in self.accounts:
             acc.shutdown()
         self.accounts.clear()
