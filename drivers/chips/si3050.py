@@ -141,8 +141,7 @@ class Si3050:
         self.settings = settings
         self._read_timing(settings)
         if self.state not in (DaaState.STOPPED, DaaState.FAILED):
-            c = DAA_COUNTRIES.get(self.country) or DAA_COUNTRIES["us"]
-            self._program_ring_validation(c)
+            self._program_ring_validation(self._country_settings())
 
     def _reset_line_state(self) -> None:
         self._ctl1 = R.ONHM  # shadow of DAA Control 1's writable bits
@@ -208,11 +207,15 @@ class Si3050:
                 f"{self._where()} reads 0x{ctl2:02X} from Control 2 after reset (an Si3050 reads "
                 f"0x{R.CONTROL2_RESET:02X}): another chip on this chip-select? check spi_bus/spi_cs")
 
-    def _configure(self) -> None:
+    def _country_settings(self) -> DaaCountry:
         c = DAA_COUNTRIES.get(self.country)
         if c is None:
             log.warning("%s: no DAA settings for country %r, using FCC", self.name, self.country)
             c = DAA_COUNTRIES["us"]
+        return c
+
+    def _configure(self) -> None:
+        c = self._country_settings()
         start = int(self.settings.get("timeslot", 0)) * 16  # 16-bit linear slots
         self._write(R.PCM_SPI_MODE, R.PCME | R.PCMF_LINEAR16)
         for lo, hi in ((R.PCM_TX_START_LO, R.PCM_TX_START_HI), (R.PCM_RX_START_LO, R.PCM_RX_START_HI)):

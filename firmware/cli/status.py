@@ -61,10 +61,7 @@ def box(st: dict) -> list[str]:
     b = _dict(st.get("box"))
     out = [f"box            {_v(b.get('name'))}  version {_v(b.get('version'))}  "
            f"mode {_v(b.get('mode'))}  up {_duration(b.get('uptime_s'))}"]
-    pending = b.get("restart_required")
-    if isinstance(pending, list) and pending:
-        out.append(f"  restart needed for saved settings: {', '.join(map(str, pending))}")
-    return out
+    return out + ["  " + line for line in views.restart_needed(b)]
 
 
 def wan(st: dict) -> list[str]:

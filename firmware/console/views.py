@@ -53,12 +53,17 @@ def status(st: dict) -> list[str]:
         f"survivability  {_v(surv.get('state'))}",
         f"registration   {reg}",
     ]
-    pending = box.get("restart_required")
-    pending = [str(p) for p in pending] if isinstance(pending, list) else []
-    if pending:
-        head.append(f"restart needed for saved settings: {', '.join(pending)}")
+    head += restart_needed(box)
     head.append("")
     return head + lines(st) + [""] + calls(st)
+
+
+def restart_needed(box: dict) -> list[str]:
+    """The line naming saved settings the running core has not taken (none: no line)."""
+    pending = box.get("restart_required")
+    if not isinstance(pending, list) or not pending:
+        return []
+    return [f"restart needed for saved settings: {', '.join(map(str, pending))}"]
 
 
 def lines(st: dict) -> list[str]:
