@@ -64,6 +64,7 @@ from pathlib import Path
 import numpy as np
 
 from cext import g711
+from drivers.bus import tdm
 from drivers.errors import ChipFailed
 from drivers.reactor import NEVER, MonotonicClock, Reactor
 from drivers.sim.board import SimBoard
@@ -100,9 +101,12 @@ def bench_doc(kam: Kamailio, n_lines: int) -> dict:
     for i in range(n_lines):
         chips[f"slic{i}"] = dict(chip0, spi_bus=i // 2, spi_cs=i % 2,
                                  reset_gpio=100 + 2 * i, int_gpio=101 + 2 * i)
-        lines[f"fxs{i + 1}"] = dict(copy.deepcopy(line0), chip=f"slic{i}", timeslot=i,
+        # four 8-bit slots per PCM bus (drivers/bus/tdm.py): one simulated bus per four lines
+        lines[f"fxs{i + 1}"] = dict(copy.deepcopy(line0), chip=f"slic{i}",
+                                    alsa_device=f"bench{i // tdm.SLOTS}", timeslot=i % tdm.SLOTS,
                                     extension=str(EXT_BASE + i), name=f"bench {i + 1}")
     doc["board"]["chips"], doc["lines"] = chips, lines
+    doc["board"]["lifeline"]["enabled"] = False  # no FXO line on the bench board
     return doc
 
 
@@ -259,6 +263,8 @@ class Box:
                 driver.start()
             except ChipFailed as exc:
                 raise SystemExit(f"bench: {exc}") from None
+        if self.board.lifeline is not None:
+            self.board.lifeline.energise()  # the phone on fxs1 to its SLIC, as the gateway does
         self.bridge = PjBridge(self.reactor, self.doc)
         self.cc = CallControl(self.reactor, self.doc, self.board, self.bridge)
         self.names = list(self.doc["lines"])

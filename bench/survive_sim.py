@@ -82,6 +82,8 @@ class SimBox:
                 driver.start()
             except ChipFailed:
                 pass  # marked failed; the other ports run (as the gateway does)
+        if self.board.lifeline is not None:
+            self.board.lifeline.energise()  # the phone on fxs1 to its SLIC, as the gateway does
         self.board.headset_driver.start()
         workdir.mkdir(parents=True, exist_ok=True)
         self.db = workdir / "cdr.db"

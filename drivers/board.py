@@ -7,6 +7,9 @@ a bus did not open, the one-line reason (`errors`); `problems` lists each distin
 device fault once, for `hw probe`. A line whose bus fails gets no driver and the others
 are still built: a missing card must not take the box down. `RealBoard` opens spidev,
 RPi.GPIO and ALSA; `drivers.sim.board.SimBoard` builds the same drivers on the twins.
+Both start the lines' PCM stream (one `TdmBus` per alsa_device, drivers/bus/tdm.py)
+before any chip driver is built, since the chips need PCLK for their bring-up, and keep
+it running until `close()`.
 Chip driver modules are imported on first use, by type name.
 """
 
@@ -15,6 +18,8 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
+from drivers import lifeline as lifeline_relay
+from drivers.bus import tdm as tdm_plan
 from drivers.bus.gpio import RpiGpio
 from drivers.bus.pcm import FRAME, LINE_RATE, AlsaPcm, TdmBus
 from drivers.bus.spi import SpidevDevice
@@ -46,6 +51,8 @@ class Board:
         self.errors: dict[str, str] = {}
         self.problems: list[str] = []
         self.headset_driver: Headset | None = None
+        self.tdm: dict[str, TdmBus | None] = {}  # alsa_device -> the lines' PCM bus (None: failed)
+        self.lifeline = None  # drivers.lifeline.Lifeline when board.lifeline is enabled
         self._listeners: list[Callable[[LineEvent], None]] = []
 
     def subscribe(self, fn: Callable[[LineEvent], None]) -> None:
@@ -95,7 +102,11 @@ class Board:
         """The line's table with the document-wide country values resolved into it, since
         a driver sees only its own line."""
         country = self.doc.get("country", {})
-        settings = {**line, "country": line.get("country") or country.get("code", "us")}
+        pcm = self.doc["board"].get("pcm", {})
+        chip = self.doc["board"]["chips"].get(line.get("chip", ""), {})
+        settings = {**line, "country": line.get("country") or country.get("code", "us"),
+                    "timeslot": int(line.get("timeslot", 0)),
+                    "pcm_law": pcm.get("law", "ulaw"), "board": dict(chip)}
         if country.get("ring_cadence") and not line.get("ring_cadence"):
             settings["ring_cadence"] = list(country["ring_cadence"])
         return settings
@@ -106,7 +117,17 @@ class Board:
         if driver is not None and hasattr(driver, "retune"):
             driver.retune(self.line_settings(line))
 
+    def build_lifeline(self, gpio) -> None:
+        """The power-fail relay of board.lifeline (built released: the phone stays on the
+        PSTN until the core energises it)."""
+        try:
+            self.lifeline = lifeline_relay.build(gpio, self.reactor, self.doc["board"].get("lifeline"))
+        except HardwareError as exc:
+            self.problem(None, f"board.lifeline.gpio: {exc}")
+
     def close(self) -> None:
+        if self.lifeline is not None:
+            _quietly(self.lifeline.close)  # the phone gets the PSTN before the chips stop
         for driver in self.drivers.values():
             _quietly(driver.stop)
         if self.headset_driver is not None:
@@ -121,11 +142,12 @@ class RealBoard(Board):
         self._dev_dir = dev_dir
         self._gpio: RpiGpio | None = None
         self._gpio_error = ""
-        self._tdm: dict[str, TdmBus | None] = {}
         self._spi: list[SpidevDevice] = []
+        self._start_pcm()  # PCLK first: the chips' PLLs lock to it before bring-up
         for name, line, _chip_name, chip in self.lines():
             self._build_line(name, line, chip)
         self._build_headset()
+        self._build_lifeline()
 
     def _build_line(self, name: str, line: dict, chip: dict) -> None:
         try:
@@ -135,9 +157,9 @@ class RealBoard(Board):
             self.build_driver(name, line, chip, spi, self._open_gpio())
         except HardwareError as exc:
             self.problem(name, str(exc))
-        port = self._open_pcm(name, line)
-        if port is not None:
-            self.pcm[name] = port
+        tdm = self.tdm.get(line.get("alsa_device", ""))
+        if tdm is not None:
+            self.pcm[name] = tdm.port(int(line.get("timeslot", 0)), name)
 
     def _open_gpio(self) -> RpiGpio:
         """One RPi.GPIO for every chip; its failure is reported once."""
@@ -151,19 +173,27 @@ class RealBoard(Board):
                 raise
         return self._gpio
 
-    def _open_pcm(self, name: str, line: dict):
-        device = line.get("alsa_device", "")
-        if device not in self._tdm:
-            slots = [ln.get("timeslot", 0) for ln in self.doc["lines"].values()
-                     if ln.get("alsa_device") == device]
+    def _build_lifeline(self) -> None:
+        if not self.doc["board"].get("lifeline", {}).get("enabled", False):
+            return
+        try:
+            self.build_lifeline(self._open_gpio())
+        except HardwareError as exc:
+            self.problem(None, str(exc))  # GPIO missing: already one line per box
+
+    def _start_pcm(self) -> None:
+        """Open and start one two-channel stream per alsa_device of the lines
+        (drivers/bus/tdm.py: the Pi's PCM block carries two S16 channels, four 8-bit
+        G.711 slots); it runs until close(). A device that does not open is reported
+        once and its lines get no audio."""
+        law = self.doc["board"].get("pcm", {}).get("law", "ulaw")
+        for device in dict.fromkeys(ln.get("alsa_device", "") for ln in self.doc["lines"].values()):
             try:
-                pcm = AlsaPcm(device, LINE_RATE, FRAME, channels=max(slots) + 1).open()
-                self._tdm[device] = TdmBus(pcm)
+                pcm = AlsaPcm(device, LINE_RATE, FRAME, channels=tdm_plan.ALSA_CHANNELS).open()
+                self.tdm[device] = TdmBus(pcm, law, self.reactor).start()
             except HardwareError as exc:
-                self._tdm[device] = None
-                self.problems.append(str(exc))
-        tdm = self._tdm[device]
-        return tdm.port(line.get("timeslot", 0), name) if tdm else None
+                self.tdm[device] = None
+                self.problem(None, str(exc))
 
     def _build_headset(self) -> None:
         settings = self.doc["board"].get("headset", {})
@@ -179,9 +209,9 @@ class RealBoard(Board):
         super().close()
         for spi in self._spi:
             _quietly(spi.close)
-        for tdm in self._tdm.values():
+        for tdm in self.tdm.values():
             if tdm is not None:
-                _quietly(tdm.pcm.close)
+                _quietly(tdm.close)  # the PCM stream ends last: PCLK stops with it
         if self._gpio is not None:
             _quietly(self._gpio.close)
 

@@ -16,6 +16,13 @@ the gateway keeps only the port states. Call control's transitions come back thr
 (seizing, dialling, connected) and `idle` after; a phone or the headset is `in-call`
 while connected. They are logged as CALL events like line events, so `run` prints them
 and `status()` shows them.
+
+The power-fail lifeline (board.lifeline, drivers/lifeline.py): once both of its ports
+are up (`start()`), the relay is energised and the lifeline's phone moves from the PSTN
+to its SLIC; while the FXO line is in use (someone is on a PSTN call through the relay)
+that waits for the line to be free. It is released (the phone back on the PSTN) by
+`stop()` and as soon as either port fails. `lifeline=False` (hw probe, hw selftest)
+leaves it released: a diagnostic must not cut a call that the lifeline carries.
 """
 
 from __future__ import annotations
@@ -70,9 +77,12 @@ Listener = Callable[[LineEvent, str, str], None]  # (event, old state, new state
 
 
 class Gateway:
-    def __init__(self, doc: dict, board, reactor, *, media: bool = True) -> None:
+    def __init__(self, doc: dict, board, reactor, *, media: bool = True,
+                 lifeline: bool = True) -> None:
         self.doc, self.board, self.reactor = doc, board, reactor
         self.media = media  # False: call control reads the PCM (and decodes caller ID)
+        self.lifeline = getattr(board, "lifeline", None) if lifeline else None
+        self._lifeline_waits = False  # energise once the FXO line is free
         self.ports = {name: Port(name, line["kind"], INITIAL[line["kind"]])
                       for name, line in doc["lines"].items()}
         if board.headset_driver is not None:
@@ -95,6 +105,7 @@ class Gateway:
             self._start_headset()
         if self.media:
             self._media_timer = self.reactor.register_timer(self._media, self.reactor.now())
+        self._energise_lifeline()
 
     def _start_line(self, name: str) -> None:
         driver = self.board.drivers.get(name)
@@ -121,10 +132,44 @@ class Gateway:
                                            {"rate": headset.rate}))
 
     def stop(self) -> None:
+        self._release_lifeline("the core stopped")
         if self._media_timer is not None:
             self.reactor.unregister_timer(self._media_timer)
             self._media_timer = None
         self.board.close()
+
+    # -- the power-fail lifeline --
+    def _energise_lifeline(self) -> None:
+        """The phone goes to its SLIC only when both lifeline ports are up, and not in the
+        middle of a PSTN call it is making through the relay."""
+        relay = self.lifeline
+        if relay is None:
+            return
+        down = [p for p in relay.ports if p not in self.ports or self.ports[p].state == FAILED]
+        if down:
+            self._release_lifeline("; ".join(
+                f"{p} is not up: {self.ports[p].reason if p in self.ports else 'no such line'}"
+                for p in down))
+        elif self.ports[relay.fxo].state == "in-use":
+            self._lifeline_waits = True
+        else:
+            self._lifeline_waits = False
+            relay.energise()
+
+    def _release_lifeline(self, reason: str) -> None:
+        self._lifeline_waits = False
+        if self.lifeline is not None:
+            self.lifeline.release(reason)
+
+    def _lifeline_event(self, name: str, event: LineEvent, new: str) -> None:
+        relay = self.lifeline
+        if relay is None or name not in relay.ports:
+            return
+        if new == FAILED:
+            why = event.data.get("error") or self.ports[name].reason
+            self._release_lifeline(f"{name} failed: {why}")
+        elif self._lifeline_waits and event.kind == ev.LINE_FREE:
+            self._energise_lifeline()
 
     # -- what call control will call --
     def seize(self, name: str) -> None:
@@ -188,6 +233,7 @@ class Gateway:
             new = FAILED  # a failed chip stays failed until restarted
         port.state = new
         self._track(port, event)
+        self._lifeline_event(name, event, new)
         self.log.append(event)
         for fn in list(self._listeners):
             fn(event, old, new)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import tomli_w
 
+from drivers.bus.spi import SPI_HINT
 from firmware.core.config import default_document
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,8 +70,7 @@ def test_probe_without_sim_names_each_missing_device_in_one_line(tmp_path):
     errors = out.stderr.strip().splitlines()
     for node in ("/dev/spidev0.0", "/dev/spidev0.1", "/dev/spidev0.2"):
         hits = [ln for ln in errors if node in ln]
-        assert hits == [f"branchline: {node} not found: enable SPI (dtparam=spi=on in "
-                        "/boot/firmware/config.txt) and check the card's chip-select"]
+        assert hits == [f"branchline: {node} not found: {SPI_HINT}"]
     assert len(errors) == len(set(errors))  # each device once
     rows = _rows(out.stdout)
     assert all(rows[p].split()[5] == "failed" for p in ("fxs1", "fxs2", "fxo1"))

@@ -68,7 +68,7 @@ def test_missing_sections_and_fields_get_defaults(doc):
     assert out["board"]["headset"] == {"enabled": True, "alsa_device": "default", "rate": 48000}
     line = out["lines"]["fxs1"]
     assert (line["debounce_ms"], line["flash_min_ms"], line["flash_max_ms"]) == (20, 100, 800)
-    assert line["alsa_device"] == "hw:0,0" and line["name"] == ""
+    assert line["alsa_device"] == "branchline" and line["name"] == ""
 
 
 def test_absent_keyed_tables_take_the_default_board_and_lines():
@@ -175,7 +175,7 @@ def set_path(doc, path, value):
     ("lines.fxo1.ring_min_ms", 100, 1000, " ms"),
     ("board.chips.slic0.spi_hz", 100_000, 10_000_000, " Hz"),
     ("board.chips.daa0.spi_bus", 0, 6, ""),
-    ("lines.fxs2.timeslot", 0, 31, ""),
+    ("lines.fxs2.timeslot", 0, 3, " (the PCM frame is 32 bits: 4 slots of 8 bits per alsa_device)"),
 ])
 def test_range_boundaries(doc, path, low, high, unit):
     if path == "lines.fxs1.flash_min_ms":
@@ -385,7 +385,7 @@ def test_spi1_and_spi6_share_pins(doc):
 
 def test_two_lines_in_one_timeslot(doc):
     doc["lines"]["fxo1"]["timeslot"] = 0
-    assert one_problem(doc) == ("lines.fxo1.timeslot: 0 on hw:0,0 is also used by lines.fxs1; "
+    assert one_problem(doc) == ("lines.fxo1.timeslot: 0 on branchline is also used by lines.fxs1; "
                                 "each line needs its own timeslot")
 
 
@@ -395,8 +395,8 @@ def test_same_timeslot_on_another_pcm_device_is_fine(doc):
 
 
 def test_headset_may_not_use_a_line_pcm(doc):
-    doc["board"]["headset"]["alsa_device"] = "hw:0,0"
-    assert one_problem(doc).startswith("board.headset.alsa_device: 'hw:0,0' is the line PCM of lines.")
+    doc["board"]["headset"]["alsa_device"] = "branchline"
+    assert one_problem(doc).startswith("board.headset.alsa_device: 'branchline' is the line PCM of lines.")
     doc["board"]["headset"]["enabled"] = False
     assert validate(doc)
 

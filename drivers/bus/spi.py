@@ -48,7 +48,11 @@ class SimSpiDevice:
 
 # -- the real bus ------------------------------------------------------------------------
 
-SPI_HINT = "enable SPI (dtparam=spi=on in /boot/firmware/config.txt) and check the card's chip-select"
+# dtparam=spi=on gives spidev0.0 and spidev0.1 only; the DAA's spidev0.2 (CE2 on GPIO 24)
+# comes from the card's overlay, which also enables SPI0 and the PCM link.
+SPI_HINT = ("install the card's overlay (image/overlays/branchline-card-overlay.dts: "
+            "dtoverlay=branchline-card in /boot/firmware/config.txt, it creates "
+            "spidev0.0-0.2) and check the card's chip-select")
 
 
 def open_error(path: str, exc: OSError) -> HardwareError:

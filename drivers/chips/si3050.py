@@ -1,13 +1,25 @@
 """FXO port driver: an Si3050 DAA with its Si3018/Si3019 line side, on SPI + two GPIOs.
 
 It sees only an SpiDevice, a Gpio and the Reactor, so it runs unchanged on the box and
-on drivers.sim.si3050_sim. What it does:
+on drivers.sim.si3050_sim. Assumes PCLK and FSYNC already run (the core starts the PCM
+stream first, drivers/bus/tdm.py): the line side is clocked across the isolation barrier
+from PCLK and never comes up without it.
 
-- start(): pulse RESET, check the revision register (0x00/0xFF: no card) and Control 2
-  (0x03 after reset), program PCM, the country's DC/AC termination and ring validation,
-  power up the line side (PDL) and wait for the isolation link, enable interrupts.
-  It runs the reactor for up to 2 s while the line side comes up, so call it before
-  the main loop, not from a timer.
+start() follows DAHDI's wctdm_init_voicedaa (wctdm.c; the same in wctdm24xxp/base.c and
+the OAK board's pitdm.c), each step cited where it is done:
+  RESET pulse; wctdm_voicedaa_insane (register 2 reads 0x03, register 11 the revision);
+  soft reset (1 = 0x80) and 100 ms; PCM on with the law (33); the country's row of
+  fxo_modes.h into 16, 26, 30 and 31 (31 with FULL, 0xa3 | OHS2), ring detector 18;
+  the timeslot into 34-37; line side up (6 = 0) and up to 2 s for LSID in 11; on-hook
+  line monitor (5 = 0x08); gains (38-41, wctdm_set_hwgain).
+Where we differ from DAHDI it is said beside the step: the chip's ring validation
+(22-24, DAHDI validates rings in software) and interrupts (DAHDI polls).
+Every access is three one-byte SPI transfers: control byte, register, data, with
+chip-select raised between bytes (si3050_regs.py has the references for that).
+It runs the reactor for up to 2 s while the line side comes up, so call it before the
+main loop, not from a timer.
+
+After start:
 - Interrupts (INT, active low) for ring detect (RDTI, both edges), polarity reversal
   (POLI) and line-side drop-out (DODI); each edge makes it sample the line at once. A
   50 ms reactor timer samples line voltage (LVS, signed: polarity) and loop current
@@ -19,16 +31,19 @@ on drivers.sim.si3050_sim. What it does:
   RING_STOP once no ring came for ring_timeout_ms (default 6 s, longer than any
   country's off time). `ring_bursts` keeps (start, end) of the current call's bursts.
 - seize()/release() drive OH. seize() refuses with a HardwareError naming the port when
-  the line shows no voltage at all (PSTN line not plugged in): going off hook on a dead
-  line only hides the fault. While seized for a call, a loop-current drop longer than
-  loop_drop_ms (default 200) and a polarity reversal raise DISCONNECT when enabled in
-  settings["disconnect"]; one DISCONNECT per seizure. Tone disconnect is detected by
+  the line shows no battery (|LVS| below the row's battthresh, as DAHDI's
+  wctdm_voicedaa_check_hook judges it: PSTN line not plugged in): going off hook on a
+  dead line only hides the fault. While seized for a call, a loop-current drop longer
+  than loop_drop_ms (default 200) and a polarity reversal raise DISCONNECT when enabled
+  in settings["disconnect"]; one DISCONNECT per seizure. Tone disconnect is detected by
   the DSP, which calls tone_disconnect().
 - On hook, the line voltage falling below half the idle voltage (but not to zero)
   means a parallel phone is off hook: LINE_IN_USE, then LINE_FREE.
 Voltage-based checks pause while ring voltage is on the line and shortly after.
-settings: the line's config table; country "" falls back to "us" (the board should
-pass the resolved country).
+- selftest() (branchline hw selftest) and pcm_loopback(on).
+settings: the line's config table plus country, timeslot (0..3), pcm_law and board
+(drivers/board.py line_settings); `fxo_mode` (an fxo_modes.h name) overrides the
+country's row; country "" falls back to "us".
 """
 
 from __future__ import annotations
@@ -36,11 +51,12 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from drivers import events as ev
+from drivers.bus import tdm
 from drivers.bus.gpio import FALLING, Gpio
 from drivers.bus.spi import SpiDevice
+from drivers.chips import daa_countries as D
 from drivers.chips import si3050_regs as R
 from drivers.errors import ChipFailed, HardwareError
 from drivers.events import LineEvent
@@ -51,9 +67,9 @@ log = logging.getLogger(__name__)
 POLL_S = 0.05
 RESET_LOW_S = 0.001
 RESET_SETTLE_S = 0.005
-LINK_TIMEOUT_S = 2.0
-LINK_POLL_S = 0.01
-NO_LINE_V = 2.5  # below this there is no CO battery on the line at all
+SOFT_RESET_S = 0.1  # wctdm.c wait_just_a_bit(HZ/10); wctdm24xxp base.c msleep(100)
+LINK_TIMEOUT_S = 2.0  # wctdm_init_voicedaa: "newjiffies += 2 * HZ"
+LINK_POLL_S = 0.1  # wctdm.c wait_just_a_bit(HZ/10); base.c msleep(100)
 POLARITY_MIN_V = 3.0  # below this the sign of the line voltage means nothing
 POLARITY_DEBOUNCE_S = 0.04
 IN_USE_FRACTION = 0.5  # of the idle on-hook voltage
@@ -65,32 +81,13 @@ LOOP_DROP_MA = 5.0
 RTO_CODE = 1  # 128 ms: longer than a half cycle of the slowest ring (15 Hz)
 IRQ_ROUNDS = 4
 DEFAULT_DISCONNECT = ("loop_drop", "reversal", "tone")
+ON_HOOK_MONITOR = R.ONHM  # wctdm_init_voicedaa: "Enable on-hook line monitor", 5 = 0x08
 
 
-@dataclass(frozen=True)
-class DaaCountry:
-    """Line-side settings per country (Si3050 register fields) and its ring frequencies."""
-
-    ohs: int = 0  # on-hook speed (register 16)
-    ohs2: int = 0  # (register 31)
-    rz: int = 0  # ringer impedance
-    rt: int = 0  # ring threshold
-    ilim: int = 0  # 60 mA current limit (TBR21)
-    dcv: int = 3  # tip-ring DC voltage adjust
-    mini: int = 0  # minimum operating loop current
-    acim: int = 0  # AC termination: 0 = 600 ohm, 2 = TBR21 270+750||150 nF
-    ring_hz: tuple[float, float] = (15.0, 68.0)
-
-
-TBR21 = DaaCountry(ilim=1, acim=2, ring_hz=(15.0, 55.0))
-DAA_COUNTRIES = {
-    "us": DaaCountry(),  # FCC part 68
-    "uk": TBR21,
-    "de": TBR21,
-    "fr": TBR21,
-    "in": DaaCountry(acim=4, ring_hz=(15.0, 55.0)),
-    "au": DaaCountry(ohs=1, dcv=0, mini=3, acim=3, ring_hz=(15.0, 55.0)),
-}
+def country_registers(mode: D.FxoMode) -> dict[int, int]:
+    """What wctdm_init_voicedaa writes for an fxo_modes.h row (registers 16, 26, 30, 31)."""
+    return {R.INTL_CONTROL1: mode.reg16, R.DC_TERM: mode.reg26,
+            R.AC_TERM: mode.reg30, R.DAA_CONTROL5: mode.reg31}
 
 
 class DaaState(enum.Enum):
@@ -112,19 +109,29 @@ class Si3050:
         self.reset_pin, self.int_pin = reset_pin, int_pin
         self.reactor, self.settings, self.on_event = reactor, settings, on_event
         self.country = settings.get("country") or "us"
+        self.mode = self._fxo_mode(settings)
         self._read_timing(settings)
         self.failed, self.error = False, ""
         self.state = DaaState.STOPPED
+        self.revision = 0
         self.line_side = ""
         self.line_voltage_v = 0.0
         self.loop_current_ma = 0.0
         self.line_in_use = False
         self.ring_bursts: list[tuple[float, float | None]] = []
+        self._reg33 = 0  # shadow of PCM/SPI Mode Select (law, PCME, PCML)
         self._reset_line_state()
         self._rto_s = R.RTO_MS[RTO_CODE] / 1000.0
         self._poll_timer = reactor.register_timer(self._poll, NEVER)
         self._ring_check_timer = reactor.register_timer(self._ring_check, NEVER)
         self._ring_stop_timer = reactor.register_timer(self._ring_stop, NEVER)
+
+    def _fxo_mode(self, settings: dict) -> D.FxoMode:
+        try:
+            return D.mode_for(self.country, settings.get("fxo_mode", ""))
+        except KeyError as exc:  # the schema prevents it; a hand-built settings dict may not
+            log.warning("%s: %s; using fxo_modes.h \"FCC\"", self.name, exc.args[0])
+            return D.FXO_MODES["FCC"]
 
     def _read_timing(self, settings: dict) -> None:
         self.disconnect_signals = set(settings.get("disconnect", DEFAULT_DISCONNECT))
@@ -141,10 +148,10 @@ class Si3050:
         self.settings = settings
         self._read_timing(settings)
         if self.state not in (DaaState.STOPPED, DaaState.FAILED):
-            self._program_ring_validation(self._country_settings())
+            self._program_ring_validation()
 
     def _reset_line_state(self) -> None:
-        self._ctl1 = R.ONHM  # shadow of DAA Control 1's writable bits
+        self._ctl1 = ON_HOOK_MONITOR  # shadow of DAA Control 1's writable bits
         self._seized = self._in_call = False
         self._rdt = self._burst_open = False
         self._burst_start = 0.0
@@ -157,12 +164,19 @@ class Si3050:
         self._idle_v = DEFAULT_IDLE_V
         self._ringing = False
 
-    # ---- SPI access ----
+    # ---- SPI access: one transfer (one chip-select frame) per byte, finding 7 ----
     def _read(self, reg: int) -> int:
-        return self.spi.transfer(bytes((R.SPI_CTRL_READ, reg, 0)))[2]
+        """wctdm.c __wctdm_getreg / pitdm.c __wctdm_getreg: 0x60, reg & 0x7f, then the
+        data byte comes back in the third frame (pidma.c __spi_read clocks out 0xff)."""
+        self.spi.transfer(bytes((R.SPI_CTRL_READ,)))
+        self.spi.transfer(bytes((reg & R.REG_MASK,)))
+        return self.spi.transfer(bytes((R.SPI_READ_FILL,)))[0]
 
     def _write(self, reg: int, value: int) -> None:
-        self.spi.transfer(bytes((R.SPI_CTRL_WRITE, reg, value & 0xFF)))
+        """wctdm.c __wctdm_setreg / pitdm.c __wctdm_setreg: 0x20, reg & 0x7f, value."""
+        self.spi.transfer(bytes((R.SPI_CTRL_WRITE,)))
+        self.spi.transfer(bytes((reg & R.REG_MASK,)))
+        self.spi.transfer(bytes((value & 0xFF,)))
 
     def _wait(self, seconds: float) -> None:
         """Let time pass (fake or real) with the reactor's other timers still running."""
@@ -177,20 +191,24 @@ class Si3050:
         try:
             self._reset()
             self._check_identity()
+            self._soft_reset()
             self._configure()
             self._power_up_line_side()
+            self._after_link()
             self._enable_interrupts()
         except ChipFailed as exc:
             self._fail(str(exc), announce=False)
             raise
         self._reset_line_state()
-        self._write(R.DAA_CONTROL1, self._ctl1)
         self._measure()
         self._learn_initial_line()
         self._set_state(DaaState.IDLE)
         self.reactor.update_timer(self._poll_timer, self.reactor.now() + POLL_S)
+        if self.line_in_use:
+            self._emit(ev.LINE_IN_USE, line_voltage_v=self.line_voltage_v)
 
     def _reset(self) -> None:
+        """Pulse RESET low (Si3050 datasheet, RESET pin: registers to their reset values)."""
         self.gpio.setup_output(self.reset_pin, True)
         self.gpio.write(self.reset_pin, False)
         self._wait(RESET_LOW_S)
@@ -198,60 +216,91 @@ class Si3050:
         self._wait(RESET_SETTLE_S)
 
     def _check_identity(self) -> None:
-        rev = self._read(R.SYS_LINE_REV)
-        if rev in (0x00, 0xFF):
-            raise ChipFailed(f"{self._where()} answered 0x{rev:02X} to its ID register: card not seated?")
+        """wctdm_voicedaa_insane: register 2 must read 0x3, then register 11 (REVA)."""
         ctl2 = self._read(R.CONTROL2)
+        if ctl2 in (0x00, 0xFF):
+            raise ChipFailed(
+                f"{self._where()} answered 0x{ctl2:02X} to Control 2 (an Si3050 reads "
+                f"0x{R.CONTROL2_RESET:02X}): card not seated?")
         if ctl2 != R.CONTROL2_RESET:
             raise ChipFailed(
                 f"{self._where()} reads 0x{ctl2:02X} from Control 2 after reset (an Si3050 reads "
                 f"0x{R.CONTROL2_RESET:02X}): another chip on this chip-select? check spi_bus/spi_cs")
+        self.revision = self._read(R.SYS_LINE_REV) & R.REVA_MASK  # "VoiceDAA System: %02x"
 
-    def _country_settings(self) -> DaaCountry:
-        c = DAA_COUNTRIES.get(self.country)
-        if c is None:
-            log.warning("%s: no DAA settings for country %r, using FCC", self.name, self.country)
-            c = DAA_COUNTRIES["us"]
-        return c
+    def _soft_reset(self) -> None:
+        self._write(R.CONTROL1, R.SOFT_RESET)  # wctdm_init_voicedaa: "Software reset", 1 = 0x80
+        self._wait(SOFT_RESET_S)  # "Wait just a bit" (HZ/10); base.c msleep(100)
+
+    def _pcm_mode(self) -> int:
+        law = self.settings.get("pcm_law", "ulaw")
+        if law not in R.PCM_LAW_BITS:
+            raise ChipFailed(f"{self.name}: board.pcm.law = {law!r}: use \"ulaw\" or \"alaw\"")
+        return R.PCM_LAW_BITS[law]  # wctdm.c: 33 = 0x28 (ulaw), 0x20 with alawoverride
+
+    def _slot_start(self) -> int:
+        slot = int(self.settings.get("timeslot", 0))
+        try:
+            return tdm.slot_start(slot)  # 8 bit clocks a slot (drivers/bus/tdm.py)
+        except ValueError as exc:
+            raise ChipFailed(f"{self.name}: lines.{self.name}.timeslot = {slot}: {exc}") from None
 
     def _configure(self) -> None:
-        c = self._country_settings()
-        start = int(self.settings.get("timeslot", 0)) * 16  # 16-bit linear slots
-        self._write(R.PCM_SPI_MODE, R.PCME | R.PCMF_LINEAR16)
-        for lo, hi in ((R.PCM_TX_START_LO, R.PCM_TX_START_HI), (R.PCM_RX_START_LO, R.PCM_RX_START_HI)):
-            self._write(lo, start & 0xFF)
-            self._write(hi, start >> 8)
-        self._write(R.INTL_CONTROL1, (c.ohs << 6) | (c.rz << 1) | c.rt)
-        self._write(R.INTL_CONTROL3, 0)
-        self._write(R.DC_TERM, (c.dcv << 6) | (c.mini << 4) | (c.ilim << 1))
-        self._write(R.AC_TERM, c.acim)
-        self._write(R.DAA_CONTROL5, 0x20 | (c.ohs2 << 3) | 0x03)  # FOH 128 ms, FILT, LVFD
-        self._program_ring_validation(c)
+        """wctdm_init_voicedaa (wctdm.c), register by register, in its order."""
+        start = self._slot_start()
+        self._reg33 = self._pcm_mode()
+        self._write(R.PCM_SPI_MODE, self._reg33)  # "Enable PCM, ulaw"
+        regs = country_registers(self.mode)  # fxo_modes[_opermode]
+        self._write(R.INTL_CONTROL1, regs[R.INTL_CONTROL1])  # ohs << 6 | rz << 1 | rt
+        self._write(R.INTL_CONTROL3, R.RING_DETECT_HALF_WAVE)  # !fwringdetect: 18 = 0
+        self._program_ring_validation()  # ours: wctdm writes 24 = 0x19 (RNGV off) here
+        self._write(R.DC_TERM, regs[R.DC_TERM])  # dcv << 6 | mini << 4 | ilim << 1
+        self._write(R.AC_TERM, regs[R.AC_TERM])  # acim
+        self._write(R.DAA_CONTROL5, regs[R.DAA_CONTROL5])  # 0xa3 | ohs2 << 3: FULL set
+        for reg in (R.PCM_TX_START_LO, R.PCM_RX_START_LO):  # wctdm24xxp wctdm_voicedaa_set_ts
+            self._write(reg, start & 0xFF)  # 34 / 36: (ts * 8) & 0xff
+            self._write(reg + 1, start >> 8)  # 35 / 37: (ts * 8) >> 8
 
-    def _program_ring_validation(self, c: DaaCountry) -> None:
-        ras, rmx = R.ring_window(*c.ring_hz)
+    def _program_ring_validation(self) -> None:
+        """The chip validates ring frequency and duration (Si3050 datasheet, "Ring
+        Validation", registers 22-24); DAHDI does it in software instead."""
+        ras, rmx = R.ring_window(*D.ring_hz(self.country))
         self._write(R.RING_VALID1, rmx)  # RDLY = 0: report the ring as soon as confirmed
         self._write(R.RING_VALID2, (RTO_CODE << 3) | self._rcc)
         self._write(R.RING_VALID3, R.RNGV | ras)
 
     def _power_up_line_side(self) -> None:
+        """wctdm_init_voicedaa: "Enable ISO-Cap" (6 = 0x00), then "Wait 1000ms for ISO-cap
+        to come up": up to 2 s, every 100 ms, for a line-side id in register 11."""
         self._write(R.DAA_CONTROL2, 0)  # PDL = 0, PDN = 0
         waited = 0.0
-        while not self._link_up():
-            if waited >= LINK_TIMEOUT_S:
+        while not self._read(R.SYS_LINE_REV) & R.LSID_MASK:
+            if waited >= LINK_TIMEOUT_S - 1e-9:
                 raise ChipFailed(
-                    f"{self._where()}: line-side device (Si3019) did not power up within "
-                    f"{LINK_TIMEOUT_S:.0f} s: line-side chip missing or isolation capacitors open")
+                    f"no PCLK or line-side device: {self._where()}: the isolation link did not "
+                    f"come up within {LINK_TIMEOUT_S:.0f} s (register 11 LSID stays 0): check "
+                    "that the PCM stream is running (PCLK/FSYNC reach the card), then the "
+                    "line-side chip (Si3019) and its isolation capacitors")
             self._wait(LINK_POLL_S)
             waited += LINK_POLL_S
-        lsid = self._read(R.SYS_LINE_REV) >> 4
+        lsid = self._read(R.SYS_LINE_REV) >> 4  # "ISO-Cap is now up, line side: %02x rev %02x"
         lrv = (self._read(R.LINE_REV) >> 2) & 0x0F
         self.line_side = f"{R.LINE_SIDE_NAMES.get(lsid, f'LSID {lsid}')} rev {lrv}"
 
-    def _link_up(self) -> bool:
-        return bool(self._read(R.SYS_LINE_REV) >> 4) and bool(self._read(R.LINE_STATUS) & R.FDT)
+    def _after_link(self) -> None:
+        self._write(R.DAA_CONTROL1, ON_HOOK_MONITOR)  # "Enable on-hook line monitor", 5 = 0x08
+        self._set_hwgain(self.mode.tx_gain_tenth_db, R.TX_GAIN2, R.TX_GAIN3)  # fxotxgain
+        self._set_hwgain(0, R.RX_GAIN2, R.RX_GAIN3)  # fxorxgain
+
+    def _set_hwgain(self, tenth_db: int, whole_reg: int, tenth_reg: int) -> None:
+        """wctdm_set_hwgain: whole dB into 38/39, tenths into 40/41 (NEWZEALAND: tx +0.7 dB,
+        which wctdm.c applies as a second call after the 0 dB one; one call here)."""
+        whole, tenths = R.hwgain(tenth_db)
+        self._write(whole_reg, whole)
+        self._write(tenth_reg, tenths)
 
     def _enable_interrupts(self) -> None:
+        """Ours (DAHDI polls): Si3050 datasheet, registers 2-4 (INTE, interrupt mask/source)."""
         self.gpio.setup_input(self.int_pin, pull_up=True)
         self.gpio.on_edge(self.int_pin, FALLING, self._edge)
         self._write(R.INT_SOURCE, 0)  # powering up the line side may have latched RDTI
@@ -310,7 +359,7 @@ class Si3050:
         # While a ring is on, LVS samples battery plus the ring's sine and reads near 0 V
         # twice a cycle: the ring itself proves the line is there (answering a ringing
         # line mid-burst is the ordinary case).
-        if abs(volts) < NO_LINE_V and not self._ringing:
+        if abs(volts) < self.mode.battthresh and not self._ringing:
             raise HardwareError(
                 f"{self.name}: no line voltage on the FXO port ({self._where()}): "
                 "is the PSTN line plugged in?")
@@ -397,11 +446,18 @@ class Si3050:
             self._track_line_use(now)
 
     def _learn_initial_line(self) -> None:
+        """Polarity and idle voltage from the first reading. A line that already carries
+        battery but sits below half a normal idle voltage is in use right now (someone on
+        a PSTN call, e.g. through the power-fail lifeline while the box booted): say so at
+        once instead of learning the off-hook voltage as idle."""
         volts = self.line_voltage_v
+        self.line_in_use = False
         if abs(volts) >= POLARITY_MIN_V:
             self._polarity = 1 if volts > 0 else -1
         if abs(volts) >= 20.0:
             self._idle_v = abs(volts)
+        elif self.mode.battthresh <= abs(volts) < IN_USE_FRACTION * DEFAULT_IDLE_V:
+            self.line_in_use = True
 
     # ---- ring ----
     def _track_ring(self, rdt: bool, now: float) -> None:
@@ -492,7 +548,7 @@ class Si3050:
 
     def _track_line_use(self, now: float) -> None:
         volts = abs(self.line_voltage_v)
-        if volts < NO_LINE_V:
+        if volts < self.mode.battthresh:
             self._use_pending = None  # no battery at all: that is not a parallel phone
             return
         in_use = volts < IN_USE_FRACTION * self._idle_v
@@ -525,7 +581,78 @@ class Si3050:
         if state == "ok":
             self._measure()
         return {**out, "line_side": self.line_side, "country": self.country,
+                "fxo_mode": self.mode.name,
                 "hook": "off" if self._seized else "on", "ringing": self._ringing,
                 "rings": len(self.ring_bursts) if self._ringing else 0,
                 "line_voltage_v": self.line_voltage_v, "loop_current_ma": self.loop_current_ma,
                 "polarity": self.polarity, "line_in_use": self.line_in_use}
+
+    # ---- digital loopback and selftest (branchline hw selftest) ----
+    def pcm_loopback(self, on: bool) -> None:
+        """PCML, register 33 bit 7 (Si3050 datasheet, PCM/SPI Mode Select: PCM loopback):
+        what the DAA receives in its timeslot comes back in its transmit slot. DAHDI's
+        wctdm24xxp base.c has a debug equivalent (digitalloopback: DDL, register 10 =
+        0x01, with 33 = 0x30). Which of the two loops bit for bit: (confirm on hardware)."""
+        self._require_running()
+        self._reg33 = (self._reg33 | R.PCML) if on else (self._reg33 & ~R.PCML)
+        self._write(R.PCM_SPI_MODE, self._reg33)
+
+    def selftest(self) -> list[dict]:
+        """One dict per check: {"check", "ok", "detail", "fix"} (fix empty when ok)."""
+        if self.failed or self.state == DaaState.STOPPED:
+            return [_check("daa", False, self.error or "the FXO port is not started",
+                           "see the detail; reseat the FXO card and restart the core")]
+        return [self._check_system_side(), self._check_link(), self._check_line_voltage(),
+                self._check_country(), self._check_pcm()]
+
+    def _check_system_side(self) -> dict:
+        ctl2, rev = self._read(R.CONTROL2), self._read(R.SYS_LINE_REV) & R.REVA_MASK
+        ok = ctl2 != 0xFF and rev not in (0x0, 0xF)
+        return _check("daa id", ok, f"Si3050 on {self.spi.name}: revision {rev} (register 11), "
+                      f"Control 2 0x{ctl2:02X}",
+                      "" if ok else "the DAA does not answer: reseat the FXO card, check SPI")
+
+    def _check_link(self) -> dict:
+        lsid = self._read(R.SYS_LINE_REV) >> 4
+        fdt = bool(self._read(R.LINE_STATUS) & R.FDT)
+        lrv = (self._read(R.LINE_REV) >> 2) & 0x0F
+        ok = bool(lsid) and fdt
+        name = R.LINE_SIDE_NAMES.get(lsid, f"LSID {lsid}")
+        return _check("daa line-side link", ok,
+                      f"{name} rev {lrv}, frame detect (FDT) {'on' if fdt else 'off'}",
+                      "" if ok else "no PCLK or line-side device: check that the PCM stream "
+                      "runs, then the Si3019 and its isolation capacitors")
+
+    def _check_line_voltage(self) -> dict:
+        volts = R.to_signed(self._read(R.LINE_VOLTAGE)) * R.LVS_V_PER_BIT
+        ok = abs(volts) >= self.mode.battthresh  # wctdm_voicedaa_check_hook: battthresh
+        return _check("line voltage", ok, f"{volts:+.0f} V tip-ring (register 29)",
+                      "" if ok else "no battery from the exchange: plug the PSTN line into "
+                      f"the FXO port of {self.name}, or test the line with a phone")
+
+    def _check_country(self) -> dict:
+        want = country_registers(self.mode)
+        got = {reg: self._read(reg) for reg in want}
+        ok = got == want
+        detail = " ".join(f"{reg}=0x{got[reg]:02X}" + ("" if got[reg] == want[reg] else
+                          f"(want 0x{want[reg]:02X})") for reg in want)
+        return _check("country settings", ok, f'fxo_modes.h "{self.mode.name}": {detail}',
+                      "" if ok else "the DAA did not keep its line settings: check the SPI "
+                      "wiring and the card's supply, then restart the core")
+
+    def _check_pcm(self) -> dict:
+        start = self._slot_start()
+        want = {R.PCM_SPI_MODE: self._reg33, R.PCM_TX_START_LO: start & 0xFF,
+                R.PCM_TX_START_HI: start >> 8, R.PCM_RX_START_LO: start & 0xFF,
+                R.PCM_RX_START_HI: start >> 8}
+        got = {reg: self._read(reg) for reg in want}
+        ok = got == want
+        law = self.settings.get("pcm_law", "ulaw")
+        return _check("pcm settings", ok, f"{law}, timeslot {self.settings.get('timeslot', 0)} "
+                      f"(start bit {start}); read back " + " ".join(
+                          f"{reg}=0x{got[reg]:02X}" for reg in got),
+                      "" if ok else "the DAA did not keep its PCM settings: check the SPI wiring")
+
+
+def _check(name: str, ok: bool, detail: str, fix: str) -> dict:
+    return {"check": name, "ok": ok, "detail": detail, "fix": "" if ok else fix}

@@ -1,19 +1,37 @@
 """Si3050 system-side DAA (with Si3018/Si3019 line side): register numbers, bits, scaling.
 
-Shared by the driver (drivers/chips/si3050.py) and its emulator
-(drivers/sim/si3050_sim.py) so both speak the same register model. Names follow the
-Si3050 datasheet register map; reset values are the datasheet's where we could confirm
-them (Control 2 = 0x03, DAA Control 2 = 0x10, ring validation 0x96 / 0x19) and plausible
-otherwise. Assumes the 8-bit SPI interface: one frame = control byte, register address,
-data byte, with chip-select raised between frames.
+The driver's register file (drivers/chips/si3050.py). The emulator
+(drivers/sim/si3050_sim.py) must not import it: it keeps its own table, written from
+the same references, so that it can disagree with the driver. Names follow the Si3050
+datasheet register map; reset values are the datasheet's where we could confirm them
+(Control 2 = 0x03, DAA Control 2 = 0x10, ring validation 0x96 / 0x19, register 31 =
+0x20) and plausible otherwise.
+
+SPI framing (finding 7): every register access is three bytes, control byte, register
+address, data, and chip-select goes high after EACH byte, so each byte is its own
+chip-select frame (one `SpiDevice.transfer()` per byte):
+- DAHDI wctdm.c __wctdm_setreg/__wctdm_getreg: for MOD_TYPE_FXO, __write_8bits(0x20 or
+  0x60), __write_8bits(reg & 0x7f), then __write_8bits(value) / __read_8bits(); each of
+  __write_8bits/__read_8bits drops CS, clocks 8 bits and raises CS ("Finally raise CS
+  back high again").
+- OAK pitdm.c __wctdm_setreg/__wctdm_getreg: ___spi_write(0x20 | cs) / (0x60 | cs),
+  ___spi_write(reg & 0x7f), then the value / ___spi_read(); pidma.c __spi_write and
+  __spi_read each clr_codec_cs(), move one byte, set_codec_cs(); a read clocks out 0xff.
+- DAHDI wctdm24xxp/base.c _cmd_dequeue: FXO commands are 0x20 (write) / 0x60 (read) |
+  the daisy-chain address, then register, then data, in three command byte slots.
+The control byte: bit 5 always 1, bit 6 = read, low bits the daisy-chain channel id
+(bit-reversed: pitdm.c swaps the cs bits, base.c ADDRS = {0x00, 0x08, 0x04, 0x0c});
+one DAA per chip-select here, so channel 0: 0x20 write, 0x60 read.
 """
 
 from __future__ import annotations
 
 # -- SPI framing: control byte 0x20 (bit 5 is always 1), bit 6 set for a read --
-SPI_CTRL_WRITE = 0x20
-SPI_CTRL_READ = 0x60
-SPI_FRAME = 3
+SPI_CTRL_WRITE = 0x20  # wctdm.c __wctdm_setreg, pitdm.c __wctdm_setreg (0x20 | cs)
+SPI_CTRL_READ = 0x60  # wctdm.c __wctdm_getreg, pitdm.c __wctdm_getreg (0x60 | cs)
+SPI_READ_FILL = 0xFF  # pidma.c __spi_read clocks 0xff out while it reads
+SPI_FRAME = 3  # bytes per access, each in its own chip-select frame
+REG_MASK = 0x7F  # "reg & 0x7f" in every reference
 
 # -- registers --
 CONTROL1 = 1  # SR (soft reset)
@@ -22,6 +40,7 @@ INT_MASK = 3  # same bit layout as INT_SOURCE
 INT_SOURCE = 4  # RDTI ROVI FDTI BTDI DODI LCSOI TGDI POLI; write 0 to clear a bit
 DAA_CONTROL1 = 5  # RDTN RDTP ONHM RDT OH
 DAA_CONTROL2 = 6  # PDL PDN
+DAA_CONTROL3 = 10  # DDL (digital data loopback; wctdm24xxp base.c digitalloopback: 0x01)
 SYS_LINE_REV = 11  # LSID[3:0] (line-side device id) | REVA[3:0] (system-side revision)
 LINE_STATUS = 12  # FDT (frame detect: isolation link up), LCS[4:0] (coarse loop current)
 LINE_REV = 13  # LRV[3:0] in bits 5:2
@@ -40,6 +59,8 @@ DAA_CONTROL5 = 31  # FULL FOH[1:0] OHS2 FILT LVFD
 PCM_SPI_MODE = 33  # PCML PCME PCMF[1:0]
 PCM_TX_START_LO, PCM_TX_START_HI = 34, 35
 PCM_RX_START_LO, PCM_RX_START_HI = 36, 37
+TX_GAIN2, RX_GAIN2 = 38, 39  # whole dB (wctdm_set_hwgain)
+TX_GAIN3, RX_GAIN3 = 40, 41  # tenths of a dB (wctdm_set_hwgain)
 
 # -- bits --
 SR = 0x80
@@ -55,8 +76,19 @@ RFWE = 0x02
 DOD = 0x02
 RNGV = 0x80
 OHS2 = 0x08
-PCME = 0x20
+PCML = 0x80  # Si3050 datasheet, register 33 bit 7: PCM loopback (confirm on hardware)
+PCME = 0x20  # PCM enable
+PCMF_ALAW = 0x00  # PCMF = 00: A-law (wctdm.c: alawoverride writes 33 = 0x20)
+PCMF_ULAW = 0x08  # PCMF = 01: mu-law (wctdm.c: "Enable PCM, ulaw", 33 = 0x28)
 PCMF_LINEAR16 = 0x18  # PCMF = 11: 16-bit linear
+PCM_LAW_BITS = {"alaw": PCME | PCMF_ALAW, "ulaw": PCME | PCMF_ULAW}
+DDL = 0x01  # register 10
+FULL = 0x80  # register 31: full-scale transmit/receive (Si3019 only; wants DCV = 11)
+FOH_128MS = 0x20  # register 31 FOH = 01
+FILT, LVFD = 0x02, 0x01  # register 31
+SOFT_RESET = SR  # wctdm_init_voicedaa: wctdm_setreg(wc, card, 1, 0x80)
+LSID_MASK = 0xF0  # register 11: wctdm_init_voicedaa waits for (reg 11 & 0xf0) != 0
+REVA_MASK = 0x0F
 
 # -- scaling (datasheet) --
 LCS_MA_PER_BIT = 3.3  # LCS[4:0] in register 12
@@ -75,6 +107,23 @@ RCC_MS = (100, 150, 200, 256, 384, 512, 640, 1024)  # ring confirmation count
 RTO_MS = (80,) + tuple(128 * n for n in range(1, 16))  # ring timeout: 80 ms, then 128 ms steps
 RDLY_MS = tuple(256 * n for n in range(8))  # delay from validation to RDT
 RING_TICK_MS = 2.0  # RAS/RMX count in 2 ms ticks
+
+# Ring detector: wctdm_init_voicedaa without fwringdetect writes 18 = 0 ("Set to the
+# device defaults", half-wave) and 24 = 0x19 (RNGV off); we keep 18 = 0 but turn on
+# the chip's own ring validation in 22-24 (Si3050 datasheet, "Ring Validation").
+RING_DETECT_HALF_WAVE = 0x00
+
+
+def hwgain(tenth_db: int) -> tuple[int, int]:
+    """(whole-dB register, tenths register) for a gain in tenths of a dB, exactly as
+    wctdm_set_hwgain: -15.0..0 dB -> 16 + dB, 16 + tenths (bit 4 = attenuate);
+    0.1..12.0 dB -> dB, tenths. 0 dB is (0x10, 0x10), as DAHDI writes it."""
+    if -150 <= tenth_db <= 0:
+        return 16 + (-tenth_db) // 10, 16 + (-tenth_db) % 10
+    if 0 < tenth_db <= 120:
+        return tenth_db // 10, tenth_db % 10
+    raise ValueError(f"DAA gain {tenth_db / 10:+.1f} dB: the Si3050 takes -15.0 to +12.0 dB")
+
 
 RESET_VALUES = {
     CONTROL2: CONTROL2_RESET,

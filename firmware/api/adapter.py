@@ -128,7 +128,13 @@ class CoreAdapter:
                 "version": self.version,
                 "uptime_s": round(time.monotonic() - self.started, 1),
                 "mode": "sim" if self.sim else "hw",
-                "restart_required": list(getattr(self.core, "restart_required", []))}
+                "restart_required": list(getattr(self.core, "restart_required", [])),
+                "lifeline": self._lifeline()}
+
+    def _lifeline(self) -> dict | None:
+        """The power-fail relay (drivers/lifeline.py): where the lifeline phone is now."""
+        relay = getattr(self.core.gateway, "lifeline", None)
+        return relay.status() if relay is not None else None
 
     def _sip(self) -> dict:
         cc = self.core.cc

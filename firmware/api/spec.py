@@ -63,10 +63,15 @@ OUTBOX = obj({"pending": _n(INT), "bytes": INT,
               "by_kind": {"type": "object", "additionalProperties": INT},
               "oldest_age_s": _n(NUM), "over_cap": BOOL, "max_bytes": _n(INT),
               "error": STR}, ["pending"], closed=False)
+LIFELINE = obj({"relay": {"type": "string", "enum": ["energised", "released"]},
+                "reason": STR, "gpio": INT, "drive": STR, "fxs": STR, "fxo": STR,
+                "phone_on": {"type": "string", "enum": ["slic", "pstn"]},
+                "hold_ms": _n(INT)}, ["relay", "phone_on"], closed=False)
 STATUS = obj({
     "box": obj({"name": STR, "version": STR, "uptime_s": NUM,
                 "mode": {"type": "string", "enum": ["sim", "hw"]},
-                "restart_required": {"type": "array", "items": STR}},
+                "restart_required": {"type": "array", "items": STR},
+                "lifeline": _n(LIFELINE)},
                ["name", "version", "uptime_s", "mode"], closed=False),
     "wan": obj({"state": {"type": "string", "enum": ["up", "down", "unknown"]},
                 "edges": {"type": "array", "items": EDGE}}, ["state", "edges"], closed=False),

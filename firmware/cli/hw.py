@@ -1,22 +1,38 @@
-"""`branchline hw probe`: list the cards, ports and their live state.
+"""`branchline hw probe` and `branchline hw selftest`: the cards as a technician sees them.
 
-Builds the board from the config (or the twins with --sim), starts every chip as the core
-would, lets calibration settle, then prints one row per port: chip, bus, state (or the
-reason it failed), hook or ring, loop current, line voltage; and the headset. Each device
-that is missing or wrong is printed as one line on stderr (e.g. `/dev/spidev0.0 not
-found: enable SPI ...`) and the exit code is 2; no traceback.
+probe: builds the board from the config (or the twins with --sim), starts every chip as
+the core would, lets calibration settle, then prints one row per port: chip, bus, state
+(or the reason it failed), hook or ring, loop current, line voltage; and the headset.
+Each device that is missing or wrong is printed as one line on stderr (e.g.
+`/dev/spidev0.0 not found: enable SPI ...`) and the exit code is 2; no traceback.
+
+selftest: the first-power-up check (drivers/selftest.py has the list): the chips are
+brought up the same way, then one line per check, PASS or FAIL with what was measured
+and, for a failure, the fix; `--json` prints the checks as a list of objects (port,
+check, ok, detail, fix) for the web page and the cloud. Exit status 0 when every check
+passed, 1 when any failed, 2 when there is nothing to test (no card, bad config).
+
+Both own the chips while they run (they reset and program them), and the lifeline relay
+stays released (the phone on its port keeps the PSTN): on the box they refuse to run
+while the core answers on its control socket, and say how to stop it. With --sim the
+twins run in fake time and belong to this process alone.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import sys
 
+from drivers import selftest as board_selftest
+from drivers.errors import BranchlineError, HardwareError
 from drivers.reactor import FakeClock, MonotonicClock, Reactor
+from firmware.api.client import DEFAULT_SOCKET
 from firmware.cli.run import add_board_options, build_board, load_document
-from firmware.gateway import Gateway
+from firmware.gateway import FAILED, Gateway
 
 SETTLE_S = 0.5  # long enough for the drivers' post-calibration readouts
+STOP_CORE = "supervisorctl stop core"  # systemd/supervisord.conf: [program:core]
 
 
 def register(sub) -> None:
@@ -26,14 +42,52 @@ def register(sub) -> None:
                           description="Start every chip and show each port's live state.")
     add_board_options(p)
     p.add_argument("--json", action="store_true", help="print the state as JSON")
+    _add_core_socket(p)
     p.set_defaults(func=cmd_probe)
+    s = hw_sub.add_parser("selftest", help="first-power-up check of the cards, one line per check",
+                          description="Bring the chips up and check them: chip IDs, PCLK, "
+                                      "battery and DC-DC, calibration, indirect registers, "
+                                      "DAA link, a tone looped through each timeslot. Exit "
+                                      "status 0 all passed, 1 a check failed, 2 nothing to test.")
+    add_board_options(s)
+    s.add_argument("--json", action="store_true", help="print the checks as a JSON list")
+    _add_core_socket(s)
+    s.set_defaults(func=cmd_selftest)
+
+
+def _add_core_socket(p) -> None:
+    p.add_argument("--core-socket", metavar="PATH", default=DEFAULT_SOCKET,
+                   help=f"the running core's control socket (default: {DEFAULT_SOCKET}); "
+                        "the command refuses to run while the core answers there")
+
+
+def refuse_if_core_runs(args) -> None:
+    """The core owns the chips: a second owner would reset them under its calls."""
+    if args.sim or not _answers(args.core_socket):
+        return
+    raise BranchlineError(
+        f"the core is running (it answers on {args.core_socket}) and owns the cards: stop "
+        f"it first with `{STOP_CORE}`, run `branchline hw {args.hw_command}`, then start it "
+        "again (`supervisorctl start core`); the lifeline phone keeps the PSTN meanwhile")
+
+
+def _answers(path: str) -> bool:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(0.5)
+    try:
+        sock.connect(path)
+    except OSError:
+        return False
+    finally:
+        sock.close()
+    return True
 
 
 def probe(doc: dict, sim: bool) -> tuple[list[dict], list[str]]:
     """Rows (one per port) and the distinct device problems."""
     reactor = Reactor(FakeClock() if sim else MonotonicClock())
     board = build_board(reactor, doc, sim)
-    gateway = Gateway(doc, board, reactor)
+    gateway = Gateway(doc, board, reactor, lifeline=False)
     try:
         gateway.start()
         reactor.run_for(SETTLE_S)
@@ -93,6 +147,7 @@ def _note(r: dict) -> str:
 
 
 def cmd_probe(args) -> int:
+    refuse_if_core_runs(args)
     doc = load_document(args.config_dir)
     rows, problems = probe(doc, args.sim)
     if args.json:
@@ -102,3 +157,51 @@ def cmd_probe(args) -> int:
     for problem in problems:
         print(f"branchline: {problem}", file=sys.stderr)
     return 2 if problems else 0
+
+
+# -- selftest ------------------------------------------------------------------------------
+
+def selftest(doc: dict, sim: bool) -> tuple[list[dict], list[str]]:
+    """Every check of drivers/selftest.py on a board brought up as the core brings it up,
+    or ([], the device problems) when no line's chip could even be reached."""
+    reactor = Reactor(FakeClock() if sim else MonotonicClock())
+    board = build_board(reactor, doc, sim)
+    gateway = Gateway(doc, board, reactor, media=False, lifeline=False)
+    try:
+        if not board.drivers:
+            return [], list(board.problems) or ["no line is configured (lines is empty)"]
+        gateway.start()
+        reactor.run_for(SETTLE_S)
+        down = {name: port.reason for name, port in gateway.ports.items()
+                if port.state == FAILED and port.kind != "headset"}
+        return board_selftest.run(board, reactor, down), []
+    finally:
+        gateway.stop()
+
+
+def format_checks(results: list[dict]) -> str:
+    """One line per check: PASS/FAIL, port, check, what was measured, and the fix."""
+    lines = []
+    for r in results:
+        line = f"{'PASS' if r['ok'] else 'FAIL'}  {r['port']:<8} {r['check']:<22} {r['detail']}"
+        lines.append(line if r["ok"] else f"{line}  => fix: {r['fix']}")
+    failed = sum(not r["ok"] for r in results)
+    lines.append(f"{len(results)} checks, {failed} failed" if failed
+                 else f"{len(results)} checks, all passed")
+    return "\n".join(lines)
+
+
+def cmd_selftest(args) -> int:
+    refuse_if_core_runs(args)
+    doc = load_document(args.config_dir)
+    results, problems = selftest(doc, args.sim)
+    if not results:
+        for problem in problems:
+            print(f"branchline: {problem}", file=sys.stderr)
+        raise HardwareError("no card to test: fix the devices above, or try "
+                            "`branchline hw selftest --sim`")
+    if args.json:
+        print(json.dumps(results, indent=2, default=str))
+    else:
+        print(format_checks(results))
+    return 0 if all(r["ok"] for r in results) else 1

@@ -61,7 +61,7 @@ def box(st: dict) -> list[str]:
     b = _dict(st.get("box"))
     out = [f"box            {_v(b.get('name'))}  version {_v(b.get('version'))}  "
            f"mode {_v(b.get('mode'))}  up {_duration(b.get('uptime_s'))}"]
-    return out + ["  " + line for line in views.restart_needed(b)]
+    return out + ["  " + line for line in views.restart_needed(b) + views.lifeline(b)]
 
 
 def wan(st: dict) -> list[str]:

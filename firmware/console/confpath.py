@@ -50,11 +50,12 @@ def field_of(doc: dict, path: str) -> schema.Field | None:
     """The schema field of a leaf path, when the schema declares one."""
     parts = path.split(".")
     tables = {"system": schema.SYSTEM, "country": schema.COUNTRY, "sip": schema.SIP,
-              "calls": schema.CALLS}
+              "calls": schema.CALLS, "survive": schema.SURVIVE}
     if len(parts) == 2 and parts[0] in tables:
         return tables[parts[0]].get(parts[1])
-    if parts[:2] == ["board", "headset"] and len(parts) == 3:
-        return schema.HEADSET.get(parts[2])
+    boards = {"headset": schema.HEADSET, "pcm": schema.PCM, "lifeline": schema.LIFELINE}
+    if parts[0] == "board" and len(parts) == 3 and parts[1] in boards:
+        return boards[parts[1]].get(parts[2])
     if parts[:2] == ["board", "chips"] and len(parts) == 4:
         return schema.CHIP.get(parts[3])
     if parts[0] == "lines" and len(parts) == 3:

@@ -53,7 +53,7 @@ def status(st: dict) -> list[str]:
         f"survivability  {_v(surv.get('state'))}",
         f"registration   {reg}",
     ]
-    head += restart_needed(box)
+    head += restart_needed(box) + lifeline(box)
     head.append("")
     return head + lines(st) + [""] + calls(st)
 
@@ -64,6 +64,17 @@ def restart_needed(box: dict) -> list[str]:
     if not isinstance(pending, list) or not pending:
         return []
     return [f"restart needed for saved settings: {', '.join(map(str, pending))}"]
+
+
+def lifeline(box: dict) -> list[str]:
+    """Where the power-fail lifeline puts its phone (no line when the board has none)."""
+    relay = box.get("lifeline")
+    if not isinstance(relay, dict):
+        return []
+    if relay.get("phone_on") == "slic":
+        return [f"lifeline: {relay.get('fxs')} on its SLIC (relay energised)"]
+    return [f"lifeline: {relay.get('fxs')} on the PSTN line of {relay.get('fxo')} "
+            f"(relay released: {relay.get('reason')})"]
 
 
 def lines(st: dict) -> list[str]:

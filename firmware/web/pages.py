@@ -221,6 +221,10 @@ def _box_html(st: dict) -> str:
     items = [("Box", box.get("name")), ("Version", box.get("version")),
              ("Mode", box.get("mode")), ("Uptime", _duration(up)),
              ("WAN", wan.get("state", "unknown")), ("Survivability", surv)]
+    relay = box.get("lifeline")
+    if isinstance(relay, dict):  # the power-fail relay: where its phone is now
+        items.append(("Lifeline", f"{relay.get('fxs')} on "
+                      + ("its SLIC" if relay.get("phone_on") == "slic" else "the PSTN line")))
     cells = "".join(f'<div class="kv"><span>{esc(k)}</span><b data-k="{esc(k.lower())}">'
                     f"{esc(v if v not in (None, '') else '—')}</b></div>" for k, v in items)
     return f'<section class="cards">{cells}</section>'

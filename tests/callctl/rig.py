@@ -31,6 +31,8 @@ class Rig:
                 driver.start()
             except ChipFailed:
                 pass  # marked failed; the other ports run (as the gateway does)
+        if self.board.lifeline is not None:
+            self.board.lifeline.energise()  # the phone on fxs1 to its SLIC, as the gateway does
         self.board.headset_driver.start()
         self.cloud = SimCloud(self.reactor)
         self.cc = CallControl(self.reactor, self.doc, self.board, self.cloud, cdr=cdr)

@@ -27,6 +27,7 @@ def rig():
     board = SimBoard(reactor, doc)
     for driver in board.drivers.values():
         driver.start()
+    board.lifeline.energise()  # fxs1's phone on its SLIC, as the running core has it
     reactor.run_for(0.3)
     yield SimpleNamespace(board=board, reactor=reactor, doc=doc, slic=board.emulators["slic0"],
                           co=board.cos["fxo1"], daa=board.emulators["daa0"])

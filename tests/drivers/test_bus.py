@@ -14,7 +14,9 @@ import types
 import numpy as np
 import pytest
 
+from cext import g711
 from drivers.bus import gpio as gpio_mod
+from drivers.bus import tdm
 from drivers.bus.gpio import BOTH, FALLING, RISING, RpiGpio, SimGpio
 from drivers.bus.pcm import FRAME, AlsaPcm, SimPcmLink, TdmBus
 from drivers.bus.spi import SimSpiDevice, SpidevDevice, open_error
@@ -27,12 +29,13 @@ def test_spidev_node_missing_on_the_real_dev_names_node_and_overlay():
     with pytest.raises(HardwareError) as exc:
         SpidevDevice(9, 7).open()  # the real open() on the real /dev; no Pi has bus 9
     msg = str(exc.value)
-    assert msg.startswith("/dev/spidev9.7 not found: enable SPI (dtparam=spi=on")
+    assert msg.startswith("/dev/spidev9.7 not found: install the card's overlay "
+                          "(image/overlays/branchline-card-overlay.dts")
     assert "\n" not in msg
 
 
 def test_spidev_node_missing_in_a_dev_dir(tmp_path):
-    with pytest.raises(HardwareError, match=r"spidev0\.1 not found: enable SPI"):
+    with pytest.raises(HardwareError, match=r"spidev0\.1 not found: install the card's overlay"):
         SpidevDevice(0, 1, dev_dir=str(tmp_path)).open()
 
 
@@ -260,14 +263,19 @@ def test_alsa_read_returns_whole_periods_and_keeps_leftovers(monkeypatch):
 
 
 def test_tdm_bus_splits_timeslots_and_fills_idle_slots_with_silence(monkeypatch):
+    """The lines' ALSA stream is two S16 channels carrying four 8-bit mu-law slots
+    (drivers/bus/tdm.py); ports see 160 linear samples, idle slots send 0xFF."""
     alsa = _fake_alsa()
     monkeypatch.setitem(sys.modules, "alsaaudio", alsa)
-    tdm = TdmBus(AlsaPcm("hw:0,0", 8000, FRAME, channels=3).open())
-    frame = np.stack([np.full(FRAME, ch + 1, dtype="<i2") for ch in range(3)], axis=1)
-    alsa.chunks = [frame.tobytes()]
-    slots = [tdm.port(ch, f"line{ch}") for ch in range(3)]
-    assert [int(s.read()[0]) for s in slots] == [1, 2, 3]
-    slots[2].write(np.full(FRAME, 7, dtype=np.int16))
-    slots[2].write(np.full(FRAME, 8, dtype=np.int16))  # a period passed; slots 0, 1 idle
-    sent = np.frombuffer(alsa.played[0], dtype="<i2").reshape(-1, 3)
-    assert sent.shape == (FRAME, 3) and sent[0].tolist() == [0, 0, 7]
+    bus = TdmBus(AlsaPcm("hw:0,0", 8000, FRAME, channels=2).open(), "ulaw")
+    codes = {slot: np.full(FRAME, g711.ulaw_encode(np.array([1000 * (slot + 1)]))[0], np.uint8)
+             for slot in range(4)}
+    alsa.chunks = [tdm.pack_slots(codes, FRAME).astype("<i2").tobytes()]
+    slots = [bus.port(slot, f"line{slot}") for slot in range(3)]
+    assert [int(s.read()[0]) for s in slots] == [
+        int(g711.ulaw_decode(codes[slot][:1])[0]) for slot in range(3)]
+    slots[2].write(np.full(FRAME, 7000, dtype=np.int16))  # the only active port: it goes out
+    sent = np.frombuffer(alsa.played[0], dtype="<i2").reshape(-1, 2)
+    assert sent.shape == (FRAME, 2)
+    assert tdm.slot_bytes(sent, 0)[0] == 0xFF and tdm.slot_bytes(sent, 1)[0] == 0xFF
+    assert tdm.slot_bytes(sent, 2)[0] == g711.ulaw_encode(np.array([7000]))[0]

@@ -13,6 +13,7 @@ import pytest
 
 from drivers.board import RealBoard
 from drivers.bus.pcm import FRAME
+from drivers.bus.spi import SPI_HINT
 from drivers.chips.si3050 import Si3050
 from drivers.chips.si3215 import Si3215
 from drivers.errors import HardwareError
@@ -93,11 +94,15 @@ def test_line_audio_flows_between_gateway_and_phone(reactor, doc):
     phone.off_hook()
     reactor.run_for(0.3)
     before = len(phone.heard)
-    for _ in range(5):
-        board.pcm["fxs1"].write(np.full(FRAME, 1000, dtype=np.int16))
+    t = np.arange(5 * FRAME) / 8000
+    samples = np.round(4000 * np.sin(2 * np.pi * 1000 * t)).astype(np.int16)
+    for k in range(5):  # 1 kHz through the ProSLIC's timeslot (G.711 both ways)
+        board.pcm["fxs1"].write(samples[k * FRAME:(k + 1) * FRAME])
         reactor.run_for(0.02)
     reactor.run_for(0.1)
-    assert (phone.heard[before:] == 1000).sum() >= 4 * FRAME
+    heard = phone.heard[before:].astype(float)
+    reference = np.exp(-2j * np.pi * 1000 * np.arange(len(heard)) / 8000)
+    assert 2 * abs(np.dot(heard, reference)) / (4 * FRAME) > 2000  # 4 frames' worth
 
 
 def test_board_config_naming_a_missing_chip_names_the_field(reactor, doc):
@@ -119,13 +124,9 @@ def test_real_board_without_devices_reports_each_line_and_keeps_going(reactor, d
     board = RealBoard(reactor, doc, dev_dir=str(tmp_path))
     assert board.drivers == {}
     assert board.errors == {
-        "fxs1": f"{tmp_path}/spidev0.0 not found: enable SPI (dtparam=spi=on in "
-                "/boot/firmware/config.txt) and check the card's chip-select",
-        "fxs2": f"{tmp_path}/spidev0.1 not found: enable SPI (dtparam=spi=on in "
-                "/boot/firmware/config.txt) and check the card's chip-select",
-        "fxo1": f"{tmp_path}/spidev0.2 not found: enable SPI (dtparam=spi=on in "
-                "/boot/firmware/config.txt) and check the card's chip-select",
-    }
+        line: f"{tmp_path}/spidev0.{cs} not found: {SPI_HINT}"
+        for line, cs in (("fxs1", 0), ("fxs2", 1), ("fxo1", 2))}
+    assert "dtoverlay=branchline-card" in SPI_HINT and "spidev0.0-0.2" in SPI_HINT
     gateway = Gateway(doc, board, reactor)
     gateway.start()
     reactor.run_for(1.5)

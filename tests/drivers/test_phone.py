@@ -11,6 +11,7 @@ from drivers.bus.gpio import SimGpio
 from drivers.bus.pcm import FRAME, LINE_RATE, SimPcmLink
 from drivers.bus.spi import SimSpiDevice
 from drivers.chips.si3215 import Si3215
+from drivers.sim.highway import SimHighway
 from drivers.sim.phone import VirtualPhone, dbm0_amplitude, dtmf_freqs
 from drivers.sim.si3215_sim import Si3215Emulator
 
@@ -18,10 +19,18 @@ KEYS = {"1": (697, 1209), "5": (770, 1336), "9": (852, 1477), "#": (941, 1477),
         "0": (941, 1336), "D": (941, 1633)}
 
 
+def clocked(emu, reactor):
+    """The emulator on a running PCM highway: the chip needs PCLK to come up."""
+    highway = SimHighway(reactor)
+    emu.attach_highway(highway)
+    highway.start()
+    return emu
+
+
 @pytest.fixture
 def rig(reactor):
     gpio = SimGpio()
-    emu = Si3215Emulator(reactor, gpio, 17, 27)
+    emu = clocked(Si3215Emulator(reactor, gpio, 17, 27), reactor)
     events = []
     drv = Si3215("fxs1", SimSpiDevice(0, 0, emu), gpio, 17, 27, reactor, {}, events.append)
     drv.start()
@@ -101,7 +110,7 @@ def test_heard_collects_what_the_line_sends(rig):
 
 def test_pulse_dial_timing_at_the_hook_switch(reactor):
     gpio = SimGpio()
-    emu = Si3215Emulator(reactor, gpio, 17, 27)
+    emu = clocked(Si3215Emulator(reactor, gpio, 17, 27), reactor)
     phone = VirtualPhone(reactor, emu, SimPcmLink("x").device)
     seen = []
     real = emu.set_loop
@@ -117,7 +126,7 @@ def test_pulse_dial_timing_at_the_hook_switch(reactor):
 
 def test_hanging_up_cancels_scheduled_dialling(reactor):
     gpio = SimGpio()
-    emu = Si3215Emulator(reactor, gpio, 17, 27)
+    emu = clocked(Si3215Emulator(reactor, gpio, 17, 27), reactor)
     phone = VirtualPhone(reactor, emu, SimPcmLink("x").device)
     phone.off_hook()
     phone.dial_pulse("9")
@@ -142,7 +151,7 @@ def test_bell_follows_ring_voltage(rig):
 
 def test_no_ring_without_ring_amplitude(reactor):
     gpio = SimGpio()
-    emu = Si3215Emulator(reactor, gpio, 17, 27)
+    emu = clocked(Si3215Emulator(reactor, gpio, 17, 27), reactor)
     drv = Si3215("fxs1", SimSpiDevice(0, 0, emu), gpio, 17, 27, reactor, {"ring_vpk": 0}, print)
     phone = VirtualPhone(reactor, emu, SimPcmLink("x").device)
     drv.start()

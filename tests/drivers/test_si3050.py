@@ -1,9 +1,11 @@
 """The FXO driver (Si3050) against its register-level emulator and the virtual CO, in fake time.
 
-Each test builds one FXO port: SimGpio, Si3050Emulator behind a SimSpiDevice, the real
-Si3050 driver, a SimPcmLink and a VirtualCO whose caller-ID audio is a plain burst (the
-FSK modem is tested with cext.callerid); a reader drains the gateway's PCM end every
-20 ms so audio timing can be checked.
+Each test builds one FXO port as the box has it: SimGpio, a started SimHighway (the Pi's
+PCM clock: the DAA's line side needs PCLK) attached to the Si3050Emulator behind a
+SimSpiDevice, the real Si3050 driver, and a VirtualCO on the emulator's analog side
+whose caller-ID audio is a plain burst (the FSK modem is tested with cext.callerid). A
+reader drains the Pi's capture every 20 ms and decodes the port's timeslot, so audio
+timing is checked through the chip's companding and timeslot.
 """
 
 import math
@@ -11,18 +13,21 @@ import math
 import numpy as np
 import pytest
 
-from cext import toneplans
+from cext import g711, toneplans
 from drivers import events as ev
+from drivers.bus import tdm
 from drivers.bus.gpio import SimGpio
-from drivers.bus.pcm import SimPcmLink
 from drivers.bus.spi import SimSpiDevice
+from drivers.chips import daa_countries as D
 from drivers.chips import si3050_regs as R
-from drivers.chips.si3050 import Si3050
+from drivers.chips.si3050 import Si3050, country_registers
 from drivers.errors import ChipFailed, HardwareError
 from drivers.sim.central_office import VirtualCO
+from drivers.sim.highway import SimHighway, SimPcmStream
 from drivers.sim.si3050_sim import RING_PEAK_V, Si3050Emulator
 
 RESET, INT = 22, 23
+SLOT = 2
 CID_S = 0.5
 UK_PLAN = toneplans.plan("uk")  # double ring (0.4, 0.2, 0.4, 2.0), caller ID before ringing
 
@@ -34,24 +39,32 @@ def burst_audio(callerid, standard):
 
 
 class Port:
-    def __init__(self, reactor, plan=None, **settings):
+    def __init__(self, reactor, plan=None, clock=True, **settings):
         self.reactor = reactor
         self.gpio = SimGpio()
         self.emu = Si3050Emulator(reactor, self.gpio, RESET, INT)
+        self.highway = SimHighway(reactor)
+        self.emu.attach_highway(self.highway)
+        self.pi = SimPcmStream(self.highway)
+        if clock:
+            self.pi.start()  # the core starts the PCM stream before the chips
         self.spi = SimSpiDevice(1, 0, self.emu)
-        self.link = SimPcmLink("fxo1")
         self.events = []
-        line = {"kind": "fxo", "country": "us", "timeslot": 2,
+        line = {"kind": "fxo", "country": "us", "timeslot": SLOT, "pcm_law": "ulaw",
                 "disconnect": ["loop_drop", "reversal", "tone"], "ring_min_ms": 200}
         line.update(settings)
         self.daa = Si3050("fxo1", self.spi, self.gpio, RESET, INT, reactor, line, self.events.append)
-        self.co = VirtualCO(reactor, self.emu, self.link.device, cid_audio=burst_audio, plan=plan)
-        self.frames = []  # (time, int16 frame) the gateway received
+        self.co = VirtualCO(reactor, self.emu, self.emu.analog.device, cid_audio=burst_audio,
+                            plan=plan)
+        self.frames = []  # (time, int16 frame) decoded from the port's timeslot
         reactor.register_timer(self._read_pcm, reactor.now() + 0.02)
 
     def _read_pcm(self, eventtime):
-        while (frame := self.link.gateway.read()) is not None:
-            self.frames.append((eventtime, frame))
+        decode = g711.alaw_decode if self.daa.settings["pcm_law"] == "alaw" else g711.ulaw_decode
+        slot = self.daa.settings["timeslot"]
+        while (frames := self.pi.read_all()) is not None:
+            if 0 <= slot < tdm.SLOTS:
+                self.frames.append((eventtime, decode(tdm.slot_bytes(frames, slot))))
         return eventtime + 0.02
 
     def kinds(self, *kinds):
@@ -77,10 +90,111 @@ def test_start_identifies_chip_powers_line_side_and_enables_ring_validation(port
     st = port.daa.status()
     assert st["state"] == "ok" and st["line_side"] == "Si3019 rev 4"
     assert st["hook"] == "on" and st["line_voltage_v"] == pytest.approx(48, abs=1)
+    assert st["fxo_mode"] == "FCC"
     assert not port.emu.regs[R.DAA_CONTROL2] & R.PDL  # line side powered
     assert port.emu.regs[R.RING_VALID3] & R.RNGV
     assert port.emu.regs[R.RING_VALID2] & 0x07 == R.RCC_MS.index(200)
-    assert port.emu.regs[R.PCM_TX_START_LO] == 2 * 16  # timeslot 2, 16-bit slots
+    assert port.emu.violations == []
+
+
+def test_every_access_is_three_one_byte_frames(port):
+    """Finding 7: chip-select rises after every byte (wctdm.c __write_8bits, OAK pidma.c)."""
+    sent = []
+    real = port.spi.transfer
+    port.spi.transfer = lambda data: sent.append(bytes(data)) or real(data)
+    port.daa.measure()
+    assert sent and all(len(frame) == 1 for frame in sent) and len(sent) % 3 == 0
+    assert {frame[0] for frame in sent[::3]} == {R.SPI_CTRL_READ}
+
+
+@pytest.mark.parametrize("law, reg33", [("ulaw", 0x28), ("alaw", 0x20)])
+@pytest.mark.parametrize("slot", [0, 3])
+def test_pcm_companded_in_the_boards_law_at_the_slots_bit(reactor, law, reg33, slot):
+    p = Port(reactor, pcm_law=law, timeslot=slot)
+    p.daa.start()
+    assert p.emu.regs[R.PCM_SPI_MODE] == reg33  # wctdm.c: 0x28 mu-law, 0x20 A-law
+    assert p.emu.pcm_law == law
+    assert p.emu.tx_start == p.emu.rx_start == tdm.slot_start(slot) == 8 * slot
+
+
+@pytest.mark.parametrize("code, name", sorted(D.COUNTRY_MODES.items()))
+def test_country_settings_are_fxo_modes_rows_with_full(reactor, code, name):
+    """Finding 8: registers 16, 26, 30, 31 as wctdm_init_voicedaa programs fxo_modes.h."""
+    p = Port(reactor, country=code)
+    p.daa.start()
+    mode = D.FXO_MODES[name]
+    assert {reg: p.emu.regs[reg] for reg in (16, 26, 30, 31)} == country_registers(mode)
+    assert p.emu.regs[R.DAA_CONTROL5] & R.FULL
+    assert p.emu.country_mismatches(name) == []
+
+
+def test_uk_germany_france_are_not_generic_tbr21(reactor):
+    acim = {}
+    for code in ("uk", "de", "fr"):
+        p = Port(reactor, country=code)
+        p.daa.start()
+        acim[code] = p.emu.line_settings()["acim"]
+        assert p.emu.line_settings()["ohs2"] == 1  # TBR21 row has no OHS2
+    assert acim == {"uk": 0x5, "de": 0x3, "fr": 0x2}  # fxo_modes.h "UK", "GERMANY", "FRANCE"
+
+
+def test_a_line_may_name_any_fxo_modes_row(reactor):
+    p = Port(reactor, fxo_mode="NEWZEALAND")
+    p.daa.start()
+    assert p.emu.line_settings()["acim"] == 0x4
+    assert (p.emu.regs[R.TX_GAIN2], p.emu.regs[R.TX_GAIN3]) == (0, 7)  # wctdm: NZ tx +0.7 dB
+    assert p.daa.status()["fxo_mode"] == "NEWZEALAND"
+
+
+def test_driver_table_agrees_with_the_emulators_own_copy_of_fxo_modes():
+    """Two transcriptions of fxo_modes.h, made apart (the emulator must not import the
+    driver's): every row, and the registers wctdm_init_voicedaa computes from it."""
+    from drivers.sim import daa_model as M
+
+    assert list(D.FXO_MODES) == list(M.FXO_MODES)
+    for name, mode in D.FXO_MODES.items():
+        assert country_registers(mode) == M.reference_registers(M.FXO_MODES[name]), name
+
+
+def test_every_country_code_the_schema_accepts_has_a_row():
+    for code in toneplans.COUNTRIES:
+        assert D.mode_for(code).name in D.FXO_MODES
+
+
+def test_selftest_reports_every_check_ok(port):
+    checks = port.daa.selftest()
+    names = [c["check"] for c in checks]
+    assert names == ["daa id", "daa line-side link", "line voltage", "country settings",
+                     "pcm settings"]
+    assert all(c["ok"] and c["fix"] == "" and c["detail"] for c in checks), checks
+    assert "Si3019 rev 4" in checks[1]["detail"]
+
+
+def test_selftest_names_a_missing_pstn_line(port):
+    port.co.connect_line(False)
+    port.reactor.run_for(0.2)
+    (volts,) = [c for c in port.daa.selftest() if c["check"] == "line voltage"]
+    assert not volts["ok"] and "PSTN line" in volts["fix"]
+
+
+def test_selftest_names_a_lost_pclk(port):
+    port.highway.stop()  # the PCM stream stopped: the isolation link loses its clock
+    (link,) = [c for c in port.daa.selftest() if c["check"] == "daa line-side link"]
+    assert not link["ok"] and link["fix"].startswith("no PCLK or line-side device")
+
+
+def test_pcm_loopback_returns_what_the_pi_sends_on_the_slot(port):
+    tone = (np.sin(2 * np.pi * 1000 * np.arange(160) / 8000) * 8000).astype(np.int16)
+    slot_bytes = g711.ulaw_encode(tone)
+    port.daa.pcm_loopback(True)
+    assert port.emu.regs[R.PCM_SPI_MODE] & R.PCML and port.emu.loopback
+    for _ in range(10):
+        port.pi.write(tdm.pack_slots({SLOT: slot_bytes}, 160))
+    port.reactor.run_for(0.2)
+    heard = [f for _, f in port.frames[-3:]]
+    assert all(np.array_equal(g711.ulaw_encode(f), slot_bytes) for f in heard)
+    port.daa.pcm_loopback(False)
+    assert port.emu.regs[R.PCM_SPI_MODE] == 0x28 and not port.emu.loopback
 
 
 def test_unseated_card_fails_with_one_line_naming_the_device(reactor):
@@ -88,23 +202,38 @@ def test_unseated_card_fails_with_one_line_naming_the_device(reactor):
     p.spi.target = None  # nothing on the chip-select: MISO floats high
     with pytest.raises(ChipFailed) as err:
         p.daa.start()
-    assert str(err.value) == "DAA on spidev1.0 answered 0xFF to its ID register: card not seated?"
+    assert str(err.value) == ("DAA on spidev1.0 answered 0xFF to Control 2 (an Si3050 reads "
+                              "0x03): card not seated?")
     assert p.daa.failed and p.daa.status()["state"] == "failed"
+    assert p.daa.selftest()[0]["ok"] is False
 
 
 def test_missing_line_side_device_fails_after_waiting_for_the_link(reactor):
     p = Port(reactor)
     p.emu.line_side = False
     t0 = reactor.now()
-    with pytest.raises(ChipFailed, match=r"spidev1\.0: line-side device \(Si3019\) did not power up"):
+    with pytest.raises(ChipFailed, match=r"^no PCLK or line-side device: DAA on spidev1\.0"):
         p.daa.start()
-    assert reactor.now() - t0 == pytest.approx(2.0, abs=0.05)
+    assert reactor.now() - t0 == pytest.approx(2.1, abs=0.05)  # 100 ms soft reset + 2 s
+
+
+def test_no_pclk_is_named_when_the_link_never_comes_up(reactor):
+    p = Port(reactor, clock=False)  # the PCM stream was never started
+    with pytest.raises(ChipFailed, match=r"no PCLK or line-side device: .*PCM stream is running"):
+        p.daa.start()
+    assert any("without PCLK" in v for v in p.emu.violations)
+
+
+def test_timeslot_outside_the_frame_is_refused_by_name(reactor):
+    p = Port(reactor, timeslot=5)
+    with pytest.raises(ChipFailed, match=r"fxo1: lines\.fxo1\.timeslot = 5"):
+        p.daa.start()
 
 
 def test_other_chip_on_the_chip_select_is_named(reactor):
-    class OtherChip:  # answers 0x5A to every read
+    class OtherChip:  # answers 0x5A to every byte
         def spi_transfer(self, data):
-            return b"\xff\xff\x5a"
+            return b"\x5a" * len(data)
 
     p = Port(reactor)
     p.spi.target = OtherChip()
@@ -263,7 +392,7 @@ def test_seize_mid_ring_at_the_sines_null_still_answers(port):
     emu = port.emu  # step to the instant where battery + ring sine reads 0 V
     target = math.asin(-emu.battery_v * emu.polarity / RING_PEAK_V)
     cycle = 2 * math.pi * emu.ring_freq
-    phase = cycle * (port.reactor.now() - emu._ring_since) + 0.7
+    phase = cycle * (port.reactor.now() - emu.ring_since) + 0.7
     port.reactor.run_for(((target - phase) % (2 * math.pi)) / cycle)
     assert abs(R.to_signed(port.daa._read(R.LINE_VOLTAGE)) * R.LVS_V_PER_BIT) < 2.5
     port.daa.seize()
@@ -357,6 +486,19 @@ def test_parallel_phone_off_hook_is_line_in_use(port):
     port.co.parallel_phone(False)
     port.reactor.run_for(0.5)
     assert len(port.kinds(ev.LINE_FREE)) == 1 and not port.daa.status()["line_in_use"]
+
+
+def test_a_line_already_in_use_at_start_is_reported_at_once(reactor):
+    """Someone on a PSTN call (e.g. through the power-fail lifeline) while the box boots:
+    the off-hook voltage is not learnt as the idle one, LINE_IN_USE comes with start()."""
+    p = Port(reactor)
+    p.co.parallel_phone(True)
+    p.daa.start()
+    (use,) = p.kinds(ev.LINE_IN_USE)
+    assert use.time == reactor.now() and p.daa.line_in_use
+    p.co.parallel_phone(False)
+    reactor.run_for(0.5)
+    assert [e.kind for e in p.kinds(ev.LINE_IN_USE, ev.LINE_FREE)] == [ev.LINE_IN_USE, ev.LINE_FREE]
 
 
 def test_unplugged_line_is_not_a_parallel_phone(port):

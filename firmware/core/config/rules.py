@@ -18,10 +18,13 @@ from typing import Any
 from cext import toneplans
 from firmware.core.config.schema import FXO_CHIPS, FXS_CHIPS, ConfigError, read_document
 
-# Fixed pins of each SPI controller (BCM). Chip selects beyond the native ones
-# (spi0-4cs CE2/CE3) are on pins the overlay chooses, so they are not listed.
+# Fixed pins of each SPI controller (BCM). SPI0 has three chip selects as the card's
+# overlay makes them (image/overlays/branchline-card-overlay.dts: CE0 8, CE1 7 as
+# dtparam=spi=on has them, CE2 on GPIO 24 as a cs-gpio, the way the Raspberry Pi
+# spi1-3cs overlay adds its third): keep OVERLAY_CS2_GPIO and the overlay in step.
+OVERLAY_CS2_GPIO = 24
 SPI_PINS: dict[int, dict[str, Any]] = {
-    0: {"MISO": 9, "MOSI": 10, "SCLK": 11, "CE": (8, 7)},
+    0: {"MISO": 9, "MOSI": 10, "SCLK": 11, "CE": (8, 7, OVERLAY_CS2_GPIO)},
     1: {"MISO": 19, "MOSI": 20, "SCLK": 21, "CE": (18, 17, 16)},
     3: {"MISO": 1, "MOSI": 2, "SCLK": 3, "CE": (0, 24)},
     4: {"MISO": 5, "MOSI": 6, "SCLK": 7, "CE": (4, 25)},
@@ -30,7 +33,7 @@ SPI_PINS: dict[int, dict[str, Any]] = {
 }
 # The PCM/I2S interface that carries the lines' 8 kHz audio (PCM_CLK, FS, DIN, DOUT).
 PCM_PINS = {18: "PCM_CLK", 19: "PCM_FS", 20: "PCM_DIN", 21: "PCM_DOUT"}
-MAX_CS = {0: 3, 1: 2, 2: 2, 3: 1, 4: 1, 5: 1, 6: 1}  # highest chip select per bus
+MAX_CS = {0: 2, 1: 2, 2: 2, 3: 1, 4: 1, 5: 1, 6: 1}  # highest chip select per bus
 KIND_CHIPS = {"fxs": FXS_CHIPS, "fxo": FXO_CHIPS}
 
 
@@ -50,8 +53,10 @@ def validate(doc: dict) -> dict:
 
 def cross_problems(doc: dict) -> list[str]:
     chips, lines = doc["board"]["chips"], doc["lines"]
-    return (_spi_problems(chips) + _gpio_problems(chips, bool(lines)) + _chip_problems(chips, lines)
-            + _pcm_problems(doc) + _extension_problems(doc) + _timing_problems(doc))
+    lifeline = doc["board"].get("lifeline", {})
+    return (_spi_problems(chips) + _gpio_problems(chips, bool(lines), lifeline)
+            + _chip_problems(chips, lines) + _pcm_problems(doc) + _extension_problems(doc)
+            + _timing_problems(doc) + _lifeline_problems(lifeline, lines))
 
 
 # --- board -----------------------------------------------------------------------------
@@ -62,8 +67,9 @@ def _spi_problems(chips: dict) -> list[str]:
     for name, chip in chips.items():
         bus, cs = chip["spi_bus"], chip["spi_cs"]
         if cs > MAX_CS[bus]:
+            overlay = " (with the card's overlay)" if bus == 0 else ""
             problems.append(f"board.chips.{name}.spi_cs: {cs} does not exist on spi{bus}; "
-                            f"it has chip selects 0..{MAX_CS[bus]}")
+                            f"it has chip selects 0..{MAX_CS[bus]}{overlay}")
         elif (bus, cs) in users:
             problems.append(f"board.chips.{name}: spidev{bus}.{cs} (spi_bus {bus}, spi_cs {cs}) "
                             f"is also used by board.chips.{users[bus, cs]}; "
@@ -73,9 +79,9 @@ def _spi_problems(chips: dict) -> list[str]:
     return problems
 
 
-def _pin_claims(chips: dict, pcm: bool) -> list[tuple[int, str, str]]:
+def _pin_claims(chips: dict, pcm: bool, lifeline: dict | None = None) -> list[tuple[int, str, str]]:
     """(pin, user, field path): the PCM audio pins (when lines use them), the SPI buses'
-    pins, then the chips' GPIOs."""
+    pins, then the chips' GPIOs and the lifeline relay's."""
     claims = [(pin, f"the lines' PCM audio ({fn})", "board") for pin, fn in PCM_PINS.items()
               if pcm]
     seen: set = set()
@@ -95,17 +101,37 @@ def _pin_claims(chips: dict, pcm: bool) -> list[tuple[int, str, str]]:
         for key in ("reset_gpio", "int_gpio"):
             path = f"board.chips.{name}.{key}"
             claims.append((chip[key], path, path))
+    if lifeline and lifeline.get("enabled"):
+        claims.append((lifeline["gpio"], "board.lifeline.gpio", "board.lifeline.gpio"))
     return claims
 
 
-def _gpio_problems(chips: dict, pcm: bool) -> list[str]:
+def _gpio_problems(chips: dict, pcm: bool, lifeline: dict | None = None) -> list[str]:
     problems, owners = [], {}
-    for pin, user, path in _pin_claims(chips, pcm):
+    for pin, user, path in _pin_claims(chips, pcm, lifeline):
         if pin in owners:
             problems.append(f"{path}: GPIO {pin} is also used by {owners[pin]}; "
                             "a pin can have only one use")
         else:
             owners[pin] = user
+    return problems
+
+
+def _lifeline_problems(lifeline: dict, lines: dict) -> list[str]:
+    """The relay switches one FXS line onto one FXO line: both must exist with that kind
+    (a board without FXS or without FXO lines has nothing for the relay to switch)."""
+    kinds = {line["kind"] for line in lines.values()}
+    if not lifeline.get("enabled") or not {"fxs", "fxo"} <= kinds:
+        return []
+    problems = []
+    for key, kind in (("fxs", "fxs"), ("fxo", "fxo")):
+        name, path = lifeline[key], f"board.lifeline.{key}"
+        if name not in lines:
+            problems.append(f"{path}: {name!r} is not a line in lines{_suggest(name, lines)}; "
+                            "name the line the relay is wired to, or set enabled = false")
+        elif lines[name]["kind"] != kind:
+            problems.append(f"{path}: {name!r} is an {lines[name]['kind']} line; the relay "
+                            f"needs an {kind} line here")
     return problems
 
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from cext import toneplans
+from drivers.bus import tdm
+from drivers.chips import daa_countries
 from drivers.errors import BranchlineError
 
 
@@ -76,6 +78,7 @@ class Field:
     pattern_rule: str = ""
     item: Field | None = None  # the element field of a list
     extra: Callable[[Any], str] | None = None  # whole-value rule; returns "" when fine
+    range_rule: str = ""  # why the range is what it is, added to an out-of-range message
     help: str = ""
 
     def check(self, value: Any, path: str) -> Any:
@@ -110,8 +113,9 @@ class Field:
             return
         if not self.minval <= value <= self.maxval:
             unit = f" {self.unit}" if self.unit else ""
+            why = f" ({self.range_rule})" if self.range_rule else ""
             raise _Invalid(f"{path}: {value!r} is out of range; allowed "
-                           f"{_num(self.minval)}..{_num(self.maxval)}{unit}")
+                           f"{_num(self.minval)}..{_num(self.maxval)}{unit}{why}")
 
     def _check_choice(self, value: Any, path: str) -> None:
         if self.choices is None:
@@ -172,17 +176,62 @@ CHIP = {
     "spi_hz": Field(int, 2_000_000, unit="Hz", minval=100_000, maxval=10_000_000),
     "reset_gpio": Field(int, unit="BCM", minval=0, maxval=27),
     "int_gpio": Field(int, unit="BCM", minval=0, maxval=27),
+    # ProSLIC (si3215/si3210) board electrics: they depend on the card's DC-DC inductor,
+    # switching transistor and Q7, so they live with the chip; unused by other chips.
+    "slic_dcdc_period": Field(int, 0xFF, minval=0, maxval=255,
+                              help="ProSLIC DR92, the DC-DC PWM period written before power-up: "
+                                   "0xff as DAHDI wctdm.c and OAK pitdm.c "
+                                   "wctdm_powerup_proslic (wctdm24xxp/base.c uses 0xc0)"),
+    "slic_dcdc_engage": Field(int, 0x19, minval=0, maxval=0x7F,
+                              help="ProSLIC DR93 after power-up (wctdm.c wctdm_powerup_proslic "
+                                   "0x19); bit 7 is added for the DC-DC calibration (0x99)"),
+    "slic_auto_battery": Field(bool, False,
+                               help="ProSLIC automatic battery switching (DR67 ABAT): only for "
+                                    "a card whose Q7 is built for it; DAHDI wctdm.c turns it "
+                                    "off and Q7 off (DR67=0x07, DR66=1) so Q7 cannot burn out"),
+    "slic_calibration": Field(str, "auto", choices=("auto", "manual"),
+                              help="ProSLIC calibration: auto, falling back to manual "
+                                   "(wctdm.c wctdm_hardware_init), or manual only (OAK "
+                                   "pitdm.c wctdm_init_proslic forces manual)"),
 }
 HEADSET = {
     "enabled": Field(bool, True),
     "alsa_device": Field(str, "default", **_ALSA),
     "rate": Field(int, 48000, unit="Hz", choices=(16000, 32000, 44100, 48000)),
 }
+# The lines' PCM highway (drivers/bus/tdm.py has the plan and its arithmetic).
+PCM = {
+    "clock_master": Field(str, tdm.DEFAULT_CLOCK_MASTER, choices=tdm.CLOCK_MASTERS,
+                          help="pi: the Pi drives PCLK/FSYNC, 256 kHz = 19.2 MHz / 75 exactly, "
+                               "no oscillator on the card; card: the card's own clock (the "
+                               "overlay's card_master; bcm2835-i2s warns DSP_B is unstable so)"),
+    "law": Field(str, "ulaw", choices=tdm.LAWS,
+                 help="G.711 law the chips compand in; ulaw: an undriven slot reads 0xFF "
+                      "(DTX idles high), which is mu-law silence (A-law: a DC level)"),
+}
+# The power-fail lifeline relay (drivers/lifeline.py: why pulse is the default drive, and
+# why GPIO 26: free on the default board, pulled down at power-on so the relay stays
+# released while the Pi boots, BCM2835 ARM Peripherals p.102).
+LIFELINE = {
+    "enabled": Field(bool, True, help="the card has the relay that gives fxs the PSTN when down"),
+    "gpio": Field(int, 26, unit="BCM", minval=0, maxval=27),
+    "fxs": Field(str, "fxs1", pattern=_NAME_RE.pattern, pattern_rule=_NAME_RULE),
+    "fxo": Field(str, "fxo1", pattern=_NAME_RE.pattern, pattern_rule=_NAME_RULE),
+    "drive": Field(str, "pulse", choices=("level", "pulse"),
+                   help="pulse: the card's monostable drops the relay when the core hangs"),
+    "pulse_hold_ms": Field(int, 1000, unit="ms", minval=300, maxval=10000,
+                           help="the card's monostable time (its RC); pulse drive only"),
+}
 LINE = {
     "kind": Field(str, choices=("fxs", "fxo")),
     "chip": Field(str, pattern=_NAME_RE.pattern, pattern_rule=_NAME_RULE),
-    "alsa_device": Field(str, "hw:0,0", **_ALSA),
-    "timeslot": Field(int, minval=0, maxval=31),
+    "alsa_device": Field(str, "branchline", **_ALSA,
+                         help="the card's PCM link: the full-duplex device image/asound.conf "
+                              "defines over the branchline-card overlay's sound card"),
+    "timeslot": Field(int, minval=0, maxval=tdm.SLOTS - 1,
+                      range_rule=f"the PCM frame is {tdm.FRAME_BITS} bits: {tdm.SLOTS} slots "
+                                 f"of {tdm.SLOT_BITS} bits per alsa_device",
+                      help="8-bit slot in the 32-bit PCM frame (drivers/bus/tdm.py)"),
     "name": Field(str, "", pattern=r"[^\x00-\x1f\x7f]{0,40}",
                   pattern_rule="must be at most 40 printable characters"),
     "country": Field(str, "", allow_empty=True, **_COUNTRY, help='"" = country.code'),
@@ -257,6 +306,12 @@ FXO_LINE = {
     "ring_timeout_ms": Field(int, 6000, unit="ms", minval=4500, maxval=15000),
     # Loop current gone for this long while seized: the far end hung up.
     "loop_drop_ms": Field(int, 200, unit="ms", minval=100, maxval=1000),
+    # The DAA's line settings: a row of DAHDI's fxo_modes.h (drivers/chips/daa_countries.py).
+    "fxo_mode": Field(str, "", allow_empty=True, choices=daa_countries.mode_names,
+                      choice_rule="is not a row of fxo_modes.h; known: "
+                                  + ", ".join(daa_countries.mode_names()),
+                      help='"" = the country\'s row (us: FCC, uk: UK, de: GERMANY...); '
+                           'else an fxo_modes.h name, e.g. NEWZEALAND'),
 }
 KIND_FIELDS = {"fxs": FXS_LINE, "fxo": FXO_LINE}
 # Survivability (issue 5). Store and forward: `branchline forward` delivers the outbox
@@ -325,11 +380,11 @@ _DEFAULT_CHIPS = {
              "reset_gpio": 22, "int_gpio": 23},
 }
 _DEFAULT_LINES = {
-    "fxs1": {"kind": "fxs", "chip": "slic0", "alsa_device": "hw:0,0", "timeslot": 0,
+    "fxs1": {"kind": "fxs", "chip": "slic0", "alsa_device": "branchline", "timeslot": 0,
              "name": "Front desk", "extension": "201", "country": ""},
-    "fxs2": {"kind": "fxs", "chip": "slic1", "alsa_device": "hw:0,0", "timeslot": 1,
+    "fxs2": {"kind": "fxs", "chip": "slic1", "alsa_device": "branchline", "timeslot": 1,
              "name": "Back office", "extension": "202", "country": ""},
-    "fxo1": {"kind": "fxo", "chip": "daa0", "alsa_device": "hw:0,0", "timeslot": 2,
+    "fxo1": {"kind": "fxo", "chip": "daa0", "alsa_device": "branchline", "timeslot": 2,
              "name": "PSTN 1", "number": "", "country": ""},
 }
 
@@ -343,7 +398,10 @@ def default_document() -> dict:
     return {
         "system": _defaults(SYSTEM),
         "country": _defaults(COUNTRY),
-        "board": {"chips": copy.deepcopy(_DEFAULT_CHIPS), "headset": _defaults(HEADSET)},
+        "board": {"chips": {name: {**_defaults(CHIP), **copy.deepcopy(chip)}
+                            for name, chip in _DEFAULT_CHIPS.items()},
+                  "headset": _defaults(HEADSET),
+                  "lifeline": _defaults(LIFELINE), "pcm": _defaults(PCM)},
         "lines": {name: _line_defaults(line) for name, line in _DEFAULT_LINES.items()},
         "sip": _defaults(SIP),
         "calls": _defaults(CALLS),
@@ -428,11 +486,13 @@ def _read_board(reader: _Reader, board: Any, base: dict) -> dict:
     if not isinstance(board, dict):
         reader.problems.append(f"board: {board!r} must be a table")
         return {}
-    reader.unknown(board, "board", ("chips", "headset"), {})
+    reader.unknown(board, "board", ("chips", "headset", "lifeline", "pcm"), {})
     return {
         "chips": reader.keyed(board.get("chips", base["chips"]), "board.chips",
                               lambda entry, path: reader.table(entry, path, CHIP)),
         "headset": reader.table(board.get("headset", {}), "board.headset", HEADSET),
+        "lifeline": reader.table(board.get("lifeline", {}), "board.lifeline", LIFELINE),
+        "pcm": reader.table(board.get("pcm", {}), "board.pcm", PCM),
     }
 
 
