@@ -1,9 +1,14 @@
 """Benchmark: cext.dtmf.DtmfDetector against spandsp 0.0.6's dtmf_rx, side by side in one
 run on the same signals (spandsp via ctypes through bench.spandsp.load(), whole buffers
 per call so the ctypes overhead is negligible). Reports ns/sample and real-time channels
-per core (min and median of a modest number of repeats), and digits detected versus
-expected by both on the same test signals. Prints a markdown table and writes
-bench/results/dtmf.json. Run: .venv/bin/python -m bench.bench_dtmf [--repeats N]
+per core (min and median of a modest number of repeats), digits detected versus expected
+by both on the same test signals, twist acceptance in both directions (the largest twist
+at which all 16 digits decode, row above column and column above row), and talk-off as
+false digits per hour on lab/talkoff.py's synthetic voiced vowels and espeak-ng speech
+(issue 10). Prints markdown tables and writes bench/results/dtmf.json.
+Run: .venv/bin/python -m bench.bench_dtmf [--repeats N] [--baseline DIR]
+--baseline DIR also runs everything with the cext.dtmf found in DIR (a copy of an older
+build: DIR/cext/dtmf*.so), in a subprocess, and reports it as "before" beside this one.
 Assumes a quiet-ish machine; numpy's BLAS threads are pinned to one so they do not spin.
 """
 
@@ -15,18 +20,26 @@ import argparse  # noqa: E402
 import ctypes  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+if __name__ == "__main__" and "--kernel-dir" in sys.argv:  # the baseline run: older cext first
+    sys.path.insert(0, sys.argv[sys.argv.index("--kernel-dir") + 1])
+
 from bench.spandsp import load  # noqa: E402
 from cext.dtmf import DtmfDetector, dtmf_samples  # noqa: E402
-from lab.linemodel import to_int16, white_noise  # noqa: E402
+from lab import talkoff  # noqa: E402
+from lab.linemodel import dbm0_to_rms, to_int16, white_noise  # noqa: E402
 
 RATE = 8000
 KEYS = "123A456B789C*0#D"
 RESULTS = Path(__file__).with_name("results") / "dtmf.json"
+ROOT = Path(__file__).resolve().parents[1]
+TWISTS = np.arange(0.0, 12.01, 0.5)  # dB, each direction
 
 
 class SpandspDtmf:
@@ -101,43 +114,135 @@ def row(name, ns):
             "channels_per_core_median": 1e9 / RATE / statistics.median(ns)}
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=21)
-    args = ap.parse_args()
+def twist_pair(key, row_db, col_db):
+    """One digit, 60 ms on / 60 ms off, tones at these levels (dBm0)."""
+    i = KEYS.index(key)
+    t = np.arange(480) / RATE
+    x = dbm0_to_rms(row_db) * np.sqrt(2) * np.sin(2 * np.pi * talkoff.ROWS[i // 4] * t)
+    x += dbm0_to_rms(col_db) * np.sqrt(2) * np.sin(2 * np.pi * talkoff.COLS[i % 4] * t)
+    return np.concatenate([x, np.zeros(480)])
+
+
+def twist(sp):
+    """Per direction and twist (dB): digits of the 16 decoded (the louder tone at -6 dBm0),
+    and the largest twist up to which all 16 decode."""
+    out = {}
+    for direction in ("row_above_column", "column_above_row"):
+        rows = []
+        for db in TWISTS:
+            lv = (-6.0, -6.0 - db) if direction == "row_above_column" else (-6.0 - db, -6.0)
+            x = np.ascontiguousarray(to_int16(np.concatenate([twist_pair(k, *lv) for k in KEYS])))
+            got = {"cext.dtmf": ours_digits(x), "spandsp": sp.digits(x)}
+            # digits of the 16 found (each key once in the sequence); 16 only if exact
+            rows.append({"db": float(db), "decoded": got} | {
+                who: 16 if g == KEYS else min(15, sum(k in g for k in KEYS)) for who, g in got.items()})
+        limit = {}
+        for who in ("cext.dtmf", "spandsp"):
+            ok = [r["db"] for r in rows if r[who] == 16]
+            bad = [r["db"] for r in rows if r[who] < 16]
+            limit[who] = max((d for d in ok if not bad or d < min(bad)), default=None)
+        out[direction] = {"max_all_16_db": limit, "grid": rows}
+    return out
+
+
+def talkoff_rates(sp):
+    """False digits (and per hour) on the vowel set and the speech set, ours and spandsp's."""
+    out = {}
+    vowels = talkoff.vowel_list(seconds=1.0)
+    speech, speech_s = talkoff.speech_set()
+    for name, items, seconds in (
+            ("vowels", [x for _, x in vowels], sum(x.size for _, x in vowels) / RATE),
+            ("speech", [speech], speech_s)):
+        row = {"seconds": seconds}
+        for who, fn in (("cext.dtmf", ours_digits), ("spandsp", sp.digits)):
+            n = sum(len(fn(np.ascontiguousarray(to_int16(x)))) for x in items)
+            row[who] = {"false_digits": n, "per_hour": n / seconds * 3600}
+        out[name] = row
+    return out
+
+
+def measure(repeats):
     rng = np.random.default_rng(1)
     sp = SpandspDtmf(load())
     sigs = signals(rng)
     x = np.ascontiguousarray(np.tile(sigs["S/N 20 dB (-4 dBm0, noise -24)"][0], 4))
-    ours, theirs = timing(sp, x, args.repeats)
+    ours, theirs = timing(sp, x, repeats)
     speed = [row("cext.dtmf", ours), row("spandsp dtmf_rx", theirs)]
+    # the same on speech (no digits: the talk-off check never runs there)
+    y = np.ascontiguousarray(to_int16(talkoff.speech_set(levels=(-15.0,))[0][:x.size]))
+    ours, theirs = timing(sp, y, repeats)
+    speed += [row("cext.dtmf, speech", ours), row("spandsp dtmf_rx, speech", theirs)]
     accuracy = [{"signal": name, "expected": len(want),
                  "cext.dtmf": ours_digits(sig), "spandsp": sp.digits(sig), "want": want}
                 for name, (sig, want) in sigs.items()]
-    report(speed, accuracy, x.size)
+    return {"samples": x.size, "repeats": repeats, "speed": speed,
+            "accuracy": [{k: v for k, v in a.items() if k != "want"} | {
+                "cext_ok": a["cext.dtmf"] == a["want"], "spandsp_ok": a["spandsp"] == a["want"]}
+                for a in accuracy],
+            "twist": twist(sp), "talkoff": talkoff_rates(sp)}
+
+
+def baseline(kernel_dir, repeats):
+    """The same measurements with the cext.dtmf in kernel_dir, in a subprocess."""
+    proc = subprocess.run([sys.executable, "-m", "bench.bench_dtmf", "--repeats", str(repeats),
+                           "--kernel-dir", str(kernel_dir), "--json-stdout"],
+                          cwd=ROOT, capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=21)
+    ap.add_argument("--baseline", metavar="DIR", help="also measure the cext.dtmf in DIR (before)")
+    ap.add_argument("--kernel-dir", help=argparse.SUPPRESS)
+    ap.add_argument("--json-stdout", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.json_stdout:
+        print(json.dumps(measure(args.repeats)))
+        return
+    before = baseline(args.baseline, args.repeats) if args.baseline else None
+    now = measure(args.repeats)
+    report(now, before)
     RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"samples": x.size, "repeats": args.repeats, "speed": speed,
-                                   "accuracy": [{k: v for k, v in a.items() if k != "want"} | {
-                                       "cext_ok": a["cext.dtmf"] == a["want"],
-                                       "spandsp_ok": a["spandsp"] == a["want"]} for a in accuracy]},
-                                  indent=2))
+    doc = now | ({"before": before | {"kernel_dir": Path(args.baseline).name}} if before else {})
+    RESULTS.write_text(json.dumps(doc, indent=2))
 
 
-def report(speed, accuracy, n):
-    print(f"DTMF detection, {n} samples per run ({n / RATE:.0f} s of audio), one core\n")
+def report(now, before=None):
+    speed, n = now["speed"], now["samples"]
+    print(f"DTMF detection, {n} samples per run ({n / RATE:.0f} s of audio: DTMF 50/50 ms at "
+          "S/N 20 dB, then espeak-ng speech), one core\n")
     print("| detector | ns/sample min | ns/sample median | channels/core min | channels/core median |")
     print("|---|---|---|---|---|")
-    for r in speed:
-        print(f"| {r['name']} | {r['ns_min']:.2f} | {r['ns_median']:.2f} | "
+    rows = [(f"{r['name']} (before)", r) for r in before["speed"]] if before else []
+    for label, r in rows + [(r["name"], r) for r in speed]:
+        print(f"| {label} | {r['ns_min']:.2f} | {r['ns_median']:.2f} | "
               f"{r['channels_per_core_min']:.0f} | {r['channels_per_core_median']:.0f} |")
     ratio = speed[1]["ns_min"] / speed[0]["ns_min"]
     print(f"\nspeed-up over spandsp (min): {ratio:.2f}x\n")
     print("| signal | expected digits | cext.dtmf | spandsp |")
     print("|---|---|---|---|")
-    for a in accuracy:
-        marks = [f"{len(got)} {'ok' if got == a['want'] else 'WRONG'}"
-                 for got in (a["cext.dtmf"], a["spandsp"])]
+    for a in now["accuracy"]:
+        marks = [f"{len(a[k])} {'ok' if ok else 'WRONG'}"
+                 for k, ok in (("cext.dtmf", a["cext_ok"]), ("spandsp", a["spandsp_ok"]))]
         print(f"| {a['signal']} | {a['expected']} | {marks[0]} | {marks[1]} |")
+    runs = ([("before", before)] if before else []) + [("now", now)]
+    print("\nTwist: largest twist (dB) up to which all 16 digits decode (louder tone -6 dBm0;"
+          " references: row above column 8, column above row 4)\n")
+    print("| run | row above column: cext.dtmf | spandsp | column above row: cext.dtmf | spandsp |")
+    print("|---|---|---|---|---|")
+    for label, r in runs:
+        t = r["twist"]
+        cells = [t[d]["max_all_16_db"][w] for d in ("row_above_column", "column_above_row")
+                 for w in ("cext.dtmf", "spandsp")]
+        print(f"| {label} | " + " | ".join("none" if c is None else f"{c:g}" for c in cells) + " |")
+    print("\nTalk-off: false digits (per hour) on the same audio\n")
+    print("| run | set | audio | cext.dtmf | spandsp |")
+    print("|---|---|---|---|---|")
+    for label, r in runs:
+        for name, t in r["talkoff"].items():
+            cells = [f"{t[w]['false_digits']} ({t[w]['per_hour']:.1f}/h)" for w in ("cext.dtmf", "spandsp")]
+            print(f"| {label} | {name} | {t['seconds'] / 60:.1f} min | {cells[0]} | {cells[1]} |")
 
 
 if __name__ == "__main__":

@@ -5,26 +5,39 @@ echo_can_update per sample in C, its stdout sent to /dev/null because Debian's b
 prints debug lines per sample); ours through the Python API on 20 ms frames and on whole
 buffers. ERLE: both cancellers on the same signals (white far end at -16 dBm0, each G.168
 path m1..m8 at 6 and 12 dB extra loss, -70 dBm0 near noise), linear part (NLP off).
+Speech via G.711 (issue 10): four espeak-ng voices made here as the far end, mu-law coded,
+echoed through each path at 6 dB ERL with -60 dBm0 noise and mu-law coded again; ERLE
+over the 250 ms ending at 1 s and over 3..6 s, worst voice per path (tests/dsp/
+test_g168_speech.py asserts the same condition). "before" is cext/echo.pyx as of commit
+BEFORE_COMMIT, built here from git into ~/.cache for the bench only (skipped without git).
 Needs libspandsp-dev and a C compiler. Run: .venv/bin/python -m bench.bench_echo
 Writes bench/results/echo.json and prints a markdown table. Keep repeats modest.
 """
 
+import importlib
+import io
 import json
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import wave
 from pathlib import Path
 
 import numpy as np
 
-from bench.spandsp import load
+from bench.spandsp import load, print_free_path
 from cext.echo import EchoCanceller
+from cext.resample import Resampler
 from lab.linemodel import (
     MODELS,
     add_noise,
     apply_echo,
+    dbm0_to_rms,
     echo_path,
+    g711_munge,
     level_dbm0,
     to_int16,
     white_noise,
@@ -32,6 +45,11 @@ from lab.linemodel import (
 
 RATE = 8000
 REPEATS = 5
+BEFORE_COMMIT = "9b948b5"  # cext/echo.pyx before issue 10 (the figures the issue quotes)
+ROOT = Path(__file__).resolve().parent.parent
+SPEECH_TEXT = ("Hello, thank you for calling the branch office. Your call is important to us. "
+               "Please hold the line, an agent will be with you shortly.")
+SPEECH_VOICES = (("en-us", 160, 50), ("en+f3", 170, 60), ("de", 160, 40), ("en+m3", 150, 30))
 HARNESS = r"""
 #include <stdio.h>
 #include <stdint.h>
@@ -59,7 +77,10 @@ int main(int argc, char **argv) {
 def build_harness(tmp: Path) -> Path:
     src, exe = tmp / "ec.c", tmp / "ec"
     src.write_text(HARNESS)
-    subprocess.run(["cc", "-O2", "-o", str(exe), str(src), "-lspandsp", "-lm"], check=True)
+    # Link the print-free build (scripts/spandsp/build.sh, bench/bench_anchor.py) when cached.
+    free = print_free_path()
+    lib = [str(free), f"-Wl,-rpath,{free.parent}"] if free else ["-lspandsp"]
+    subprocess.run(["cc", "-O2", "-o", str(exe), str(src), *lib, "-lm"], check=True)
     return exe
 
 
@@ -73,8 +94,8 @@ def spandsp_run(exe: Path, tmp: Path, near, far, taps: int, adapt_only: bool):
     return np.fromfile(outp, dtype=np.int16), float(res.stderr.strip())
 
 
-def ours_speed(near, far, tail_ms: int, frame: int | None):
-    ec = EchoCanceller(tail_ms, nlp=True)
+def ours_speed(near, far, tail_ms: int, frame: int | None, cls=EchoCanceller):
+    ec = cls(tail_ms, nlp=True)
     t = time.perf_counter()
     if frame is None:
         ec.process(near, far)
@@ -90,7 +111,32 @@ def stats(ns):
             "channels_per_core_median": 1e9 / (float(np.median(ns)) * RATE)}
 
 
-def speed(exe, tmp):
+def before_kernel():
+    """cext/echo.pyx as of BEFORE_COMMIT, compiled once into ~/.cache (same flags as
+    setup.py); the module, or None when git or the commit is not available."""
+    try:
+        src = subprocess.run(["git", "-C", str(ROOT), "show", f"{BEFORE_COMMIT}:cext/echo.pyx"],
+                             capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "branchline" / f"echo_before_{BEFORE_COMMIT}"
+    cache.mkdir(parents=True, exist_ok=True)
+    if not list(cache.glob("echo_before*.so")):
+        (cache / "echo_before.pyx").write_text(src)
+        (cache / "setup.py").write_text(
+            "from Cython.Build import cythonize\nfrom setuptools import Extension, setup\n"
+            "setup(ext_modules=cythonize([Extension('echo_before', ['echo_before.pyx'], extra_compile_args="
+            "['-O3', '-ffast-math', '-fno-math-errno', '-march=native'])], quiet=True))\n")
+        subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=cache,
+                       check=True, capture_output=True)
+    sys.path.insert(0, str(cache))
+    try:
+        return importlib.import_module("echo_before")
+    finally:
+        sys.path.remove(str(cache))
+
+
+def speed(exe, tmp, before=None):
     rng = np.random.default_rng(1)
     far = to_int16(white_noise(5 * RATE, -16, rng))
     near = to_int16(add_noise(apply_echo(far, echo_path("m4", 6)), -70, rng))
@@ -99,6 +145,11 @@ def speed(exe, tmp):
         rows[f"spandsp {tail_ms} ms"] = stats([spandsp_run(exe, tmp, near, far, tail_ms * 8, False)[1] for _ in range(REPEATS)])
         rows[f"cext.echo {tail_ms} ms, 20 ms frames"] = stats([ours_speed(near, far, tail_ms, 160) for _ in range(REPEATS)])
         rows[f"cext.echo {tail_ms} ms, whole buffer"] = stats([ours_speed(near, far, tail_ms, None) for _ in range(REPEATS)])
+        if before is not None:  # interleaved with ours so both see the same machine load
+            rows[f"cext.echo before ({BEFORE_COMMIT}) {tail_ms} ms, 20 ms frames"] = stats(
+                [ours_speed(near, far, tail_ms, 160, before.EchoCanceller) for _ in range(REPEATS)])
+            rows[f"cext.echo after {tail_ms} ms, 20 ms frames (same run)"] = stats(
+                [ours_speed(near, far, tail_ms, 160) for _ in range(REPEATS)])
     return rows
 
 
@@ -111,7 +162,55 @@ def erle_curve(near, out):
     return pts
 
 
-def erle_table(exe, tmp):
+def speak(voice, wpm, pitch):
+    """espeak-ng speech at 8 kHz, silence cut, -16 dBm0 active level (as the test)."""
+    wav = subprocess.run(["espeak-ng", "-v", voice, "-s", str(wpm), "-p", str(pitch), "--stdout", SPEECH_TEXT],
+                         capture_output=True, check=True).stdout
+    with wave.open(io.BytesIO(wav)) as w:
+        rate = w.getframerate()
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    x = Resampler(rate, RATE).process(pcm).astype(np.float64)
+    on = np.flatnonzero(np.abs(x) > 0.01 * np.abs(x).max())
+    x = x[on[0]:on[-1] + 1]
+    active = np.abs(x) > 0.01 * np.abs(x).max()
+    return x * dbm0_to_rms(-16.0) / np.sqrt(np.mean(x[active] ** 2))
+
+
+def speech_erle(near, out):
+    a, b = int(0.75 * RATE), RATE
+    return {"1s": level_dbm0(near[a:b]) - level_dbm0(out[a:b]),
+            "steady": level_dbm0(near[3 * RATE:]) - level_dbm0(out[3 * RATE:])}
+
+
+def speech_table(exe, tmp, before=None):
+    """Speech via G.711 at 6 dB ERL on every path: per path the worst voice's ERLE at 1 s
+    and steady, for ours (after, and before when built) and spandsp."""
+    if shutil.which("espeak-ng") is None:
+        return []
+    voices = [speak(*v) for v in SPEECH_VOICES]
+    n = 6 * RATE
+    rows = []
+    for model in MODELS:
+        per = {"after": [], "before": [], "spandsp": []}
+        for i, x in enumerate(voices):
+            while x.size < n:
+                x = np.concatenate([x, voices[(i + 1) % len(voices)]])
+            rng = np.random.default_rng(1)
+            far = g711_munge(x[:n], "ulaw")
+            near = g711_munge(add_noise(apply_echo(far, echo_path(model, 6)), -60.0, rng), "ulaw")
+            per["after"].append(speech_erle(near, EchoCanceller(128, nlp=False).process(near, far)))
+            if before is not None:
+                per["before"].append(speech_erle(near, before.EchoCanceller(128, nlp=False).process(near, far)))
+            per["spandsp"].append(speech_erle(near, spandsp_run(exe, tmp, near, far, 1024, True)[0]))
+        row = {"path": model, "voices": [v[0] for v in SPEECH_VOICES], "per_voice": per}
+        for k, v in per.items():
+            if v:
+                row[k] = {"1s": min(e["1s"] for e in v), "steady": min(e["steady"] for e in v)}
+        rows.append(row)
+    return rows
+
+
+def erle_table(exe, tmp, before=None):
     rows = []
     for model in ("white",) + MODELS:
         for loss in (6, 12):
@@ -124,6 +223,8 @@ def erle_table(exe, tmp):
             theirs, _ = spandsp_run(exe, tmp, near, far, 1024, True)
             rows.append({"path": model, "loss_db": loss, "cext": erle_curve(near, ours),
                          "spandsp": erle_curve(near, theirs)})
+            if before is not None:
+                rows[-1]["cext_before"] = erle_curve(near, before.EchoCanceller(128, nlp=False).process(near, far))
     return rows
 
 
@@ -135,18 +236,39 @@ def vectorised() -> str:
     return f"{so.name}: {ymm} ymm and {zmm} zmm instructions"
 
 
-def markdown(speed_rows, erle_rows, vec):
+def markdown(speed_rows, erle_rows, vec, speech_rows=()):
     out = ["| canceller | min ns/sample | median ns/sample | channels/core (min) | channels/core (median) |",
            "|---|---:|---:|---:|---:|"]
     for name, r in speed_rows.items():
         out.append(f"| {name} | {r['min_ns']:.0f} | {r['median_ns']:.0f} | {r['channels_per_core_min']:.0f} | {r['channels_per_core_median']:.0f} |")
-    out += ["", "spandsp: C harness, one echo_can_update per sample, its stdout sent to /dev/null "
-            "(Debian's build prints debug lines per sample).", "",
+    out += ["", "spandsp: C harness, one echo_can_update per sample, "
+            + ("print-free build of Debian's source (scripts/spandsp/build.sh)." if print_free_path() else
+               "its stdout sent to /dev/null (Debian's build prints debug lines per sample)."), "",
             "| path | loss dB | cext 0.5/1/2/5 s, steady (dB) | spandsp 0.5/1/2/5 s, steady (dB) |", "|---|---:|---|---|"]
     for r in erle_rows:
         c = " / ".join(f"{v:.1f}" for v in r["cext"].values())
         s = " / ".join(f"{v:.1f}" for v in r["spandsp"].values())
         out.append(f"| {r['path']} | {r['loss_db']} | {c} | {s} |")
+    if any("cext_before" in r for r in erle_rows):
+        out += ["", f"| path | loss dB | cext before ({BEFORE_COMMIT}) 0.5/1/2/5 s, steady (dB) |", "|---|---:|---|"]
+        for r in erle_rows:
+            out.append(f"| {r['path']} | {r['loss_db']} | " + " / ".join(f"{v:.1f}" for v in r["cext_before"].values()) + " |")
+    if speech_rows:
+        out += ["", "Speech via G.711 (mu-law both ways), 6 dB ERL, worst of 4 espeak-ng voices per path; "
+                "ERLE at 1 s / steady (dB). Goal (issue 10): >= 18 at 1 s, >= 25 steady.", "",
+                f"| path | cext after | cext before ({BEFORE_COMMIT}) | spandsp |", "|---|---|---|---|"]
+        for r in speech_rows:
+            cells = [f"{r[k]['1s']:.1f} / {r[k]['steady']:.1f}" if k in r else "-" for k in ("after", "before", "spandsp")]
+            out.append(f"| {r['path']} | " + " | ".join(cells) + " |")
+        for k in ("after", "before", "spandsp"):
+            if all(k in r for r in speech_rows):
+                out.append(f"| worst path ({k}) | {min(r[k]['1s'] for r in speech_rows):.1f} / "
+                           f"{min(r[k]['steady'] for r in speech_rows):.1f} | | |")
+    a = speed_rows.get("cext.echo after 128 ms, 20 ms frames (same run)")
+    b = speed_rows.get(f"cext.echo before ({BEFORE_COMMIT}) 128 ms, 20 ms frames")
+    if a and b:
+        out += ["", f"Cost after/before (128 ms, 20 ms frames): {a['min_ns'] / b['min_ns']:.2f}x (min), "
+                f"{a['median_ns'] / b['median_ns']:.2f}x (median); issue 10 allows 1.3x."]
     out += ["", f"Vectorised: {vec}"]
     return "\n".join(out)
 
@@ -156,12 +278,15 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         exe = build_harness(tmp)
-        speed_rows, erle_rows = speed(exe, tmp), erle_table(exe, tmp)
+        before = before_kernel()
+        speed_rows, erle_rows = speed(exe, tmp, before), erle_table(exe, tmp, before)
+        speech_rows = speech_table(exe, tmp, before)
     vec = vectorised()
-    table = markdown(speed_rows, erle_rows, vec)
+    table = markdown(speed_rows, erle_rows, vec, speech_rows)
     res = Path(__file__).resolve().parent / "results"
     res.mkdir(exist_ok=True)
-    (res / "echo.json").write_text(json.dumps({"speed": speed_rows, "erle": erle_rows, "vectorised": vec}, indent=1))
+    (res / "echo.json").write_text(json.dumps({"speed": speed_rows, "erle": erle_rows, "speech_g711": speech_rows,
+                                                    "before_commit": BEFORE_COMMIT, "vectorised": vec}, indent=1))
     sys.stdout.write(table + "\n")
     return 0
 

@@ -74,12 +74,15 @@ log = logging.getLogger(__name__)
 DIRECTIONS = ("inbound", "outbound", "local", "emergency")
 DISPOSITIONS = ("answered", "busy", "failed", "no_answer", "cancelled", "rejected",
                 "congestion", "unreachable")
+# What the call carried: speech, or (issue 10) a fax or a modem switched to G.711
+# passthrough on a detected tone (firmware/media.py).
+MEDIA_MODES = ("voice", "fax", "modem")
 COLUMNS = ("uuid", "direction", "port", "ani", "dnis", "sip_call_id", "started",
            "answered", "ended", "disposition", "duration_s", "codec", "jitter_ms",
-           "loss_pct", "rtt_ms", "mos", "r_factor", "extra")
+           "loss_pct", "rtt_ms", "mos", "r_factor", "media_mode", "extra")
 QUALITY_FIELDS = ("codec", "jitter_ms", "loss_pct", "rtt_ms")
 UPDATABLE = ("port", "ani", "dnis", "sip_call_id", "disposition", *QUALITY_FIELDS,
-             "mos", "r_factor", "extra")
+             "mos", "r_factor", "media_mode", "extra")
 TIME_COLUMNS = ("started", "answered", "ended")
 MAX_PAGE = 1000
 BUSY_TIMEOUT_MS = 5000
@@ -168,6 +171,11 @@ MIGRATIONS: list[str] = [
                           + CASE WHEN NEW.delivered IS NULL AND NEW.evicted IS NULL
                                  THEN NEW.body_bytes ELSE 0 END + NEW.file_bytes;
     END;
+    """,
+    # 2 -> 3: fax and modem passthrough (issue 10): what the call carried; older
+    # records were all speech
+    """
+    ALTER TABLE cdr ADD COLUMN media_mode TEXT NOT NULL DEFAULT 'voice';
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -464,6 +472,9 @@ class CdrStore:
         if "disposition" in fields and fields["disposition"] not in DISPOSITIONS:
             raise ValueError(f"disposition {fields['disposition']!r} is not one of "
                              f"{', '.join(DISPOSITIONS)}")
+        if "media_mode" in fields and fields["media_mode"] not in MEDIA_MODES:
+            raise ValueError(f"media_mode {fields['media_mode']!r} is not one of "
+                             f"{', '.join(MEDIA_MODES)}")
 
         def tx(db: sqlite3.Connection) -> None:
             rec = self._existing(db, uuid)

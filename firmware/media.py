@@ -32,6 +32,29 @@ line and every frame from it as sent to the cloud (DTMF masked).
 The DSP runs only while the port is `active` (off hook, seized, in a call); an idle
 port's capture is still drained and given to the taps (caller ID arrives on hook).
 
+Fax and modem passthrough. While a call is connected, two modem-tone detectors
+(cext.modemtone: CNG, CED/ANS, ANSam with or without phase reversals, the V.21 HDLC
+preamble) listen both ways: to what the port hears from its line (the capture before
+the canceller: a G.168 tone disabler sits in front of it) and to what comes from SIP
+toward the line. The first detection switches the call to the passthrough profile
+(`passthrough()`, also what call control calls for the other port of a local call):
+  - NLP and comfort noise off (V.152 voiceband data; a fax or modem signal must reach
+    the far end whole, never gated or replaced by noise);
+  - the linear canceller stays in for tones without phase reversals (G3 fax: CNG,
+    CED, V.21 flags; half-duplex fax modems have no canceller of their own). DAHDI does
+    the same: dahdi-base.c set_echocan_fax_mode() turns only the NLP off on CED;
+  - the canceller off for a 2100 Hz tone with phase reversals (ANS/PR, ANSam/PR:
+    `disables_echo_canceller`): ITU-T G.168 clause 7, the tone disabler (V.25): the
+    modems run their own cancellers and two in tandem fight;
+  - DTMF detection and masking off: modem signals carry DTMF-like energy, and a frame
+    muted (or a false digit sent as RFC 4733) would break the modulation;
+  - `media_mode` becomes "fax" or "modem" (the tone's kind; a fax tone wins over a
+    modem one, V.34 fax starts with ANSam); `on_passthrough(media, info)` tells call
+    control on every change (it re-INVITEs the SIP side to G.711, marks the CDR).
+The normal profile comes back when the call ends: `stop()`, `disconnect()`, or
+`connect()` to another call (a second connect to the same pipe keeps the profile).
+A port made with modem=False (the headset: a person, and a 16 kHz path) has none.
+
 Timing. `tick()` is `tick_out()` (one frame to the line) then `tick_in()` (every
 captured frame to the pipe). `MediaClock` runs them for every port: on one 20 ms grid
 while no SIP call is up, and phase-locked to pjsua2's frame clock (the stamps PipePort
@@ -61,6 +84,11 @@ from cext.tones import ToneGenerator
 from drivers.bus.pcm import FRAME
 from firmware.sip.api import MediaPipe
 
+try:  # the detectors are a separate kernel (issue 10 part 5); without them, no passthrough
+    from cext.modemtone import ModemToneDetector
+except ImportError:  # pragma: no cover - a tree built before cext/modemtone.pyx
+    ModemToneDetector = None
+
 log = logging.getLogger(__name__)
 
 EC_TAIL_MS = 128
@@ -75,6 +103,13 @@ DTMF_TONE_SHARE = 0.08  # ... with each of the two at least this (twist up to ~1
 DTMF_FLOOR = 40.0 ** 2  # mean power under which nothing is DTMF-like (~-55 dBm0)
 
 Tap = Callable[[np.ndarray], None]
+VOICE, FAX, MODEM = "voice", "fax", "modem"  # media_mode of a call (status, CDR)
+LINE, SIP = "line", "sip"  # where a modem tone was heard
+
+
+def default_modem_detector():
+    """A fresh cext.modemtone detector (None when the kernel is not built)."""
+    return ModemToneDetector(rate=8000) if ModemToneDetector is not None else None
 
 
 def confirmation_tone(plan: toneplans.CountryPlan) -> toneplans.Tone:
@@ -88,7 +123,10 @@ class PortMedia:
     """One port's audio: see the module docstring."""
 
     def __init__(self, name: str, pcm, plan: toneplans.CountryPlan, *, echo: bool = True,
-                 dtmf: bool = True, on_digit: Callable[[str], None] | None = None) -> None:
+                 dtmf: bool = True, on_digit: Callable[[str], None] | None = None,
+                 modem: bool = True, modem_detector: Callable[[], object] | None = None,
+                 dtmf_row_above_column_max_db: float = 8.0,
+                 dtmf_column_above_row_max_db: float = 4.0) -> None:
         self.name, self.pcm, self.plan = name, pcm, plan
         self.on_digit = on_digit
         self.taps: list[Tap] = []
@@ -100,7 +138,10 @@ class PortMedia:
         self.cancel_echo = True
         self.runaways = 0  # times the canceller diverged and was bypassed (status)
         self._ec = EchoCanceller(EC_TAIL_MS) if echo else None
-        self._det = DtmfDetector() if dtmf else None
+        # twist limits: the line's dtmf_row_above_column_max_db / dtmf_column_above_row_max_db
+        self._det = DtmfDetector(row_above_column_max_db=dtmf_row_above_column_max_db,
+                                 column_above_row_max_db=dtmf_column_above_row_max_db
+                                 ) if dtmf else None
         self._tone: ToneGenerator | None = None
         self.tone_name = ""
         self._overlay: ToneGenerator | None = None
@@ -110,6 +151,19 @@ class PortMedia:
         self._reported: str | None = None  # digit reported at its start, end not yet seen
         self.rate, self.frame, self._silence = 8000, FRAME, SILENCE
         self.read_last = 1  # frames the last tick_in found (MediaClock watches for 0)
+        # Fax/modem passthrough (module docstring): the detectors' factory (None: off),
+        # the two detectors of the call connected now, and the profile in force.
+        self.modem_detector = (modem_detector or default_modem_detector) if modem else None
+        self._modem: dict[str, object] = {}
+        self.on_passthrough: Callable[[PortMedia, dict], None] | None = None
+        self.media_mode = VOICE
+        self.passthrough_info: dict = {}  # what switched it: tone, side, t_s (status)
+        self._dtmf_on = True
+        self._connected_echo = True  # cancel_echo the call was connected with
+        self._normal = {"nlp": True, "comfort_noise": True}  # the canceller's own flags
+        if self._ec is not None:
+            self._normal = {"nlp": bool(self._ec.nlp),
+                            "comfort_noise": bool(self._ec.comfort_noise)}
 
     # ---- what call control sets ----
     def set_rate(self, rate: int) -> None:
@@ -138,7 +192,7 @@ class PortMedia:
         self.active = True
 
     def stop(self) -> None:
-        """Back to idle: silence out, nothing connected."""
+        """Back to idle: silence out, nothing connected (the normal profile again)."""
         self.active = False
         self.disconnect()
         self.tone(None)
@@ -165,11 +219,99 @@ class PortMedia:
         is a few ms, so echo is inaudible, and two cancellers feeding each other's
         reference (each one's output is the other's far end) were measured to run away
         to clipping within 0.5 s on double talk."""
-        self.pipe, self.send, self.cancel_echo = pipe, send, cancel_echo
+        same = pipe is not None and pipe is self.pipe
+        if not same:
+            self.restore_profile()
+        self.pipe, self.send = pipe, send
+        if not (same and self.media_mode != VOICE):  # passthrough keeps its canceller state
+            self.cancel_echo = cancel_echo
+        self._connected_echo = cancel_echo
+        if not same:
+            self._new_detectors()
         self.tone(None)
 
     def disconnect(self) -> None:
         self.pipe = None
+        self.restore_profile()
+        self._modem = {}
+
+    # ---- fax / modem passthrough ----
+    def _new_detectors(self) -> None:
+        """Fresh detectors for a newly connected call, both ways (none without a pipe)."""
+        self._modem = {}
+        if self.modem_detector is None or self.pipe is None or self.rate != 8000:
+            return
+        for side in (LINE, SIP):
+            det = self.modem_detector()
+            if det is not None:
+                self._modem[side] = det
+
+    def _listen_modem(self, side: str, frame: np.ndarray) -> None:
+        det = self._modem.get(side)
+        if det is None or len(frame) != FRAME:
+            return
+        for tone, t_s in det.process(frame):
+            self.passthrough(tone, side, t_s)
+
+    def passthrough(self, tone, side: str = LINE, t_s: float | None = None) -> bool:
+        """Switch the call to the passthrough profile for `tone` (a cext.modemtone
+        ModemTone: .name, .kind "fax"/"modem", .disables_echo_canceller) heard on
+        `side`; True when something changed (then `on_passthrough` was told)."""
+        kind = FAX if getattr(tone, "kind", MODEM) == FAX else MODEM
+        mode = FAX if FAX in (kind, self.media_mode) else MODEM
+        kill_ec = (bool(getattr(tone, "disables_echo_canceller", False)) and self.cancel_echo
+                   and self._ec is not None)
+        if mode == self.media_mode and not kill_ec:
+            return False
+        first = self.media_mode == VOICE
+        self.media_mode = mode
+        if first:
+            self._dtmf_on = False
+            self._reported = None
+            if self._ec is not None:
+                self._ec.nlp = False
+                self._ec.comfort_noise = False
+        if kill_ec:
+            self._ec.reset()
+            self.cancel_echo = False
+        name = getattr(tone, "name", str(tone))
+        self.passthrough_info = {"mode": mode, "tone": name, "side": side,
+                                 "t_s": None if t_s is None else round(float(t_s), 3),
+                                 "disabling_tone": bool(getattr(
+                                     tone, "disables_echo_canceller", False)),
+                                 **self.profile()}
+        log.info("%s: %s heard on the %s side: %s passthrough (echo canceller %s, NLP "
+                 "off, DTMF detection off)", self.name, name, side, mode,
+                 "on" if self.cancel_echo and self._ec is not None else "off")
+        if self.on_passthrough is not None:
+            self.on_passthrough(self, dict(self.passthrough_info))
+        return True
+
+    def restore_profile(self) -> None:
+        """Back to the voice profile (the call ended or another one is connected)."""
+        if self.media_mode == VOICE:
+            return
+        log.info("%s: %s passthrough over: voice profile again", self.name, self.media_mode)
+        self.media_mode = VOICE
+        self.passthrough_info = {}
+        self._dtmf_on = True
+        if self._det is not None:
+            self._det.reset()
+        self._reported = None
+        if self._ec is not None:
+            self._ec.nlp = self._normal["nlp"]
+            self._ec.comfort_noise = self._normal["comfort_noise"]
+            self._ec.reset()
+        self.cancel_echo = self._connected_echo
+
+    def profile(self) -> dict:
+        """The DSP profile in force: mode, canceller, NLP, comfort noise, DTMF (status)."""
+        ec = self._ec
+        return {"mode": self.media_mode,
+                "echo_canceller": ec is not None and self.cancel_echo,
+                "nlp": ec is not None and bool(ec.nlp),
+                "comfort_noise": ec is not None and bool(ec.comfort_noise),
+                "dtmf": self._det is not None and self._dtmf_on}
 
     def play(self, samples: np.ndarray, then: Callable[[], None] | None = None) -> None:
         """Send these samples to the line ahead of everything else, then call `then`."""
@@ -219,6 +361,8 @@ class PortMedia:
         elif self.pipe is not None:
             frame = self.pipe.take_from_cloud()
             out = self._silence if frame is None or len(frame) != self.frame else frame
+            if self._modem and out is frame:
+                self._listen_modem(SIP, frame)
         else:
             out = self._silence
         if self._overlay is not None:
@@ -240,6 +384,8 @@ class PortMedia:
             self._tap(near)
             return
         far = self._far.popleft() if self._far else self._silence
+        if self._modem:
+            self._listen_modem(LINE, near)
         clean = self._cancel(near, far)
         dtmf = self._detect(clean)
         self._tap(clean)
@@ -275,7 +421,7 @@ class PortMedia:
     def _detect(self, clean: np.ndarray) -> bool:
         """Feed the detector, report digits at their start; True: keep this frame from
         the cloud (a digit is on, or the frame looks like the start of one)."""
-        if self._det is None:
+        if self._det is None or not self._dtmf_on:
             return False
         found = self._det.process(clean)
         current = self._det.current

@@ -5,8 +5,9 @@ tests compare the two. See cext/dtmf.pyx for why the detector looks the way it d
 sine-windowed 20 ms frames at a 5 ms hop, a single DFT bin per DTMF frequency, the
 frequency offset of each tone measured from the bin's phase advance between frames
 (a threshold on the angle and a polynomial for the window's gain, no trigonometry),
-and a frame-level state machine that times tone edges at half the digit's peak
-amplitude. Assumes int16 samples at `rate` Hz; levels follow spandsp (0 dBm0 is a sine
+a frame-level state machine that times tone edges at half the digit's peak
+amplitude, the twist limits named by direction (row_above_column_max_db,
+column_above_row_max_db) and the talk-off check on a digit's other partials (issue 10). Assumes int16 samples at `rate` Hz; levels follow spandsp (0 dBm0 is a sine
 of RMS 16112).
 """
 
@@ -26,7 +27,7 @@ FREQ_TOL = 0.025  # accept |offset| < 2.5 %: midway between Q.24's 1.5 % and 3.5
 REL_PEAK_DB = 6.0  # the chosen row (column) beats every other row (column) by this
 RATIO_MIN = 0.75  # the two tones carry at least this share of the frame's energy
 LEVEL_SLACK_DB = 1.5  # a tone exactly at min_level is accepted despite estimate noise
-TWIST_SLACK_DB = 0.5  # a pair exactly at a twist limit is accepted
+TWIST_SLACK_DB = 0.25  # a pair exactly at a twist limit is accepted, 0.5 dB past it is not
 QUIET = 0.9  # share of the sum(x^2) below which no tone can pass the level check
 # 1/g^2 of the window's gain as a polynomial in u = 1 - cos(phase advance per hop) and
 # g^2 at the largest accepted advance: see cext/dtmf.pyx (same constants)
@@ -34,6 +35,13 @@ GAIN_POLY = (1.00002958, 1.51132849, 1.64700344, 0.59738002, 3.88606203, -4.3055
              4.43545504)
 GAIN_MIN2 = 0.25
 EDGE_FRACTION = 0.75  # on/off times shorter than 0.75*min are rejected (Q.24 grey zone)
+# talk-off (cext/dtmf.pyx's docstring): from a digit's 3rd valid frame, on each valid frame
+# until one passes, its energy above 500 Hz other than the pair's (each tone's: its bins at
+# f - 50, f, f + 50 Hz), over the pair's, must be under PARTIALS_MAX_DB before the digit is
+# confirmed or reported
+PARTIALS_MAX_DB = -13.6
+SIDE_HZ = 50.0
+NLOW = 11  # bins 0, 50, ..., 500 Hz of the 20 ms window at 8 kHz
 IDLE, ON, OFF_PENDING = 0, 1, 2
 
 
@@ -72,11 +80,15 @@ def inverse_gain2(u: float) -> float:
 class Classifier:
     """Per-frame decision: which digit (or none) and its envelope amplitude."""
 
-    def __init__(self, rate, twist_normal_db, twist_reverse_db, min_level_dbm0):
+    def __init__(self, rate, row_above_column_max_db, column_above_row_max_db, min_level_dbm0):
         self.rate, self.n = rate, frame_len(rate)
         self.hop = self.n // 4
-        self.normal = 10 ** ((twist_normal_db + TWIST_SLACK_DB) / 10)
-        self.reverse = 10 ** ((twist_reverse_db + TWIST_SLACK_DB) / 10)
+        # twist (Telcordia LSSGR / Q.24 North America; spandsp dtmf.c dtmf_rx and Asterisk
+        # dsp.c dtmf_detect compare the same way): the row (low) tone may be up to
+        # row_above_column_max_db above the column (high) tone, the column tone up to
+        # column_above_row_max_db above the row tone
+        self.row_over_col = 10 ** ((row_above_column_max_db + TWIST_SLACK_DB) / 10)
+        self.col_over_row = 10 ** ((column_above_row_max_db + TWIST_SLACK_DB) / 10)
         amp_min = DBM0_RMS * math.sqrt(2) * 10 ** ((min_level_dbm0 - LEVEL_SLACK_DB) / 20)
         win = window(self.n)
         self.e_min = (amp_min * win.sum() / 2) ** 2  # |X|^2 of a tone at that amplitude
@@ -114,19 +126,38 @@ class Classifier:
         er, ecol = self.corrected(x, xprev, e, r), self.corrected(x, xprev, e, c)
         if er < self.e_min or ecol < self.e_min:
             return -1
-        if ecol > er * self.normal or er > ecol * self.reverse:
+        if er > ecol * self.row_over_col or ecol > er * self.col_over_row:
             return -1
         if er + ecol < self.share * etot:
             return -1
+        self.raw, self.etot = (float(e[r]), float(e[c])), etot
         return r * 4 + (c - 4)
+
+    def partials(self, b, d):
+        """Talk-off measure of frame b (float64), just classified as digit d: windowed
+        energy less the pair's less the 0..500 Hz band's (NLOW bins), over the pair's.
+        Parseval on 50 Hz grids: a real signal's bin k != 0 stands for k and n - k, and a
+        tone's energy is that of its bins f - 50, f, f + 50 Hz. A vowel's other partials
+        raise it; dial tone (under 500 Hz) does not."""
+        n = self.n
+        bw = b * window(n)
+        m = np.arange(n)
+        z = np.abs(bw @ np.exp(-2j * np.pi * np.outer(m, np.arange(NLOW)) / n)) ** 2
+        low = (2 * np.sum(z) - z[0]) / n
+        tones = (ROWS[d // 4], COLS[d % 4])
+        sides = np.array([f + s for f in tones for s in (-SIDE_HZ, SIDE_HZ)])
+        zs = np.abs(bw @ np.exp(-2j * np.pi * np.outer(m, sides) / self.rate)) ** 2
+        pair = 2 * (np.sum(zs) + sum(self.raw)) / n
+        return (self.etot - pair - low) / pair
 
 
 class DtmfDetector:
     """Reference twin of cext.dtmf.DtmfDetector (same API, same results)."""
 
-    def __init__(self, rate=8000, twist_normal_db=8.0, twist_reverse_db=4.0,
+    def __init__(self, rate=8000, row_above_column_max_db=8.0, column_above_row_max_db=4.0,
                  min_level_dbm0=-36, min_on_ms=40, min_off_ms=40):
-        self.cls = Classifier(rate, twist_normal_db, twist_reverse_db, min_level_dbm0)
+        self.cls = Classifier(rate, row_above_column_max_db, column_above_row_max_db,
+                              min_level_dbm0)
         self.n, self.hop = self.cls.n, self.cls.hop
         self.tab = tables(rate)
         self.win = window(self.n).astype(np.float32)
@@ -178,6 +209,7 @@ class DtmfDetector:
         e = np.abs(x) ** 2
         etot = float(np.sum((b * self.win) ** 2))
         d = self.cls.classify(x, self.xprev, e, etot)
+        self.b = b
         self._step(d, e, out)
         self.xprev = x
         self.eprev = [e, self.eprev[0]]
@@ -197,6 +229,7 @@ class DtmfDetector:
         self.rise.append(self.last_amp)
         self.first = self.frame - 2  # the frame rise[0] came from
         self.valid = 1
+        self.clean = False  # passed the talk-off check
 
     def _start(self):
         """Start time: where the rising envelope crossed half the peak. rise[2] is the
@@ -221,7 +254,8 @@ class DtmfDetector:
 
     def _finish(self, out):
         start = self._start()
-        if self.end_t - start >= self.on_min and (self.valid + 1) * self.hop >= self.on_min:
+        if (self.end_t - start >= self.on_min and (self.valid + 1) * self.hop >= self.on_min
+                and self.clean):
             out.append((KEYS[self.digit], int(round(start)), int(round(self.end_t))))
         self._idle()
 
@@ -240,7 +274,9 @@ class DtmfDetector:
             self.valid += 1
             if len(self.rise) < self.rise_len:
                 self.rise.append(amp)
-            if now - self._start() >= self.on_min and (self.valid + 1) * self.hop >= self.on_min:
+            self._check_partials()
+            if (self.clean and now - self._start() >= self.on_min
+                    and (self.valid + 1) * self.hop >= self.on_min):
                 self.current = KEYS[self.digit]
             return
         if self.state == ON or self.tracking:
@@ -250,6 +286,13 @@ class DtmfDetector:
             self._begin(d, e)
         elif not self.tracking and now - self.end_t >= self.off_min:
             self._finish(out)
+
+    def _check_partials(self):
+        """From the 3rd valid frame (the first two often cover an edge), on each valid
+        frame until one passes the talk-off check: then clean for good."""
+        if self.clean or self.valid < 3:
+            return
+        self.clean = self.cls.partials(self.b, self.digit) <= 10 ** (PARTIALS_MAX_DB / 10)
 
     def _track_end(self, now, amp, half):
         """The digit stopped passing the checks: its end is where the raw envelope of its

@@ -1,8 +1,10 @@
 """Slow NumPy reference twin of cext.echo.EchoCanceller (same algorithm, float64, numpy.fft).
 
 The tests run both on a short signal and compare outputs; see cext/echo.pyx for why the
-algorithm is a proportionate partitioned-block frequency-domain filter. Per-sample Python
-loop: use it only on short signals. Assumes 8 kHz int16 input.
+algorithm is a proportionate partitioned-block frequency-domain filter. The step shares
+(`_gains`) and the constrained partitions (`_constrain_some`) follow the kernel exactly,
+and so does the time-domain IPNLMS over the head of the tail (`_sample`, `_td_phase`).
+Per-sample Python loop: use it only on short signals. Assumes 8 kHz int16 input.
 """
 
 import numpy as np
@@ -11,10 +13,13 @@ B = 64            # block (partition) length in samples
 N = 2 * B         # FFT size (overlap-save)
 K = B + 1         # rfft bins
 HP_A = 0.996      # DC blocker pole (~5 Hz)
+TINY = 1e-6       # DC-blocker outputs below this (int16 units) are flushed to 0
 MU = 0.5          # step size (NLMS-equivalent ~ MU)
-GEIGEL_MARGIN = 1.4  # Geigel threshold over the learned echo/far amplitude ratio
+GEIGEL_MARGIN = 2.0  # Geigel threshold over the learned echo/far RMS ratio (speech peaks: 6 dB)
 LAMBDA = 0.9      # per-bin far power smoothing per block
-ALPHA_IP = 0.0    # IPNLMS proportionality (-1 uniform .. 1 fully proportionate)
+ALPHA_IP = -0.3   # IPNLMS proportionality (-1: prior only .. 1: proportionate only)
+ES_R = 0.5        # prior step profile: partition p gets ES_R**p (normalised)
+TOP_C = 2         # constrain the TOP_C highest-gain partitions every block
 DELTA = N * 30.0 ** 2          # per-bin regularisation (~ -55 dBm0 far end)
 BIN_FLOOR = 0.1                # per-bin step normaliser >= this share of the mean bin power
 FB_SMOOTH = 0.6                # block smoothing of the two filters' error powers
@@ -28,6 +33,14 @@ PDT_MAX_BLOCKS = 62            # ...for at most 0.5 s in a row (longer: echo-pat
 HANG = 240                     # double-talk hangover, samples (30 ms)
 SMOOTH = 0.9                   # block smoothing of the ERLE powers
 CONVERGED_DB = 12.0
+LT = 128                       # time-domain IPNLMS over the head of the tail: taps
+MU_T = 0.15                    # ...its step
+ALPHA_T = -0.5                 # ...its proportionality (Benesty & Gay 2002)
+DELTA_T = 30.0 ** 2            # ...its regularisation
+T_FAST = 100                   # ...adapting blocks before it is folded into the block filters
+FOLD_DB = 30.0                 # ...or once the ERLE reaches this
+HEAD_MIN, HEAD_EVERY = 16, 4   # ...from this many adapting blocks, every so many, check that
+HEAD_RATIO = 2.0               # ...no other window holds 3 dB more energy (else retire it)
 LCG_A, LCG_C = 1664525, 1013904223
 
 
@@ -83,9 +96,19 @@ class EchoCanceller:
         self.noise = -1.0
         self.rr = 1
         self.seed = 12345
+        self.xt = np.zeros(LT)                # far history for the time-domain filter, newest first
+        self.ht = np.zeros(LT)                # its taps (background), lag order
+        self.hf = np.zeros(LT)                # foreground copy
+        self.hnorm = 0.0
+        self.td_on = False
+        self.td_live = True
+        self.td_retired = False
+        self.td_blocks = 0
+        self.mu_t = MU_T
 
     def _hpf(self, x, i):
         y = HP_A * (self.hp[i + 1] + x - self.hp[i])
+        y = 0.0 if abs(y) < TINY else y  # no denormals on a silent line (see the kernel)
         self.hp[i], self.hp[i + 1] = x, y
         return y
 
@@ -110,8 +133,18 @@ class EchoCanceller:
         pos = self.pos
         self.xb[B + pos] = f
         xr = self.xb[B + pos - np.arange(B)]
-        e = d - (self.yt[pos] + float(np.dot(self.w0, xr)))
-        ef = d - (self.ytf[pos] + float(np.dot(self.f0, xr)))
+        self.xt[1:] = self.xt[:-1]
+        self.xt[0] = f
+        ka = (1 - ALPHA_T) / (2.0 * LT)
+        kb = (1 + ALPHA_T) / (2 * self.hnorm + 1e-3)
+        yt = float(np.dot(self.ht, self.xt)) if self.td_live else 0.0
+        ytf = float(np.dot(self.hf, self.xt)) if self.td_live else 0.0
+        e = d - (self.yt[pos] + float(np.dot(self.w0, xr)) + yt)
+        ef = d - (self.ytf[pos] + float(np.dot(self.f0, xr)) + ytf)
+        if self.td_live and self.td_on and self.mu_t > 0 and self.g_hang == 0 and self.dt_hang == 0:
+            kl = ka + kb * np.abs(self.ht)
+            self.ht = self.ht + self.mu_t * e / (float(np.sum(kl * self.xt ** 2)) + DELTA_T) * kl * self.xt
+            self.hnorm = float(np.sum(np.abs(self.ht)))
         self.fmax[0] = max(self.fmax[0], abs(f))
         if abs(d) > self.geigel * self.fmax.max():
             self.g_hang = HANG
@@ -154,6 +187,7 @@ class EchoCanceller:
             self._stats(pf, pd, pef, py)
         if self.adapt and far_active and not self.block_g and not narrow:
             self._update(pe)
+        self._td_phase(far_active, narrow)
         if far_active:
             self._compare(pe, pef, 0.0 if self.block_g else (COPY_RATIO_DT if self.block_dt else COPY_RATIO))
         self.fmax = np.roll(self.fmax, 1)
@@ -164,6 +198,35 @@ class EchoCanceller:
         self.block_dt = self.block_g = False
         self.pos = 0
 
+    def _td_phase(self, far_active, narrow):
+        """The time-domain filter adapts for T_FAST blocks or until the ERLE reaches
+        FOLD_DB, then its taps are added into the block filters and it stops; it is
+        retired (taps dropped) if the block filter finds the echo elsewhere (see the kernel)."""
+        self.td_on = self.adapt and far_active and not narrow
+        if self.td_on and not self.block_g and not self.block_dt:
+            self.td_blocks += 1
+        self.mu_t = MU_T if self.adapt and self.td_blocks < T_FAST and self.erle_db < FOLD_DB else 0.0
+        if self.td_blocks == 0 and self.mu_t > 0:
+            self.td_live = True
+            self.td_retired = False
+        elif self.td_live and self.mu_t == 0:
+            for W, h, w0 in ((self.W, self.ht, self.w0), (self.F, self.hf, self.f0)):
+                for p in range(LT // B):
+                    W[p] += np.fft.rfft(np.concatenate([h[p * B:(p + 1) * B], np.zeros(B)]))
+                    if p == 0:
+                        w0 += h[:B]
+            self._td_stop()
+        elif self.td_live and self.td_on and self.td_blocks >= HEAD_MIN and self.td_blocks % HEAD_EVERY == 0:
+            en = np.sum(np.abs(self.W) ** 2, axis=1)
+            win = np.convolve(en, np.ones(LT // B), "valid")
+            if win.size > 1 and win[1:].max() > HEAD_RATIO * win[0]:
+                self._td_stop()
+                self.td_retired = True
+
+    def _td_stop(self):
+        self.ht, self.hf, self.hnorm = np.zeros(LT), np.zeros(LT), 0.0
+        self.td_live = False
+
     def _compare(self, pe, pef, ratio):
         """Two-filter safeguard: the background adapts, the foreground makes the output and
         takes the background's taps only once they cancel clearly better; a background that
@@ -171,11 +234,11 @@ class EchoCanceller:
         self.sb = FB_SMOOTH * self.sb + (1 - FB_SMOOTH) * pe
         self.sf = FB_SMOOTH * self.sf + (1 - FB_SMOOTH) * pef
         if self.sb + 1.0 < ratio * (self.sf + 1.0):
-            self.F, self.f0 = self.W.copy(), self.w0.copy()
+            self.F, self.f0, self.hf = self.W.copy(), self.w0.copy(), self.ht.copy()
             self.sf = self.sb
             self.fg_copies += 1
         elif self.sb > RESET_RATIO * (self.sf + 1.0):
-            self.W, self.w0 = self.F.copy(), self.f0.copy()
+            self.W, self.w0, self.ht = self.F.copy(), self.f0.copy(), self.hf.copy()
             self.sb = self.sf
             self.bg_resets += 1
 
@@ -204,6 +267,7 @@ class EchoCanceller:
                 self.dt_hang = HANG
             else:
                 self.locked = False
+                self.td_blocks = 0
         else:
             self.pdt_run = 0
 
@@ -211,12 +275,16 @@ class EchoCanceller:
         if self.noise < 0 or pe < self.noise:
             self.noise = pe if self.noise < 0 else 0.7 * self.noise + 0.3 * pe
         else:
-            self.noise *= 1.005
+            # from at least one LSB^2: after digital silence (0) it must be able to rise again
+            self.noise = self.noise * 1.005 if self.noise > 1.0 else 1.0
 
     def _gains(self):
-        norms = np.sqrt(np.sum(np.abs(self.W) ** 2, axis=1))
-        P = self.P
-        return (1 - ALPHA_IP) / (2 * P) + (1 + ALPHA_IP) * norms / (2 * norms.sum() + 1e-6)
+        """Share of the step per partition (sums to 1): proportionate on the partition's
+        energy to the power 1/4, plus an exponentially decaying prior (ES-NLMS)."""
+        norms = np.sqrt(np.sqrt(np.sum(np.abs(self.W) ** 2, axis=1)))
+        prior = ES_R ** np.arange(self.P)
+        prior /= prior.sum()
+        return (1 - ALPHA_IP) / 2 * prior + (1 + ALPHA_IP) * norms / (2 * norms.sum() + 1e-6)
 
     def _update(self, pe):
         E = np.fft.rfft(np.concatenate([np.zeros(B), self.eblk]))
@@ -225,10 +293,29 @@ class EchoCanceller:
         reg = np.sum(g[:, None] * np.abs(self.X) ** 2, axis=0)
         G = (2 * MU) * E / (np.maximum(np.maximum(self.Pk, reg), BIN_FLOOR * np.mean(self.Pk)) + DELTA)
         self.W += g[:, None] * np.conj(self.X) * G[None, :]
-        self._constrain(0)
-        self._constrain(self.rr)
-        self.rr = self.rr + 1 if self.rr + 1 < self.P else 1
+        self._constrain_some(g)
         self.w0 = np.fft.irfft(self.W[0], N)[:B]
+
+    def _constrain_some(self, g):
+        """Constrain partition 0, the TOP_C partitions with the largest share and one more
+        in turn (see cext/echo.pyx)."""
+        P = self.P
+        self._constrain(0)
+        done = []
+        for _ in range(TOP_C):
+            rest = [p for p in range(1, P) if p not in done]
+            if not rest:
+                break
+            best = rest[int(np.argmax(g[rest]))]  # first of equals, as the kernel's strict >
+            done.append(best)
+            self._constrain(best)
+        for _ in range(P):
+            if self.rr not in done:
+                break
+            self.rr = self.rr + 1 if self.rr + 1 < P else 1
+        if P > 1 and self.rr not in done:
+            self._constrain(self.rr)
+            self.rr = self.rr + 1 if self.rr + 1 < P else 1
 
     def _constrain(self, p):
         w = np.fft.irfft(self.W[p], N)

@@ -237,7 +237,8 @@ class CoreAdapter:
         quality = self._quality(handle)
         return {"direction": direction, "remote": remote or "", "state": fsm.state.name.lower(),
                 "since": _num(row.get("started"), 3), "codec": quality.get("codec"),
-                "mos": quality.get("mos")}
+                "mos": quality.get("mos"),
+                "media_mode": str(getattr(fsm.media, "media_mode", "voice"))}
 
     def _cdr_row(self, uuid: str | None) -> dict:
         if not uuid or self.core.cdr is None:
@@ -264,7 +265,7 @@ class CoreAdapter:
         return {"port": port["name"], "direction": call["direction"], "remote": call["remote"],
                 "state": call["state"],
                 "duration_s": _num(now - since) if since is not None else None,
-                "codec": call["codec"], "mos": call["mos"]}
+                "codec": call["codec"], "mos": call["mos"], "media_mode": call["media_mode"]}
 
     # ---- config (HTTP thread) ----
     def config(self) -> dict:

@@ -20,6 +20,9 @@ PORT_NAME = {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9_-]{0,31}$", "maxL
 TONES = ["dial", "busy", "ringback", "reorder", "congestion", "call_waiting"]
 LEVELS = ["debug", "info", "warning", "error"]
 DIRECTIONS = ["inbound", "outbound", "local", "emergency"]
+MEDIA_MODE = {"type": "string", "enum": ["voice", "fax", "modem"],
+              "description": "fax / modem: the call went to G.711 passthrough on a "
+                             "detected fax or modem tone"}
 
 
 def _n(schema: dict) -> dict:
@@ -43,7 +46,7 @@ ERROR = obj({"error": STR, "field": _n(STR), "problems": {"type": "array", "item
             ["error"], closed=False)
 
 CALL = obj({"direction": STR, "remote": STR, "state": STR, "since": _n(NUM),
-            "codec": _n(STR), "mos": _n(NUM)}, closed=False)
+            "codec": _n(STR), "mos": _n(NUM), "media_mode": MEDIA_MODE}, closed=False)
 PORT = obj({"name": STR, "kind": {"type": "string", "enum": ["fxs", "fxo", "headset"]},
             "state": STR, "hook": _n(STR), "ringing": BOOL, "loop_current_ma": _n(NUM),
             "line_voltage_v": _n(NUM), "erle_db": _n(NUM), "failed_reason": _n(STR),
@@ -82,7 +85,8 @@ STATUS = obj({
     "ports": {"type": "array", "items": PORT},
     "calls": {"type": "array", "items": obj(
         {"port": STR, "direction": STR, "remote": STR, "state": STR,
-         "duration_s": _n(NUM), "codec": _n(STR), "mos": _n(NUM)}, ["port", "state"],
+         "duration_s": _n(NUM), "codec": _n(STR), "mos": _n(NUM),
+         "media_mode": MEDIA_MODE}, ["port", "state"],
         closed=False)},
     "outbox": _n(OUTBOX),
 }, ["box", "wan", "survivability", "registrations", "ports", "calls", "outbox"],
@@ -101,7 +105,8 @@ MEASURE = obj({"port": STR, "kind": STR, "line_voltage_v": _n(NUM),
 PING = obj({"edges": {"type": "array", "items": EDGE}}, ["edges"], closed=False)
 CDR = obj({"uuid": STR, "direction": STR, "port": STR, "ani": STR, "dnis": STR,
            "started": NUM, "answered": _n(NUM), "ended": _n(NUM),
-           "disposition": _n(STR), "duration_s": _n(NUM), "mos": _n(NUM)},
+           "disposition": _n(STR), "duration_s": _n(NUM), "mos": _n(NUM),
+           "media_mode": MEDIA_MODE},
           ["uuid", "direction", "port", "started"], closed=False)
 LOG = obj({"time": NUM, "level": STR, "source": STR, "message": STR},
           ["time", "level", "source", "message"], closed=False)

@@ -110,4 +110,6 @@ class PortFsm:
     def status(self) -> dict:
         return {"port": self.name, "kind": self.kind, "state": self.state.name.lower(),
                 "calls": self.calls(), "erle_db": self.media.erle_db,
-                "echo_runaways": self.media.runaways}
+                "echo_runaways": self.media.runaways,
+                "media_mode": getattr(self.media, "media_mode", "voice"),
+                "passthrough": dict(getattr(self.media, "passthrough_info", {}))}

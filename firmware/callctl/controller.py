@@ -22,6 +22,13 @@ Transfers (`join(x, y)`): two SIP legs are joined by REFER (attended when the se
 is up, blind to its number when it is still ringing); a local leg is joined by handing
 the other leg to the port at its far end (no SIGNALLING leaves the box).
 
+Fax and modem calls: every port's media listens for modem tones both ways
+(firmware/media.py); on a detection it switches itself to the passthrough profile and
+tells `_passthrough`, which marks the call's record and CDR (media_mode "fax" or
+"modem", with the tone in extra.passthrough), asks the bridge to move the SIP leg to
+G.711 (`bridge.passthrough(call)`, where the bridge has it: PjBridge re-INVITEs) and,
+for a call between two of our ports, switches the other port's media too.
+
 Assumes the drivers are started by the caller (the gateway) and that nothing else reads
 the ports' PCM: call control owns the audio now (the FXO caller-ID decoder moved here).
 """
@@ -52,6 +59,14 @@ log = logging.getLogger(__name__)
 MEDIA_TICK_S = FRAME / LINE_RATE
 TRACE_LEN = 2000  # recent FSM transitions kept for status and tests: (time, port, old, new)
 DISPOSITIONS = {486: "busy", 600: "busy", 408: "no_answer", 480: "no_answer", 487: "cancelled"}
+
+
+class _Tone:
+    """A modem tone handed on to the other port of a local call (ModemTone's shape)."""
+
+    def __init__(self, name: str, kind: str, disables_echo_canceller: bool) -> None:
+        self.name, self.kind = name, kind
+        self.disables_echo_canceller = disables_echo_canceller
 
 
 class ParkingLot:
@@ -119,6 +134,7 @@ class CallControl:
         self._cid_listeners: list[Callable[[str, dict], None]] = []
         self._clock: MediaClock | None = None
         self._timer = None
+        self._carrying: dict[str, int] = {}  # port -> the call its media carries now
         self._build_ports()
         self.survive = Continuity(self)  # survivability: firmware/survive/continuity.py
 
@@ -134,7 +150,10 @@ class CallControl:
                 log.warning("%s: no driver or PCM; the port takes no calls", name)
                 continue
             plan = self._plan(name)
-            media = PortMedia(name, pcm, plan)
+            media = PortMedia(name, pcm, plan, **{  # the line's DTMF twist limits
+                k: line[k] for k in ("dtmf_row_above_column_max_db",
+                                     "dtmf_column_above_row_max_db") if k in line})
+            media.on_passthrough = self._passthrough
             cls = FxsPort if line["kind"] == "fxs" else FxoPort
             fsm = cls(self, name, media, driver, line, plan)
             if line["kind"] == "fxs":
@@ -142,7 +161,8 @@ class CallControl:
             self.ports[name] = fsm
         headset = getattr(self.board, "headset_driver", None)
         if headset is not None:
-            media = PortMedia("headset", headset, self._plan("headset"), echo=False, dtmf=False)
+            media = PortMedia("headset", headset, self._plan("headset"), echo=False, dtmf=False,
+                              modem=False)
             self.ports["headset"] = HeadsetPort(self, "headset", media, headset)
         self.dialplan = Dialplan(self.doc, self.doc.get("country", {}).get("code", "us"))
 
@@ -411,9 +431,51 @@ class CallControl:
         """Put a call's audio on a port (no echo canceller between two of our ports);
         `rate` 16000 asks the bridge for wideband frames (the headset)."""
         if call is None:
+            self._carrying.pop(media.name, None)
             media.connect(None)
             return
+        self._carrying[media.name] = call
         media.connect(self.media(call, rate), cancel_echo=not self.local.is_local(call))
+
+    # ---- fax / modem passthrough ----
+    def _passthrough(self, media, info: dict) -> None:
+        """A port's media switched to (or within) the passthrough profile: mark the
+        call, move its SIP leg to G.711, and switch the other port of a local call."""
+        call = self._carrying.get(media.name)
+        if call is None or media.pipe is None:
+            return
+        self._mark_mode(call, info)
+        if self.local.is_local(call):
+            self._passthrough_peer(call, info)
+            return
+        switch = getattr(self.bridge, "passthrough", None)
+        if switch is not None:
+            self._safely(switch, call)
+
+    def _passthrough_peer(self, call: int, info: dict) -> None:
+        far = self.local.peer.get(call)
+        port = self.owner.get(far)
+        media = getattr(port, "media", None)
+        if media is None or self._carrying.get(media.name) != far:
+            return
+        tone = _Tone(info["tone"], info["mode"], bool(info.get("disabling_tone")))
+        media.passthrough(tone, "peer")
+
+    def _mark_mode(self, call: int, info: dict) -> None:
+        rec = self._records.get(call)
+        if rec is None or rec.get("media_mode") == info["mode"]:
+            return
+        rec["media_mode"] = info["mode"]
+        if self.cdr is not None and rec["uuid"]:
+            uuid, cdr = rec["uuid"], self.cdr
+            extra = {"passthrough": {"tone": info.get("tone"), "side": info.get("side"),
+                                     "at": round(self.reactor.clock.wall(), 3),
+                                     "echo_canceller": info.get("echo_canceller")}}
+            self._cdr_safely(lambda: cdr.update(uuid, media_mode=info["mode"], extra=extra))
+
+    def media_mode(self, call: int) -> str:
+        """"voice", or "fax" / "modem" once the call went to passthrough."""
+        return self._records.get(call, {}).get("media_mode", "voice")
 
     def forget(self, call: int | None) -> None:
         if call is not None:
@@ -522,7 +584,7 @@ class CallControl:
     def _open(self, call: int, direction: str, port: str, ani: str, dnis: str,
               call_id: str | None, placed_by_box: bool = True) -> None:
         rec = {"direction": direction, "answered": False, "uuid": None,
-               "placed_by_box": placed_by_box}
+               "placed_by_box": placed_by_box, "media_mode": "voice"}
         self._records[call] = rec
         if self.cdr is None:
             return

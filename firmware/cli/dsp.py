@@ -1,10 +1,12 @@
 """`branchline dsp ...`: the technician's DSP tools, and how the kernels are evaluated.
 
-  dsp dtmf IN.wav                       one JSON line per digit (start/end in ms)
+  dsp dtmf [--row-above-column-max-db 8] [--column-above-row-max-db 4] IN.wav
+                                        one JSON line per digit (start/end in ms)
   dsp echo --far F.wav --near N.wav --out OUT.wav [--tail-ms 128]
                                         cancelled near end; one JSON line of ERLE per 100 ms
   dsp cid IN.wav                        one JSON line per caller-ID message
   dsp cpt --plan us IN.wav              one JSON line per call-progress tone event
+  dsp modem IN.wav                      one JSON line per fax/modem tone (CNG, CED, ANSam...)
   dsp tone --plan us busy --seconds 3 OUT.wav
                                         a tone of the plan, or dtmf:123#, or cid:NUMBER[:NAME]
 
@@ -24,11 +26,14 @@ import numpy as np
 from cext import toneplans
 from drivers.errors import BranchlineError
 from firmware import wavio
+from firmware.core.config import schema
 
 FRAME = 160  # 20 ms at 8 kHz
 RATE = wavio.RATE
 ERLE_WINDOW = 800  # 100 ms
 CID_KEYS = ("standard", "number", "name", "datetime", "reason", "checksum_ok")
+# DTMF twist limits, named as the detector's arguments (and the line fields, dtmf_ + name)
+TWIST_OPTIONS = ("row_above_column_max_db", "column_above_row_max_db")
 
 
 def register(sub) -> None:
@@ -36,6 +41,11 @@ def register(sub) -> None:
     cmds = p.add_subparsers(dest="dsp_command", metavar="TOOL", required=True)
 
     c = cmds.add_parser("dtmf", help="print the DTMF digits in a WAV file, one JSON line each")
+    for opt in TWIST_OPTIONS:  # the lines' config fields of the same names (schema.LINE)
+        field = schema.LINE[f"dtmf_{opt}"]
+        c.add_argument(f"--{opt.replace('_', '-')}", type=float, default=field.default,
+                       metavar="DB", help=f"{field.help} (default {field.default:g}, "
+                                          f"{field.minval:g}..{field.maxval:g})")
     c.add_argument("wav", metavar="IN.wav")
     c.set_defaults(func=cmd_dtmf)
 
@@ -54,6 +64,10 @@ def register(sub) -> None:
     c.add_argument("--plan", default="us", choices=toneplans.COUNTRIES, help="country tone plan")
     c.add_argument("wav", metavar="IN.wav")
     c.set_defaults(func=cmd_cpt)
+
+    c = cmds.add_parser("modem", help="print fax/modem connect tones (CNG, CED, ANSam, V.21) in a WAV file")
+    c.add_argument("wav", metavar="IN.wav")
+    c.set_defaults(func=cmd_modem)
 
     c = cmds.add_parser("tone", help="write a call-progress tone, DTMF digits or a caller-ID burst")
     c.add_argument("--plan", default="us", choices=toneplans.COUNTRIES, help="country tone plan")
@@ -90,8 +104,15 @@ def _emit(obj: dict) -> None:
 
 
 def cmd_dtmf(args) -> int:
+    limits = {}
+    for opt in TWIST_OPTIONS:
+        field, value = schema.LINE[f"dtmf_{opt}"], getattr(args, opt)
+        if not field.minval <= value <= field.maxval:
+            raise BranchlineError(f"--{opt.replace('_', '-')}: {value:g} is out of range; "
+                                  f"allowed {field.minval:g}..{field.maxval:g} dB")
+        limits[opt] = value
     x = wavio.read(args.wav)
-    det = _kernel("dtmf").DtmfDetector(rate=RATE)
+    det = _kernel("dtmf").DtmfDetector(rate=RATE, **limits)
     digits = []
     for frame in _frames(x):
         digits += det.process(frame)
@@ -150,6 +171,16 @@ def cmd_cpt(args) -> int:
     for frame in _frames(x):
         for ev in det.process(frame):
             _emit({"tone": ev.tone, "t_ms": ev.sample * 1000 / RATE})
+    return 0
+
+
+def cmd_modem(args) -> int:
+    x = wavio.read(args.wav)
+    det = _kernel("modemtone").ModemToneDetector(rate=RATE)
+    for frame in _frames(x):
+        for tone, seconds in det.process(frame):
+            _emit({"tone": tone.name, "t_ms": round(seconds * 1000, 3), "kind": tone.kind,
+                   "disables_echo_canceller": tone.disables_echo_canceller})
     return 0
 
 

@@ -14,6 +14,8 @@ call control, started and stopped in order.
     firmware/sip/nocloud.py). If pjsua2 is missing or its stack does not start (port in
     use...), the error is logged and the box runs local-only the same way;
   - CallControl over all of it.
+Each port's status carries `media_mode`: "voice", or "fax" / "modem" while its call is
+in G.711 passthrough (firmware/media.py).
 `start()`: drivers, then the bridge, then call control. `stop()`: the reverse; each step
 is guarded so a failing one does not keep the others from stopping. `status()`: ports
 (line state merged with call state and live ERLE), registrations, edges, calls, parked
@@ -212,7 +214,8 @@ class Core:
             call = cc["ports"].get(name, {})
             ports[name] = {**st, "call": call.get("state", ""), "calls": call.get("calls", []),
                            "erle_db": call.get("erle_db"),
-                           "echo_runaways": call.get("echo_runaways", 0)}
+                           "echo_runaways": call.get("echo_runaways", 0),
+                           "media_mode": call.get("media_mode", "voice")}
             if "registered" in call:
                 ports[name]["registered"] = call["registered"]
         return {"ports": ports, "registrations": sip.get("accounts", {}),

@@ -31,6 +31,27 @@ Responses are matched to their edge by account: each edge has its own non-regist
 ping account (onSendRequest's userData cannot carry a Python value, and pjsip drops the
 port from the To URI, so neither identifies the edge).
 
+Fax and modem passthrough (issue 10). `passthrough(call)` (call control, when a port's
+media heard a fax or modem tone) marks the leg and re-INVITEs it once it is answered:
+  - codec: the leg's SDP (offer or answer, now and for the rest of the call) keeps only
+    PCMU/PCMA, drops telephone-event (DTMF is not detected in passthrough), and says
+    `a=silenceSupp:off - - - -` (RFC 3108: no VAD at the far end either; ours is off
+    for every call, medConfig.noVad) and `a=gpmd:<pt> vbd=yes` (V.152 voiceband data).
+    pjsua2 has no per-call codec list; Call.onCallSdpCreated is its documented hook for
+    per-call codecs (pjsua2 endpoint.cpp on_call_sdp_created re-parses the edited SDP);
+  - jitter buffer: fixed at FIXED_JB_MS (prefetch init = min = max, no discard: an
+    adaptive buffer that grows or drops frames slips the modem's clock).
+    Call.onStreamPreCreate may set jbInit/jbMinPre/jbMaxPre/jbDiscardAlgo per stream
+    (pjsua_aud.c pjsua_aud_channel_update copies them back), but only when pjsua creates
+    the stream: it keeps a stream whose codec, payload types and direction did not
+    change (pjsua_media.c is_media_changed). So the re-INVITE goes out also on a call
+    already on G.711: dropping telephone-event changes the event payload type, the
+    stream is re-created and takes the fixed buffer. (A G.711 leg that never had
+    telephone-event keeps its adaptive buffer; status says so.)
+The bridge's call status shows `passthrough`: "reinvite" when sent, then the codec and
+jitter buffer the new stream runs with; a refused re-INVITE leaves the old media (pjsip
+keeps the session), with the status still "reinvite".
+
 Survivability. Every RTP_POLL_S the SIP thread reads each answered call's received
 packet count (getStreamStat: rtcp.rxStat.pkt); unchanged for survive.rtp_timeout_s:
 MEDIA_TIMEOUT {silent_s}; growing again: MEDIA_RESUMED. `use_edge(uri)` re-points
@@ -69,6 +90,9 @@ CODEC_IDS = {"PCMU": "PCMU/8000", "PCMA": "PCMA/8000", "G722": "G722/16000"}
 QUALITY_EVERY_S = 1.0
 JB_INIT_MS, JB_MAX_PRE_MS = 20, 80  # jitter buffer prefetch: start, ceiling
 RTP_POLL_S = 0.25
+FIXED_JB_MS = 60  # passthrough jitter buffer: fixed prefetch (3 frames), never adapted
+G711 = ("PCMU", "PCMA")
+STATIC_PT = {"0": "PCMU", "8": "PCMA", "9": "G722"}  # RFC 3551 payload types
 START_TIMEOUT_S = 15.0
 _NO_QUALITY = {"codec": None, "jitter_ms": None, "loss_pct": None, "rtt_ms": None}
 
@@ -177,6 +201,10 @@ class PjBridge:
 
     def refresh(self, call: int) -> None:
         self._cmd("refresh", call)
+
+    def passthrough(self, call: int) -> None:
+        """A fax or modem on this call: G.711 only, fixed jitter buffer (module doc)."""
+        self._cmd("passthrough", call)
 
     def media(self, call: int, rate: int = 8000) -> MediaPipe:
         pipe = self._pipes.get(call)
@@ -564,6 +592,8 @@ class _Core:
             self._finish_transfer(call)
             self._publish_call(call.handle, "answered")
             self._once(call, api.ANSWERED, call_id=info.callIdString)
+            if call.passthrough and not call.passthrough_sent:
+                self._reinvite_g711(call)
         elif state == pj.PJSIP_INV_STATE_DISCONNECTED:
             self._ended(call, info.lastStatusCode, info.lastReason)
 
@@ -631,6 +661,8 @@ class _Core:
                 self.emit(api.RESUMED, call.handle)
         self._attach(call)
         self._read_quality(call)
+        if call.passthrough_sent:
+            self._publish_passthrough(call)
 
     def cmd_attach(self, handle: int) -> None:
         call = self.calls.get(handle)
@@ -737,6 +769,68 @@ class _Core:
             prm = pj.CallOpParam(True)
             prm.opt.flag = pj.PJSUA_CALL_UPDATE_CONTACT
             call.reinvite(prm)
+
+    # --- fax / modem passthrough (module docstring) -------------------------------
+    def cmd_passthrough(self, handle: int) -> None:
+        call = self._call(handle, "passthrough")
+        if call is None or call.passthrough:
+            return
+        call.passthrough = True
+        log.info("SIP call %d: fax/modem passthrough: G.711, fixed jitter buffer", handle)
+        if call.answered:
+            self._reinvite_g711(call)
+        # else: sent once the call is confirmed (on_call_state)
+
+    def _reinvite_g711(self, call: BCall) -> None:
+        call.passthrough_sent = True
+        self._publish_call(call.handle, "answered")
+        calls = dict(self.bridge._status["calls"])
+        calls[call.handle] = {**calls.get(call.handle, {}), "passthrough": "reinvite"}
+        self.bridge._status["calls"] = calls
+        call.reinvite(pj.CallOpParam(True))
+
+    def sdp_created(self, call: BCall, prm) -> None:
+        """Our SDP (offer, or answer to `prm.remSdp`): G.711 only once in passthrough."""
+        if not call.passthrough:
+            return
+        sdp = g711_only(prm.sdp.wholeSdp)
+        if sdp is None:
+            log.warning("SIP call %d: passthrough: no G.711 in our SDP; left as it is",
+                        call.handle)
+            return
+        remote = prm.remSdp.wholeSdp
+        if remote and not _offers_g711(remote):
+            log.warning("SIP call %d: passthrough: the far end offers no G.711; the codec "
+                        "stays", call.handle)
+            return
+        prm.sdp.wholeSdp = sdp
+
+    def stream_precreate(self, call: BCall, prm) -> None:
+        """The fixed jitter buffer for a passthrough leg's new audio stream."""
+        if not call.passthrough:
+            return
+        info = prm.streamInfo
+        if info.type != pj.PJMEDIA_TYPE_AUDIO:
+            return
+        info.jbInit = info.jbMinPre = info.jbMaxPre = FIXED_JB_MS
+        info.jbDiscardAlgo = pj.PJMEDIA_JB_DISCARD_NONE
+
+    def _publish_passthrough(self, call: BCall) -> None:
+        """What the leg runs with since the re-INVITE: codec and jitter buffer."""
+        info = call.getInfo()  # keep it: .media refers into it (SWIG), not a copy
+        try:
+            idx = next(m.index for m in info.media if m.type == pj.PJMEDIA_TYPE_AUDIO
+                       and m.status != pj.PJSUA_CALL_MEDIA_NONE)
+            si = call.getStreamInfo(idx)
+        except (StopIteration, pj.Error):
+            return
+        jb = {"init_ms": si.jbInit, "min_ms": si.jbMinPre, "max_ms": si.jbMaxPre,
+              "fixed": si.jbMinPre == si.jbMaxPre}
+        calls = dict(self.bridge._status["calls"])
+        calls[call.handle] = {**calls.get(call.handle, {}),
+                              "passthrough": f"{si.codecName}/{si.codecClockRate}",
+                              "jitter_buffer": jb}
+        self.bridge._status["calls"] = calls
 
     # --- DTMF, hold, transfer ---------------------------------------------------
     def cmd_send_dtmf(self, handle: int, digits: str) -> None:
@@ -908,6 +1002,78 @@ def _quality(info, stat) -> dict[str, Any]:
         "loss_pct": round(100.0 * rx.loss / received, 2) if received else 0.0,
         "rtt_ms": round(rtt.mean / 1000.0, 2) if rtt.n else None,
     }
+
+
+def _rtpmaps(lines: list[str]) -> dict[str, str]:
+    """Payload type -> encoding name (upper case) from a=rtpmap lines."""
+    out = {}
+    for line in lines:
+        if line.startswith("a=rtpmap:"):
+            pt, _, enc = line[len("a=rtpmap:"):].partition(" ")
+            out[pt] = enc.split("/")[0].upper()
+    return out
+
+
+def _audio_sections(lines: list[str]) -> list[tuple[int, int]]:
+    """(start, end) line ranges of the m=audio sections."""
+    starts = [i for i, line in enumerate(lines) if line.startswith("m=")]
+    bounds = [*starts, len(lines)]
+    return [(a, b) for a, b in zip(bounds, bounds[1:], strict=False)
+            if lines[a].startswith("m=audio ")]
+
+
+def _offers_g711(sdp: str) -> bool:
+    lines = sdp.replace("\r\n", "\n").split("\n")
+    for a, b in _audio_sections(lines):
+        maps = _rtpmaps(lines[a:b])
+        if any(maps.get(pt, STATIC_PT.get(pt)) in G711 for pt in lines[a].split()[3:]):
+            return True
+    return False
+
+
+def g711_only(sdp: str) -> str | None:
+    """The SDP with its audio sections cut to PCMU/PCMA (order kept), every other
+    payload type's rtpmap/fmtp/rtcp-fb dropped (telephone-event, G.722...), and
+    silenceSupp off (RFC 3108) plus gpmd vbd=yes (V.152) per G.711 payload type added.
+    None when an audio section has no G.711 at all (nothing to offer)."""
+    crlf = "\r\n" in sdp
+    lines = sdp.replace("\r\n", "\n").split("\n")
+    out: list[str] = []
+    done = 0
+    for a, b in _audio_sections(lines):
+        out += lines[done:a]
+        section = lines[a:b]
+        trailing = []
+        while section and not section[-1]:
+            trailing.append(section.pop())
+        maps = _rtpmaps(section)
+        head = section[0].split()
+        keep = [pt for pt in head[3:] if maps.get(pt, STATIC_PT.get(pt)) in G711]
+        if not keep:
+            return None
+        out.append(" ".join(head[:3] + keep))
+        for line in section[1:]:
+            pt = _attr_pt(line)
+            if pt is not None and pt not in keep:
+                continue
+            if line.startswith(("a=silenceSupp:", "a=gpmd:")):
+                continue
+            out.append(line)
+        out.append("a=silenceSupp:off - - - -")
+        out += [f"a=gpmd:{pt} vbd=yes" for pt in keep]
+        out += trailing
+        done = b
+    out += lines[done:]
+    text = "\n".join(out)
+    return text.replace("\n", "\r\n") if crlf else text
+
+
+def _attr_pt(line: str) -> str | None:
+    """The payload type an a=rtpmap / a=fmtp / a=rtcp-fb line is about (else None)."""
+    for prefix in ("a=rtpmap:", "a=fmtp:", "a=rtcp-fb:"):
+        if line.startswith(prefix):
+            return line[len(prefix):].split(" ", 1)[0]
+    return None
 
 
 def _header(name: str, value: str) -> pj.SipHeader:

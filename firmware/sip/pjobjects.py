@@ -145,6 +145,11 @@ class BCall(pj.Call):
         self.answered = False
         self.remote_held = False
         self.reported: set[str] = set()
+        # Fax/modem passthrough (issue 10): once set, every SDP this leg makes offers or
+        # answers G.711 only, and every audio stream it creates gets the fixed jitter
+        # buffer (the bridge core's sdp_created / stream_precreate).
+        self.passthrough = False
+        self.passthrough_sent = False  # the re-INVITE went out
 
     @guarded
     def onCallState(self, prm) -> None:
@@ -153,6 +158,14 @@ class BCall(pj.Call):
     @guarded
     def onCallMediaState(self, prm) -> None:
         self.sink.on_media_state(self)
+
+    @guarded
+    def onCallSdpCreated(self, prm) -> None:
+        self.sink.sdp_created(self, prm)
+
+    @guarded
+    def onStreamPreCreate(self, prm) -> None:
+        self.sink.stream_precreate(self, prm)
 
     @guarded
     def onDtmfDigit(self, prm) -> None:

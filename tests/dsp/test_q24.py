@@ -68,39 +68,44 @@ def test_q24_mitel_bandwidth():
             assert n[1] >= 15 and n[-1] >= 15  # both sides reach the 1.5 % Q.24 asks
 
 
-@pytest.mark.parametrize("twist", [0, 3, 6, 7.5])
-def test_q24_twist_normal_accepted(twist):
-    """High group louder than the low group by up to 8 dB (default) is accepted."""
-    for key in KEYS:
-        assert digits(pair(key, low_dbm0=-6 - twist, high_dbm0=-6)) == key, (key, twist)
-
-
-@pytest.mark.parametrize("twist", [10, 14])
-def test_q24_twist_normal_rejected(twist):
-    for key in "159D":
-        assert digits(pair(key, low_dbm0=-6 - twist, high_dbm0=-6)) == "", (key, twist)
-
-
-@pytest.mark.parametrize("twist", [0, 2, 3.5])
-def test_q24_twist_reverse_accepted(twist):
-    """Low group louder than the high group by up to 4 dB (default) is accepted."""
+# Twist (Telcordia LSSGR / Q.24 North America; spandsp dtmf.c dtmf_rx and Asterisk dsp.c
+# dtmf_detect compare the same way): the row (low) tone may be up to 8 dB above the column
+# (high) tone (loop loss grows with frequency), the column up to 4 dB above the row.
+@pytest.mark.parametrize("twist", [0, 3, 6, 7.5, 8.0])
+def test_q24_twist_row_above_column_accepted(twist):
+    """Row tone louder than the column tone by up to 8 dB (default): all 16 digits."""
     for key in KEYS:
         assert digits(pair(key, low_dbm0=-6, high_dbm0=-6 - twist)) == key, (key, twist)
 
 
-@pytest.mark.parametrize("twist", [6, 10])
-def test_q24_twist_reverse_rejected(twist):
-    for key in "159D":
+@pytest.mark.parametrize("twist", [8.5, 10, 14])
+def test_q24_twist_row_above_column_rejected(twist):
+    for key in KEYS:
         assert digits(pair(key, low_dbm0=-6, high_dbm0=-6 - twist)) == "", (key, twist)
 
 
+@pytest.mark.parametrize("twist", [0, 2, 3.5, 4.0])
+def test_q24_twist_column_above_row_accepted(twist):
+    """Column tone louder than the row tone by up to 4 dB (default): all 16 digits."""
+    for key in KEYS:
+        assert digits(pair(key, low_dbm0=-6 - twist, high_dbm0=-6)) == key, (key, twist)
+
+
+@pytest.mark.parametrize("twist", [4.5, 6, 10])
+def test_q24_twist_column_above_row_rejected(twist):
+    for key in KEYS:
+        assert digits(pair(key, low_dbm0=-6 - twist, high_dbm0=-6)) == "", (key, twist)
+
+
 def test_q24_twist_limits_configurable():
-    x = pair("5", low_dbm0=-16, high_dbm0=-6)  # 10 dB normal twist
+    x = pair("5", low_dbm0=-6, high_dbm0=-16)  # row 10 dB above the column
     assert digits(x) == ""
-    assert digits(x, twist_normal_db=12) == "5"
-    y = pair("5", low_dbm0=-6, high_dbm0=-12)  # 6 dB reverse twist
+    assert digits(x, row_above_column_max_db=12) == "5"
+    y = pair("5", low_dbm0=-12, high_dbm0=-6)  # column 6 dB above the row
     assert digits(y) == ""
-    assert digits(y, twist_reverse_db=8) == "5"
+    assert digits(y, column_above_row_max_db=8) == "5"
+    assert digits(x, column_above_row_max_db=12) == ""  # each limit governs one direction
+    assert digits(y, row_above_column_max_db=12) == ""
 
 
 def test_q24_dynamic_range():

@@ -235,6 +235,16 @@ LINE = {
     "name": Field(str, "", pattern=r"[^\x00-\x1f\x7f]{0,40}",
                   pattern_rule="must be at most 40 printable characters"),
     "country": Field(str, "", allow_empty=True, **_COUNTRY, help='"" = country.code'),
+    # DTMF twist limits of the port's detector (cext/dtmf.pyx): Telcordia LSSGR / ITU-T
+    # Q.24 North America, as spandsp dtmf.c dtmf_rx and Asterisk dsp.c dtmf_detect
+    "dtmf_row_above_column_max_db": Field(
+        float, 8.0, unit="dB", minval=0.0, maxval=12.0,
+        help="DTMF: how far the row (low) tone may be above the column (high) tone; "
+             "long loops lose the column tone first (LSSGR/Q.24: 8)"),
+    "dtmf_column_above_row_max_db": Field(
+        float, 4.0, unit="dB", minval=0.0, maxval=8.0,
+        help="DTMF: how far the column (high) tone may be above the row (low) tone "
+             "(LSSGR/Q.24: 4)"),
 }
 _SIP_URI = dict(pattern=r"sips?:[^\s<>\"]{1,200}",
                 pattern_rule="must be a SIP URI, e.g. sip:edge1.example.com:5060")
