@@ -14,12 +14,15 @@ are put in their emulator's not-seated mode (every read answers 0xFF, as MISO fl
 high) to rehearse a card out of its slot. Exposes `.phones[line]`, `.cos[line]`,
 `.headset` (the virtual one), `.emulators[chip]`, `.highways[alsa_device]`, and from
 `Board`: `.drivers[line]`, `.pcm[line]` (the TdmBus port), `.tdm[alsa_device]`, `.headset_driver`,
-`.lifeline` (the relay's driver on the SimGpio). The relay's twin and its contacts
+`.lifeline` (the relay's driver on the SimGpio). With `lifeline_bypass=True` (the
+simulated box, `branchline run --sim`) the relay's twin and its contacts
 (drivers/sim/lifeline_sim.py: `.relay`, `.bypass`) sit between the lifeline's phone and
 CO, as on the card: until something energises the relay (the Gateway once its ports are
-up; a rig that starts the drivers itself must call `board.lifeline.energise()`) the
-phone on fxs1 is on the CO's line. `lifeline_bypass=False` wires that phone straight
-to its SLIC instead.
+up) the phone on fxs1 is on the CO's line, and a reactor that stops for longer than the
+monostable's hold (1 s) drops it there, as a hung core would. Harnesses that run the
+reactor only in bursts between their own steps (the e2e and demo scripts) leave the
+bypass out, since their pauses would play a hung core; the default wires that phone
+straight to its SLIC.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ def _unseat(emulator) -> None:
 
 class SimBoard(Board):
     def __init__(self, reactor, doc: dict, unseated: tuple[str, ...] | set[str] = (),
-                 lifeline_bypass: bool = True) -> None:
+                 lifeline_bypass: bool = False) -> None:
         super().__init__(reactor, doc)
         self.gpio = SimGpio()
         self.unseated = set(unseated)
