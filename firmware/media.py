@@ -80,14 +80,10 @@ import numpy as np
 from cext import toneplans
 from cext.dtmf import DtmfDetector
 from cext.echo import EchoCanceller
+from cext.modemtone import ModemToneDetector
 from cext.tones import ToneGenerator
 from drivers.bus.pcm import FRAME
 from firmware.sip.api import MediaPipe
-
-try:  # the detectors are a separate kernel (issue 10 part 5); without them, no passthrough
-    from cext.modemtone import ModemToneDetector
-except ImportError:  # pragma: no cover - a tree built before cext/modemtone.pyx
-    ModemToneDetector = None
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +104,8 @@ LINE, SIP = "line", "sip"  # where a modem tone was heard
 
 
 def default_modem_detector():
-    """A fresh cext.modemtone detector (None when the kernel is not built)."""
-    return ModemToneDetector(rate=8000) if ModemToneDetector is not None else None
+    """A fresh cext.modemtone detector (one per port and direction)."""
+    return ModemToneDetector(rate=8000)
 
 
 def confirmation_tone(plan: toneplans.CountryPlan) -> toneplans.Tone:

@@ -18,6 +18,7 @@ import pytest
 
 from drivers.sim.phone import dbm0_amplitude
 from firmware.cdr import MIGRATIONS, SCHEMA_VERSION, CdrStore, _statements
+from firmware.sip import pjbridge
 from tests.callctl.rig import Rig, connect, rms, sine, tone_level
 
 VOICE = {"mode": "voice", "echo_canceller": True, "nlp": True, "comfort_noise": True,
@@ -226,7 +227,6 @@ def test_a_second_call_starts_in_the_voice_profile(rig):
 
 
 def test_the_real_detectors_switch_on_a_cng_burst(rig):
-    pytest.importorskip("cext.modemtone")
     r = rig()  # the default detectors: cext.modemtone
     asked: list[int] = []
     r.cloud.passthrough = asked.append
@@ -276,7 +276,6 @@ OFFER = ("v=0\r\no=- 3 4 IN IP4 127.0.0.1\r\ns=pjmedia\r\nt=0 0\r\n"
 
 
 def test_passthrough_sdp_keeps_g711_only_with_vad_off():
-    pjbridge = pytest.importorskip("firmware.sip.pjbridge")
     sdp = pjbridge.g711_only(OFFER)
     assert "m=audio 4000 RTP/AVP 0 8\r\n" in sdp
     assert "G722" not in sdp and "telephone-event" not in sdp and "fmtp:101" not in sdp
@@ -286,7 +285,6 @@ def test_passthrough_sdp_keeps_g711_only_with_vad_off():
 
 
 def test_passthrough_sdp_without_g711_is_left_alone():
-    pjbridge = pytest.importorskip("firmware.sip.pjbridge")
     g722 = OFFER.replace("RTP/AVP 9 0 8 101", "RTP/AVP 9 101")
     assert pjbridge.g711_only(g722) is None
     assert not pjbridge._offers_g711(g722) and pjbridge._offers_g711(OFFER)

@@ -19,8 +19,6 @@ from drivers.bus.pcm import LINE_RATE
 from drivers.sim.phone import dbm0_amplitude
 from tests.e2e.conftest import AGENT_NUMBERS, Box, agent_call, agent_hears, e2e_doc, last_id, sine
 
-pytest.importorskip("cext.modemtone")
-
 V21_MARK_HZ, V21_SPACE_HZ, V21_BAUD = 1650.0, 1850.0, 300.0
 
 
