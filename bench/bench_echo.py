@@ -15,7 +15,6 @@ Writes bench/results/echo.json and prints a markdown table. Keep repeats modest.
 """
 
 import importlib
-import io
 import json
 import os
 import shutil
@@ -23,20 +22,18 @@ import subprocess
 import sys
 import tempfile
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
 
 from bench.spandsp import load, print_free_path
 from cext.echo import EchoCanceller
-from cext.resample import Resampler
 from lab.linemodel import (
     MODELS,
     add_noise,
     apply_echo,
-    dbm0_to_rms,
     echo_path,
+    espeak_speech,
     g711_munge,
     level_dbm0,
     to_int16,
@@ -47,8 +44,6 @@ RATE = 8000
 REPEATS = 5
 BEFORE_COMMIT = "9b948b5"  # cext/echo.pyx before issue 10 (the figures the issue quotes)
 ROOT = Path(__file__).resolve().parent.parent
-SPEECH_TEXT = ("Hello, thank you for calling the branch office. Your call is important to us. "
-               "Please hold the line, an agent will be with you shortly.")
 SPEECH_VOICES = (("en-us", 160, 50), ("en+f3", 170, 60), ("de", 160, 40), ("en+m3", 150, 30))
 HARNESS = r"""
 #include <stdio.h>
@@ -164,16 +159,7 @@ def erle_curve(near, out):
 
 def speak(voice, wpm, pitch):
     """espeak-ng speech at 8 kHz, silence cut, -16 dBm0 active level (as the test)."""
-    wav = subprocess.run(["espeak-ng", "-v", voice, "-s", str(wpm), "-p", str(pitch), "--stdout", SPEECH_TEXT],
-                         capture_output=True, check=True).stdout
-    with wave.open(io.BytesIO(wav)) as w:
-        rate = w.getframerate()
-        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-    x = Resampler(rate, RATE).process(pcm).astype(np.float64)
-    on = np.flatnonzero(np.abs(x) > 0.01 * np.abs(x).max())
-    x = x[on[0]:on[-1] + 1]
-    active = np.abs(x) > 0.01 * np.abs(x).max()
-    return x * dbm0_to_rms(-16.0) / np.sqrt(np.mean(x[active] ** 2))
+    return espeak_speech(voice, wpm, pitch)
 
 
 def speech_erle(near, out):

@@ -1,6 +1,7 @@
 """Line model for the DSP tests and benchmarks, in the manner of spandsp's line_model.c:
 levels in dBm0, white noise, the ITU-T G.168 Annex D hybrid echo paths m1..m8, echo
-convolution with bulk delay, G.711 munging, and a speech-like test signal.
+convolution with bulk delay, G.711 munging, a speech-like test signal, and espeak-ng
+speech (the echo tests' and benchmark's far end).
 
 Levels follow spandsp: a full-scale sine (peak 32767) is +3.14 dBm0, so 0 dBm0 is a signal
 of RMS 32767*10**(-3.14/20)/sqrt(2) ~ 16112. Signals are float64 NumPy arrays in int16
@@ -9,10 +10,15 @@ data is a copy of the shared G.168 file in lab/data/ (read here, never from /wor
 """
 
 import functools
+import io
 import json
+import subprocess
+import wave
 from pathlib import Path
 
 import numpy as np
+
+from cext.resample import Resampler
 
 RATE = 8000
 DBM0_RMS = 32767.0 * 10 ** (-3.14 / 20) / np.sqrt(2)  # ~16112
@@ -167,3 +173,26 @@ def speech_like(n: int, dbm0: float, rng: np.random.Generator, pitch_hz: float =
     active = env > 0.1
     rms = np.sqrt(np.mean(y[active] ** 2)) if active.any() else 1.0
     return y * (dbm0_to_rms(dbm0) / rms)
+
+
+SPEECH_TEXT = ("Hello, thank you for calling the branch office. Your call is important to us. "
+               "Please hold the line, an agent will be with you shortly.")
+
+
+def espeak_speech(voice: str, wpm: int, pitch: int, text: str = SPEECH_TEXT,
+                  seconds: float | None = None, dbm0: float = -16.0) -> np.ndarray:
+    """espeak-ng speech at 8 kHz (cext.resample), leading/trailing silence cut, at most
+    `seconds` long, scaled to `dbm0` active level (RMS over samples above -40 dB of peak).
+    Needs the espeak-ng program (Debian package espeak-ng)."""
+    wav = subprocess.run(["espeak-ng", "-v", voice, "-s", str(wpm), "-p", str(pitch), "--stdout", text],
+                         capture_output=True, check=True).stdout
+    with wave.open(io.BytesIO(wav)) as w:
+        rate = w.getframerate()
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    x = Resampler(rate, RATE).process(pcm).astype(np.float64)
+    on = np.flatnonzero(np.abs(x) > 0.01 * np.abs(x).max())
+    x = x[on[0]:on[-1] + 1]
+    if seconds is not None:
+        x = x[: int(seconds * RATE)]
+    active = np.abs(x) > 0.01 * np.abs(x).max()
+    return x * dbm0_to_rms(dbm0) / np.sqrt(np.mean(x[active] ** 2))

@@ -13,22 +13,18 @@ The G.168 test 4 (leak rate) is here too because it is about the converged filte
 """
 
 import functools
-import io
 import shutil
-import subprocess
-import wave
 
 import numpy as np
 import pytest
 
 from cext.echo import EchoCanceller
-from cext.resample import Resampler
 from lab.linemodel import (
     MODELS,
     add_noise,
     apply_echo,
-    dbm0_to_rms,
     echo_path,
+    espeak_speech,
     g711_munge,
     level_dbm0,
     to_int16,
@@ -38,8 +34,6 @@ from lab.linemodel import (
 RATE = 8000
 FRAME = 160
 SECONDS = 5.0
-TEXT = ("Hello, thank you for calling the branch office. Your call is important to us. "
-        "Please hold the line, an agent will be with you shortly.")
 VOICES = (("en-us", 160, 50), ("en+f3", 170, 60))  # (voice, words/minute, pitch): male, female
 
 
@@ -49,16 +43,7 @@ def speech(voice, wpm, pitch):
     if shutil.which("espeak-ng") is None:
         pytest.fail("espeak-ng not found: install the Debian package 'espeak-ng' "
                     "(scripts/debian-test-packages.txt)")
-    wav = subprocess.run(["espeak-ng", "-v", voice, "-s", str(wpm), "-p", str(pitch), "--stdout", TEXT],
-                         capture_output=True, check=True).stdout
-    with wave.open(io.BytesIO(wav)) as w:
-        rate = w.getframerate()
-        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-    x = Resampler(rate, RATE).process(pcm).astype(np.float64)
-    on = np.flatnonzero(np.abs(x) > 0.01 * np.abs(x).max())
-    x = x[on[0]:on[-1] + 1][: int(SECONDS * RATE)]
-    active = np.abs(x) > 0.01 * np.abs(x).max()
-    return x * dbm0_to_rms(-16.0) / np.sqrt(np.mean(x[active] ** 2))
+    return espeak_speech(voice, wpm, pitch, seconds=SECONDS)
 
 
 def scene(model, voice, seed=1):
