@@ -40,14 +40,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
 
-mirror_uri() {
-    # The first plain Debian archive URI in this machine's apt sources (deb822 or one-line).
-    { grep -h '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{for(i=2;i<=NF;i++) print $i}'
-      grep -hE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
-        | sed -E 's/\[[^]]*\]//' | awk '{print $2}'
-    } | grep -E '/debian/?$' | head -n1 || true
-}
-uri="$(mirror_uri)"
+source "$HERE/../debian-mirror.sh"
+uri="$(debian_mirror_uri)"
 [ -n "$uri" ] || { log "no Debian archive found in /etc/apt/sources*: cannot fetch pjproject source"; exit 1; }
 mkdir -p "$work/apt/lists/partial" "$work/apt/cache/archives/partial" "$work/src"
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
