@@ -710,13 +710,13 @@ class _Core:
                 self._read_quality(call)
 
     def _read_quality(self, call: BCall) -> None:
-        info = call.getInfo()  # keep it: .media refers into it (SWIG), not a copy
+        idx = _audio_index(call)
+        if idx is None:
+            return
         try:
-            idx = next(m.index for m in info.media if m.type == pj.PJMEDIA_TYPE_AUDIO
-                       and m.status != pj.PJSUA_CALL_MEDIA_NONE)
             stat = call.getStreamStat(idx)
             info = call.getStreamInfo(idx)
-        except (StopIteration, pj.Error):
+        except pj.Error:
             return
         self.bridge._quality[call.handle] = _quality(info, stat)
 
@@ -733,12 +733,12 @@ class _Core:
             del self.rtp[handle]
 
     def _rx_packets(self, call: BCall) -> int | None:
-        info = call.getInfo()  # keep it: .media refers into it (SWIG), not a copy
+        idx = _audio_index(call)
+        if idx is None:
+            return None
         try:
-            idx = next(m.index for m in info.media if m.type == pj.PJMEDIA_TYPE_AUDIO
-                       and m.status != pj.PJSUA_CALL_MEDIA_NONE)
             return int(call.getStreamStat(idx).rtcp.rxStat.pkt)
-        except (StopIteration, pj.Error):
+        except pj.Error:
             return None
 
     def _rtp_seen(self, handle: int, pkts: int, now: float) -> None:
@@ -817,12 +817,12 @@ class _Core:
 
     def _publish_passthrough(self, call: BCall) -> None:
         """What the leg runs with since the re-INVITE: codec and jitter buffer."""
-        info = call.getInfo()  # keep it: .media refers into it (SWIG), not a copy
+        idx = _audio_index(call)
+        if idx is None:
+            return
         try:
-            idx = next(m.index for m in info.media if m.type == pj.PJMEDIA_TYPE_AUDIO
-                       and m.status != pj.PJSUA_CALL_MEDIA_NONE)
             si = call.getStreamInfo(idx)
-        except (StopIteration, pj.Error):
+        except pj.Error:
             return
         jb = {"init_ms": si.jbInit, "min_ms": si.jbMinPre, "max_ms": si.jbMaxPre,
               "fixed": si.jbMinPre == si.jbMaxPre}
@@ -1029,6 +1029,13 @@ def _offers_g711(sdp: str) -> bool:
         if any(maps.get(pt, STATIC_PT.get(pt)) in G711 for pt in lines[a].split()[3:]):
             return True
     return False
+
+
+def _audio_index(call) -> int | None:
+    """The media index of the call's active audio stream, or None when it has none."""
+    info = call.getInfo()  # keep it: .media refers into it (SWIG), not a copy
+    return next((m.index for m in info.media if m.type == pj.PJMEDIA_TYPE_AUDIO
+                 and m.status != pj.PJSUA_CALL_MEDIA_NONE), None)
 
 
 def g711_only(sdp: str) -> str | None:
