@@ -65,14 +65,14 @@ import numpy as np
 
 from cext import g711
 from drivers.bus import tdm
-from drivers.errors import ChipFailed
-from drivers.reactor import NEVER, MonotonicClock, Reactor
 from drivers.sim.board import SimBoard
 from drivers.sim.phone import dtmf_audio
 from firmware.callctl.controller import CallControl
 from firmware.core.config import default_document, validate
 from firmware.sip import pjobjects
 from firmware.sip.pjbridge import PjBridge
+from foundation.errors import ChipFailed
+from foundation.reactor import NEVER, MonotonicClock, Reactor
 from lab.kamailio import Kamailio
 from lab.ports import free_port
 from lab.sipp import SippRun

@@ -59,7 +59,6 @@ from typing import Any
 import numpy as np
 
 from bench import survive_sim
-from drivers.reactor import MonotonicClock, Reactor
 from drivers.sim.board import SimBoard
 from firmware.cdr import CdrStore
 from firmware.core.config import validate
@@ -69,6 +68,7 @@ from firmware.forward import Forwarder, HttpTransport
 from firmware.sip import api
 from firmware.sip.pjbridge import PjBridge
 from firmware.survive import state as survive_state
+from foundation.reactor import MonotonicClock, Reactor
 from lab.agent import dominant_tone
 from lab.agentctl import Agent
 from lab.chaos import ChaosProxy, random_schedule

@@ -41,14 +41,14 @@ from typing import Any
 
 import numpy as np
 
-from drivers.errors import ChipFailed
-from drivers.reactor import FakeClock, Reactor
 from drivers.sim.board import SimBoard
 from firmware.callctl.controller import CallControl
 from firmware.cdr import CdrStore
 from firmware.core.config import default_document, validate
 from firmware.forward import Forwarder, HttpTransport
 from firmware.survive import prompts
+from foundation.errors import ChipFailed
+from foundation.reactor import FakeClock, Reactor
 from lab.records import RecordsReceiver
 from lab.simcloud import SimCloud, dominant_hz
 

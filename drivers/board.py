@@ -24,8 +24,8 @@ from drivers.bus.gpio import RpiGpio
 from drivers.bus.pcm import FRAME, LINE_RATE, AlsaPcm, TdmBus
 from drivers.bus.spi import SpidevDevice
 from drivers.chips.headset import Headset, alsa_card_present
-from drivers.errors import HardwareError
-from drivers.events import LineEvent
+from foundation.errors import HardwareError
+from foundation.events import LineEvent
 
 # chip type -> (module, driver class, line kind it serves)
 CHIP_TYPES = {

@@ -47,7 +47,7 @@ from __future__ import annotations
 import enum
 import logging
 
-from drivers.reactor import NEVER
+from foundation.reactor import NEVER
 
 log = logging.getLogger(__name__)
 

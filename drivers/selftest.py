@@ -32,7 +32,7 @@ import numpy as np
 from cext import toneplans
 from cext.tones import DBM0_PEAK, ToneGenerator
 from drivers.bus.pcm import FRAME, LINE_RATE
-from drivers.errors import BranchlineError
+from foundation.errors import BranchlineError
 
 LOOPBACK_HZ = 1000.0
 LOOPBACK_DBM0 = -10.0

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from drivers.errors import BranchlineError
+from foundation.errors import BranchlineError
 
 log = logging.getLogger(__name__)
 

@@ -66,8 +66,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from drivers.errors import BranchlineError
 from firmware import quality as quality_model
+from foundation.errors import BranchlineError
 
 log = logging.getLogger(__name__)
 

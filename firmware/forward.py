@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from drivers.errors import BranchlineError
 from firmware.cdr import KIND_RECORDING, CdrStore
+from foundation.errors import BranchlineError
 
 log = logging.getLogger(__name__)
 

@@ -30,11 +30,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from drivers import events as ev
 from drivers.bus.pcm import FRAME, LINE_RATE
-from drivers.errors import BranchlineError
-from drivers.events import LineEvent
 from firmware.core.config import effective_callerid
+from foundation import events as ev
+from foundation.errors import BranchlineError
+from foundation.events import LineEvent
 
 SEIZED = "seized"  # gateway actions, logged like line events
 RELEASED = "released"

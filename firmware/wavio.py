@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drivers.errors import BranchlineError
+from foundation.errors import BranchlineError
 
 RATE = 8000
 EXPECTED = "8000 Hz mono 16-bit"

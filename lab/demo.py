@@ -53,8 +53,6 @@ from pathlib import Path
 import numpy as np
 
 from cext.dtmf import dtmf_samples
-from drivers.errors import BranchlineError
-from drivers.reactor import MonotonicClock, Reactor
 from drivers.sim.board import SimBoard
 from firmware.cli.hw import format_rows, port_row
 from firmware.cli.run import describe, describe_sip
@@ -62,6 +60,8 @@ from firmware.core.config import ConfigStore, default_document, validate
 from firmware.core.runtime import Core
 from firmware.sip import api
 from firmware.survive.prompts import HOLD_HZ
+from foundation.errors import BranchlineError
+from foundation.reactor import MonotonicClock, Reactor
 from lab.agent import dominant_tone
 from lab.agentctl import Agent
 from lab.kamailio import Kamailio

@@ -21,7 +21,7 @@ import time
 import uuid
 from pathlib import Path
 
-from drivers.errors import BranchlineError
+from foundation.errors import BranchlineError
 from lab.ports import HOST, free_port
 
 log = logging.getLogger(__name__)

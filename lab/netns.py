@@ -47,7 +47,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
 
-from drivers.errors import BranchlineError
+from foundation.errors import BranchlineError
 
 log = logging.getLogger(__name__)
 

@@ -38,8 +38,8 @@ import numpy as np
 
 from cext.toneplans import Tone
 from cext.tones import ToneGenerator
-from drivers.reactor import NEVER
 from firmware.sip import api
+from foundation.reactor import NEVER
 
 FRAME_S = 0.02
 KEEP_FRAMES = 3000  # 60 s of what the box sent per call

@@ -2,7 +2,7 @@
 
 import pytest
 
-from drivers.reactor import FakeClock, Reactor
+from foundation.reactor import FakeClock, Reactor
 
 
 @pytest.fixture

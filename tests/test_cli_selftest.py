@@ -27,12 +27,12 @@ import pytest
 from cext import g711, toneplans
 from cext.tones import ToneGenerator
 from drivers import selftest
-from drivers.reactor import FakeClock, Reactor
 from drivers.sim.board import SimBoard
 from firmware.cli.hw import format_checks
 from firmware.cli.hw import selftest as cli_selftest
 from firmware.core.config import default_document, validate
 from firmware.gateway import Gateway
+from foundation.reactor import FakeClock, Reactor
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_SPI = not Path("/dev/spidev0.0").exists()

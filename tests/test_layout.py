@@ -6,11 +6,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-OURS = {"firmware", "drivers", "cext", "lab", "bench", "tests"}
+OURS = {"foundation", "firmware", "drivers", "cext", "lab", "bench", "tests"}
 ALLOWED = {  # package -> packages of ours it may import
+    "foundation": {"foundation"},
     "cext": {"cext"},
-    "drivers": {"drivers", "cext"},
-    "firmware": {"firmware", "drivers", "cext"},
+    "drivers": {"drivers", "cext", "foundation"},
+    "firmware": {"firmware", "drivers", "cext", "foundation"},
 }
 
 
@@ -34,7 +35,7 @@ def _imported_packages(path):
 
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))
-def test_imports_point_firmware_to_drivers_to_cext(package):
+def test_imports_point_firmware_to_drivers_to_cext_over_foundation(package):
     wrong = []
     for path in _sources(package):
         bad = (_imported_packages(path) & OURS) - ALLOWED[package]
@@ -43,7 +44,7 @@ def test_imports_point_firmware_to_drivers_to_cext(package):
     assert not wrong, "\n".join(wrong)
 
 
-@pytest.mark.parametrize("package", ["firmware", "drivers", "cext", "lab", "bench"])
+@pytest.mark.parametrize("package", ["foundation", "firmware", "drivers", "cext", "lab", "bench"])
 def test_every_source_file_says_what_it_is_for(package):
     missing = []
     for path in _sources(package):
@@ -53,3 +54,12 @@ def test_every_source_file_says_what_it_is_for(package):
         if not head.startswith(('"""', "'''", "#")):
             missing.append(str(path.relative_to(ROOT)))
     assert not missing, "files without a header: " + ", ".join(missing)
+
+
+@pytest.mark.parametrize("part", ["firmware/web", "firmware/console",
+                                  "firmware/auth.py", "firmware/forward.py"])
+def test_processes_outside_the_core_do_not_import_the_drivers(part):
+    path = ROOT / part
+    files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    wrong = [str(f.relative_to(ROOT)) for f in files if "drivers" in _imported_packages(f)]
+    assert not wrong, "import drivers outside the core: " + ", ".join(wrong)

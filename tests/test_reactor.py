@@ -3,7 +3,7 @@
 import threading
 import time
 
-from drivers.reactor import NEVER, FakeClock, MonotonicClock, Reactor
+from foundation.reactor import NEVER, FakeClock, MonotonicClock, Reactor
 
 
 def test_timers_fire_in_time_order_and_reschedule(reactor):

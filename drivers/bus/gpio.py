@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from drivers.errors import HardwareError
+from foundation.errors import HardwareError
 
 RISING = "rising"
 FALLING = "falling"

@@ -21,7 +21,7 @@ import numpy as np
 
 from cext import g711
 from drivers.bus import tdm
-from drivers.errors import HardwareError
+from foundation.errors import HardwareError
 
 log = logging.getLogger(__name__)
 

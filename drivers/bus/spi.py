@@ -11,7 +11,7 @@ import errno
 import os
 from typing import Protocol
 
-from drivers.errors import HardwareError
+from foundation.errors import HardwareError
 
 
 class SpiDevice(Protocol):

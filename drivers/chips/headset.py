@@ -21,8 +21,8 @@ from collections.abc import Callable
 import numpy as np
 
 from drivers.bus.pcm import FRAME, LINE_RATE, PcmPort
-from drivers.errors import BranchlineError, HardwareError
-from drivers.events import HEADSET_PLUGGED, HEADSET_UNPLUGGED, LineEvent
+from foundation.errors import BranchlineError, HardwareError
+from foundation.events import HEADSET_PLUGGED, HEADSET_UNPLUGGED, LineEvent
 
 RATES = (16000, 32000, 44100, 48000)
 LINE_RATES = (8000, 16000)  # narrowband (lines, G.711) and wideband (G.722)

@@ -52,15 +52,15 @@ import enum
 import logging
 from collections.abc import Callable
 
-from drivers import events as ev
 from drivers.bus import tdm
 from drivers.bus.gpio import FALLING, Gpio
 from drivers.bus.spi import SpiDevice
 from drivers.chips import daa_countries as D
 from drivers.chips import si3050_regs as R
-from drivers.errors import ChipFailed, HardwareError
-from drivers.events import LineEvent
-from drivers.reactor import NEVER, Reactor
+from foundation import events as ev
+from foundation.errors import ChipFailed, HardwareError
+from foundation.events import LineEvent
+from foundation.reactor import NEVER, Reactor
 
 log = logging.getLogger(__name__)
 

@@ -66,9 +66,9 @@ from collections.abc import Callable
 from drivers.bus import tdm
 from drivers.bus.gpio import FALLING
 from drivers.chips import si3215_regs as R
-from drivers.errors import ChipFailed
-from drivers.events import CHIP_FAILED, DIGIT, FLASH, OFF_HOOK, ON_HOOK, LineEvent
-from drivers.reactor import NEVER
+from foundation.errors import ChipFailed
+from foundation.events import CHIP_FAILED, DIGIT, FLASH, OFF_HOOK, ON_HOOK, LineEvent
+from foundation.reactor import NEVER
 
 log = logging.getLogger(__name__)
 

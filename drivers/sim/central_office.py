@@ -43,7 +43,7 @@ import numpy as np
 from cext import toneplans
 from cext.dtmf import DtmfDetector
 from drivers.bus.pcm import FRAME, LINE_RATE
-from drivers.reactor import NEVER, Reactor
+from foundation.reactor import NEVER, Reactor
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from drivers.bus.pcm import FRAME, LINE_RATE, SimPcmLink
-from drivers.errors import HardwareError
+from foundation.errors import HardwareError
 
 TICK_S = FRAME / LINE_RATE  # 20 ms
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from drivers.bus import tdm
 from drivers.bus.pcm import FRAME, LINE_RATE
-from drivers.reactor import NEVER, Reactor
+from foundation.reactor import NEVER, Reactor
 
 PERIOD_S = FRAME / LINE_RATE
 MAX_BEHIND = 5  # periods a late wake-up catches up; later than that, the grid re-syncs

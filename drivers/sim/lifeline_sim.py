@@ -34,7 +34,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from drivers.reactor import NEVER
+from foundation.reactor import NEVER
 
 QUEUE_FRAMES = 50  # 1 s of 20 ms frames on each direct path
 

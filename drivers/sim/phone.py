@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from drivers.bus.pcm import FRAME, LINE_RATE
-from drivers.reactor import NEVER
+from foundation.reactor import NEVER
 
 FRAME_S = FRAME / LINE_RATE
 HEARD_FRAMES = 3000  # 60 s of line audio

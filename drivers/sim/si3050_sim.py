@@ -51,8 +51,8 @@ from cext import g711
 from drivers.bus import tdm
 from drivers.bus.gpio import SimGpio
 from drivers.bus.pcm import FRAME, SimPcmLink
-from drivers.reactor import NEVER, Reactor
 from drivers.sim import daa_model as M
+from foundation.reactor import NEVER, Reactor
 
 IDLE_BATTERY_V = 48.0
 CO_FEED_OHM = 400.0  # the CO's battery feed (two 200 ohm feed coils)

@@ -60,9 +60,9 @@ import numpy as np
 from cext import g711
 from drivers.bus import tdm
 from drivers.bus.pcm import FRAME, LINE_RATE, SimPcmLink
-from drivers.reactor import NEVER
 from drivers.sim import proslic_model as M
 from drivers.sim.proslic_model import Dr, Linefeed
+from foundation.reactor import NEVER
 
 CALIBRATION_S = 0.2  # how long the twin's self-calibration takes
 RAMP_V_PER_S = 750.0  # DC-DC ramp: 0 to 75 V in 100 ms

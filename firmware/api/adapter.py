@@ -33,11 +33,11 @@ import threading
 import time
 from typing import Any
 
-from drivers.errors import BranchlineError
-from drivers.reactor import NEVER
 from firmware.core.config import ConfigError, ConfigStore, validate
 from firmware.core.config.store import render
 from firmware.core.liveconfig import changed_paths
+from foundation.errors import BranchlineError
+from foundation.reactor import NEVER
 
 log = logging.getLogger(__name__)
 

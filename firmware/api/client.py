@@ -19,7 +19,7 @@ import socket
 from typing import Any
 from urllib.parse import urlencode
 
-from drivers.errors import BranchlineError
+from foundation.errors import BranchlineError
 
 BASE = "/api/v1"
 DEFAULT_TIMEOUT_S = 10.0

@@ -16,7 +16,7 @@ import math
 import re
 from typing import Any
 
-from drivers.errors import BranchlineError
+from foundation.errors import BranchlineError
 
 _TYPES = {"object": dict, "array": list, "string": str, "boolean": bool}
 _WORDS = {"object": "an object", "array": "a list", "string": "a string",

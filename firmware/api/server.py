@@ -39,13 +39,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from drivers.errors import BranchlineError
 from firmware.api import spec
 from firmware.api.adapter import LINE_TEST_TIMEOUT_S, ApiFailure, CoreAdapter
 from firmware.api.logbuffer import LogBuffer
 from firmware.api.schema import BadInput, check, query_value
 from firmware.api.watch import StoreWatcher
 from firmware.core.config import ConfigError
+from foundation.errors import BranchlineError
 
 log = logging.getLogger(__name__)
 

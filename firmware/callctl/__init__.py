@@ -3,7 +3,7 @@
 routes calls between the ports, the cloud (a firmware.sip.api.Bridge) and the PSTN
 (controller.py). Everything runs on the reactor thread and reads the reactor clock."""
 
-from drivers.errors import BranchlineError
+from foundation.errors import BranchlineError
 
 
 class CallControlError(BranchlineError):

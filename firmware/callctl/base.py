@@ -20,7 +20,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers.reactor import NEVER
+from foundation.reactor import NEVER
 
 log = logging.getLogger(__name__)
 

@@ -37,11 +37,11 @@ import logging
 from cext.callerid import CallerIdDecoder
 from cext.cpt import CallProgressDetector
 from cext.dtmf import dtmf_samples
-from drivers import events as lev
-from drivers.errors import BranchlineError
 from firmware.callctl.base import TIMEOUT, Ev, PortFsm
 from firmware.core.config import effective_callerid
 from firmware.sip import api
+from foundation import events as lev
+from foundation.errors import BranchlineError
 
 log = logging.getLogger(__name__)
 

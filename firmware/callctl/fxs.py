@@ -48,13 +48,13 @@ from cext import callerid as cid
 from cext.dtmf import dtmf_samples
 from cext.toneplans import Tone
 from cext.tones import ToneGenerator
-from drivers import events as lev
 from drivers.bus.pcm import LINE_RATE
 from firmware.callctl.base import TIMEOUT, Ev, PortFsm
 from firmware.callctl.dialplan import Decision, Match
 from firmware.core.config import effective_callerid, effective_ring_cadence
 from firmware.media import confirmation_tone
 from firmware.sip import api
+from foundation import events as lev
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 import enum
 import logging
 
-from drivers import events as lev
 from firmware.callctl.base import TIMEOUT, Ev, PortFsm
 from firmware.callctl.dialplan import Decision, Match
 from firmware.sip import api
+from foundation import events as lev
 
 log = logging.getLogger(__name__)
 

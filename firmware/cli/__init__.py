@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 
-from drivers.errors import BranchlineError
+from foundation.errors import BranchlineError
 
 # Command groups, in the order `branchline --help` lists them.
 COMMAND_MODULES = ["demo", "run", "hw", "config", "dsp", "console", "web", "commission",

@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 import math
 
-from drivers.reactor import FakeClock, MonotonicClock, Reactor
 from firmware.cli.run import add_board_options, build_board, load_document
 from firmware.diag.commission import CommissionError, LineFacts, commission_port
 from firmware.gateway import Gateway
+from foundation.reactor import FakeClock, MonotonicClock, Reactor
 
 SETTLE_S = 0.3
 

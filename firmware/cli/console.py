@@ -16,8 +16,8 @@ import signal
 import threading
 from pathlib import Path
 
-from drivers.errors import BranchlineError
 from firmware.cli.apiopts import add_api_options, api_address
+from foundation.errors import BranchlineError
 
 DEFAULT_TTY = "/dev/ttyAMA0"
 DEFAULT_DATA_DIR = "/var/lib/branchline"

@@ -22,13 +22,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from drivers import events as ev
-from drivers.errors import BranchlineError
-from drivers.reactor import FakeClock, MonotonicClock, Reactor
 from firmware.cli.hw import format_rows, port_row
 from firmware.cli.run import build_board, describe
 from firmware.core.config import default_document, validate
 from firmware.gateway import Gateway
+from foundation import events as ev
+from foundation.errors import BranchlineError
+from foundation.reactor import FakeClock, MonotonicClock, Reactor
 
 CALLER = {"number": "5551230100", "name": "ACME LTD", "datetime": "11221030", "reason": None}
 HANGUP_AFTER_S = 1.5  # the answered call lasts this long before the far end hangs up

@@ -24,9 +24,9 @@ import json
 import numpy as np
 
 from cext import toneplans
-from drivers.errors import BranchlineError
 from firmware import wavio
 from firmware.core.config import schema
+from foundation.errors import BranchlineError
 
 FRAME = 160  # 20 ms at 8 kHz
 RATE = wavio.RATE

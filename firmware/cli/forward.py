@@ -22,7 +22,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from drivers.errors import BranchlineError
+from foundation.errors import BranchlineError
 
 DEFAULT_DATA_DIR = "/var/lib/branchline"
 CDR_FILE = "cdr.db"  # the core's name for it (firmware.core.runtime.CDR_FILE)

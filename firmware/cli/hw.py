@@ -25,11 +25,11 @@ import socket
 import sys
 
 from drivers import selftest as board_selftest
-from drivers.errors import BranchlineError, HardwareError
-from drivers.reactor import FakeClock, MonotonicClock, Reactor
 from firmware.api.client import DEFAULT_SOCKET
 from firmware.cli.run import add_board_options, build_board, load_document
 from firmware.gateway import FAILED, Gateway
+from foundation.errors import BranchlineError, HardwareError
+from foundation.reactor import FakeClock, MonotonicClock, Reactor
 
 SETTLE_S = 0.5  # long enough for the drivers' post-calibration readouts
 STOP_CORE = "supervisorctl stop core"  # systemd/supervisord.conf: [program:core]

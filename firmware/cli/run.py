@@ -15,11 +15,11 @@ from __future__ import annotations
 import signal
 import sys
 
-from drivers.errors import HardwareError
-from drivers.reactor import MonotonicClock, Reactor
 from firmware.core.config import ConfigStore, config_dir
 from firmware.gateway import CALL, CALLER_ID
 from firmware.sip import api
+from foundation.errors import HardwareError
+from foundation.reactor import MonotonicClock, Reactor
 
 DEFAULT_DATA_DIR = "/var/lib/branchline"
 

@@ -17,8 +17,8 @@ import signal
 import sys
 import threading
 
-from drivers.errors import BranchlineError
 from firmware.cli.apiopts import add_api_options, api_address
+from foundation.errors import BranchlineError
 
 DEFAULT_DATA_DIR = "/var/lib/branchline"
 

@@ -22,12 +22,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from drivers.errors import BranchlineError
 from firmware.auth import ADMIN, AuthError
 from firmware.console import commands, confpath, grammar, views
 from firmware.console.corelink import CoreDown
 from firmware.console.lineedit import LineEditor
 from firmware.core.config import default_document
+from foundation.errors import BranchlineError
 
 log = logging.getLogger(__name__)
 

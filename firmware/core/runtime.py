@@ -34,7 +34,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from drivers.errors import BranchlineError
 from firmware.callctl.controller import CallControl
 from firmware.cdr import CdrError, CdrStore
 from firmware.core import liveconfig
@@ -42,6 +41,7 @@ from firmware.gateway import Gateway
 from firmware.sip.api import SipEvent
 from firmware.sip.nocloud import NoCloudBridge
 from firmware.survive import recording
+from foundation.errors import BranchlineError
 
 log = logging.getLogger(__name__)
 

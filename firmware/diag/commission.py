@@ -49,8 +49,8 @@ from cext.callerid import CallerIdDecoder
 from cext.cpt import CallProgressDetector
 from cext.dtmf import dtmf_samples
 from drivers.bus.pcm import FRAME, LINE_RATE
-from drivers.errors import BranchlineError
 from firmware.core.config import effective_callerid
+from foundation.errors import BranchlineError
 
 log = logging.getLogger(__name__)
 

@@ -72,7 +72,6 @@ from typing import Any
 
 import pjsua2 as pj
 
-from drivers.errors import BranchlineError
 from firmware.sip import api, sipmsg
 from firmware.sip.api import MediaPipe, SipEvent
 from firmware.sip.pjobjects import (
@@ -83,6 +82,7 @@ from firmware.sip.pjobjects import (
     destroy_port,
     forget_exception,
 )
+from foundation.errors import BranchlineError
 
 log = logging.getLogger(__name__)
 

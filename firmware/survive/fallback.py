@@ -38,9 +38,9 @@ import logging
 
 import numpy as np
 
-from drivers.reactor import NEVER
 from firmware.sip import api
 from firmware.survive import prompts
+from foundation.reactor import NEVER
 
 log = logging.getLogger(__name__)
 

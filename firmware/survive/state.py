@@ -31,8 +31,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from drivers.reactor import NEVER
 from firmware.sip import api
+from foundation.reactor import NEVER
 
 log = logging.getLogger(__name__)
 

@@ -33,11 +33,11 @@ from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
-from drivers.errors import BranchlineError
 from firmware.auth import Auth
 from firmware.web.coreapi import ApiError, CoreApi
 from firmware.web.plots import History
 from firmware.web.sessions import COOKIE, RateLimiter, Session, Sessions
+from foundation.errors import BranchlineError
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,12 @@ import threading
 
 import pytest
 
-from drivers.reactor import MonotonicClock, Reactor
 from drivers.sim.board import SimBoard
 from firmware.api.client import ApiClient
 from firmware.api.server import ApiServer
 from firmware.core.config import ConfigStore
 from firmware.core.runtime import Core
+from foundation.reactor import MonotonicClock, Reactor
 from lab.simcloud import SimCloud
 
 

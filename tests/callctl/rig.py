@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 
 from drivers.bus.pcm import LINE_RATE
-from drivers.errors import ChipFailed
-from drivers.reactor import FakeClock, Reactor
 from drivers.sim.board import SimBoard
 from firmware.callctl.controller import CallControl
 from firmware.core.config import default_document, validate
+from foundation.errors import ChipFailed
+from foundation.reactor import FakeClock, Reactor
 from lab.simcloud import SimCloud
 
 

@@ -14,9 +14,9 @@ import pytest
 from cext import toneplans
 from cext.dtmf import DtmfDetector, dtmf_samples
 from drivers.bus.pcm import FRAME, SimPcmLink
-from drivers.reactor import FakeClock, Reactor
 from firmware.media import MediaClock, PortMedia, dtmf_like
 from firmware.sip.api import BACKLOG_TAKES, MediaPipe
+from foundation.reactor import FakeClock, Reactor
 
 PERIOD = 0.02
 

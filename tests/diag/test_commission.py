@@ -12,11 +12,11 @@ from types import SimpleNamespace
 import pytest
 
 from cext import toneplans
-from drivers.reactor import FakeClock, Reactor
 from drivers.sim.board import SimBoard
 from drivers.sim.echo_paths import erl_db, impulse_response
 from firmware.core.config.schema import default_document
 from firmware.diag.commission import LineFacts, commission_port, response_span, run_test_call
+from foundation.reactor import FakeClock, Reactor
 
 
 @pytest.fixture

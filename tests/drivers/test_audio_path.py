@@ -19,9 +19,9 @@ from drivers.board import RealBoard
 from drivers.bus import tdm
 from drivers.bus.pcm import FRAME, LINE_RATE
 from drivers.bus.spi import SpidevDevice
-from drivers.errors import ChipFailed
 from drivers.sim.board import SimBoard
 from firmware.core.config import default_document, validate
+from foundation.errors import ChipFailed
 
 TONE_HZ = 1000.0
 

@@ -20,7 +20,7 @@ from drivers.bus import tdm
 from drivers.bus.gpio import BOTH, FALLING, RISING, RpiGpio, SimGpio
 from drivers.bus.pcm import FRAME, AlsaPcm, SimPcmLink, TdmBus
 from drivers.bus.spi import SimSpiDevice, SpidevDevice, open_error
-from drivers.errors import HardwareError
+from foundation.errors import HardwareError
 
 # -- SPI --------------------------------------------------------------------------------
 

@@ -16,11 +16,11 @@ from drivers.bus.pcm import FRAME
 from drivers.bus.spi import SPI_HINT
 from drivers.chips.si3050 import Si3050
 from drivers.chips.si3215 import Si3215
-from drivers.errors import HardwareError
-from drivers.events import CHIP_FAILED, OFF_HOOK, ON_HOOK, RING_START
 from drivers.sim.board import SimBoard
 from firmware.core.config import default_document, validate
 from firmware.gateway import SEIZED, Gateway
+from foundation.errors import HardwareError
+from foundation.events import CHIP_FAILED, OFF_HOOK, ON_HOOK, RING_START
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import pytest
 
 from drivers.bus.pcm import FRAME
 from drivers.chips.headset import POLL_S, VOLUME_MAX_DB, Headset, alsa_card_present
-from drivers.errors import HardwareError
-from drivers.events import HEADSET_PLUGGED, HEADSET_UNPLUGGED
 from drivers.sim.headset_sim import SimHeadset
+from foundation.errors import HardwareError
+from foundation.events import HEADSET_PLUGGED, HEADSET_UNPLUGGED
 
 
 def _tone(freq, rate, seconds, amp=8000.0):

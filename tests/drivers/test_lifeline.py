@@ -16,16 +16,16 @@ import numpy as np
 import pytest
 
 from cext.cpt import CallProgressDetector
-from drivers import events as ev
 from drivers.bus.gpio import SimGpio
-from drivers.events import LineEvent
 from drivers.lifeline import TOGGLE_S, Lifeline, Relay
-from drivers.reactor import FakeClock, Reactor
 from drivers.sim.board import SimBoard
 from drivers.sim.lifeline_sim import SimRelay
 from firmware.core.config import ConfigError, default_document, validate
 from firmware.core.runtime import Core
 from firmware.gateway import Gateway
+from foundation import events as ev
+from foundation.events import LineEvent
+from foundation.reactor import FakeClock, Reactor
 
 RATE = 8000
 HOLD_S = 1.0  # the default board.lifeline.pulse_hold_ms

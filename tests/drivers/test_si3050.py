@@ -14,17 +14,17 @@ import numpy as np
 import pytest
 
 from cext import g711, toneplans
-from drivers import events as ev
 from drivers.bus import tdm
 from drivers.bus.gpio import SimGpio
 from drivers.bus.spi import SimSpiDevice
 from drivers.chips import daa_countries as D
 from drivers.chips import si3050_regs as R
 from drivers.chips.si3050 import Si3050, country_registers
-from drivers.errors import ChipFailed, HardwareError
 from drivers.sim.central_office import VirtualCO
 from drivers.sim.highway import SimHighway, SimPcmStream
 from drivers.sim.si3050_sim import RING_PEAK_V, Si3050Emulator
+from foundation import events as ev
+from foundation.errors import ChipFailed, HardwareError
 
 RESET, INT = 22, 23
 SLOT = 2

@@ -24,9 +24,9 @@ from drivers.bus.spi import SimSpiDevice
 from drivers.chips import daa_countries as D
 from drivers.chips import si3050_regs as R
 from drivers.chips.si3050 import Si3050, country_registers
-from drivers.errors import ChipFailed
 from drivers.sim.highway import SimHighway, SimPcmStream
 from drivers.sim.si3050_sim import Si3050Emulator
+from foundation.errors import ChipFailed
 
 RESET, INT = 22, 23
 

@@ -15,9 +15,9 @@ from si3215_trace import DEFAULT_PART, INT, RESET, make_line, steps, writes
 from drivers.bus import tdm
 from drivers.chips import si3215_regs as R
 from drivers.chips.si3215 import MAX_ALARMS, NO_PCLK
-from drivers.errors import ChipFailed
-from drivers.reactor import NEVER
 from drivers.sim.highway import SimPcmStream
+from foundation.errors import ChipFailed
+from foundation.reactor import NEVER
 
 
 def kinds(line, since=0):

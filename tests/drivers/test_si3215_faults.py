@@ -15,10 +15,10 @@ from cext import g711
 from drivers.bus import tdm
 from drivers.chips import si3215_regs as R
 from drivers.chips.si3215 import MAX_ALARMS, Si3215
-from drivers.errors import ChipFailed
 from drivers.sim import proslic_model as M  # the twin's own reading of the references
 from drivers.sim.highway import SimPcmStream
 from drivers.sim.phone import VirtualPhone
+from foundation.errors import ChipFailed
 
 
 def bring_up(reactor, driver_cls=Si3215, **kw):

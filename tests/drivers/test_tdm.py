@@ -14,10 +14,10 @@ import pytest
 from cext import g711
 from drivers.bus import tdm
 from drivers.bus.pcm import FRAME, TdmBus
-from drivers.errors import HardwareError
 from drivers.sim.highway import SimHighway, SimPcmStream
 from firmware.core.config import ConfigError, default_document, validate
 from firmware.core.config.schema import PCM
+from foundation.errors import HardwareError
 
 CODECS = {"ulaw": (g711.ulaw_encode, g711.ulaw_decode),
           "alaw": (g711.alaw_encode, g711.alaw_decode)}

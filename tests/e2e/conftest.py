@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 
 from drivers.bus.pcm import LINE_RATE
-from drivers.reactor import MonotonicClock, Reactor
 from drivers.sim.board import SimBoard
 from firmware.core.config import default_document, validate
 from firmware.core.runtime import Core
+from foundation.reactor import MonotonicClock, Reactor
 from lab.agent import dominant_tone
 from lab.agentctl import Agent
 from lab.kamailio import Kamailio

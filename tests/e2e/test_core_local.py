@@ -11,10 +11,10 @@ import logging
 import numpy as np
 
 from cext.dtmf import DtmfDetector
-from drivers.reactor import FakeClock, Reactor
 from drivers.sim.board import SimBoard
 from firmware.core.config import default_document, validate
 from firmware.core.runtime import Core
+from foundation.reactor import FakeClock, Reactor
 from lab.simcloud import SimCloud
 
 CALLER = {"number": "5551230100", "name": "ACME LTD", "datetime": "11221030", "reason": None}

@@ -12,12 +12,12 @@ import copy
 import pytest
 
 from drivers.chips import si3050_regs as R
-from drivers.events import FLASH, ON_HOOK
-from drivers.reactor import FakeClock, Reactor
 from drivers.sim.board import SimBoard
 from firmware.core.config import default_document, validate
 from firmware.core.liveconfig import split
 from firmware.core.runtime import Core
+from foundation.events import FLASH, ON_HOOK
+from foundation.reactor import FakeClock, Reactor
 
 
 @pytest.fixture

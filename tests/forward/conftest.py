@@ -4,8 +4,8 @@ from a FakeClock), recordings in its data_dir/recordings/, and a records receive
 
 import pytest
 
-from drivers.reactor import FakeClock
 from firmware.cdr import CdrStore
+from foundation.reactor import FakeClock
 from lab.records import RecordsReceiver
 
 

@@ -8,7 +8,6 @@ import random
 
 import pytest
 
-from drivers.reactor import FakeClock
 from firmware.cdr import MAX_PAGE, CdrStore
 from firmware.forward import (
     ForwardConfigError,
@@ -17,6 +16,7 @@ from firmware.forward import (
     State,
     ssl_context,
 )
+from foundation.reactor import FakeClock
 from lab.records import RecordsReceiver
 from tests.forward.helpers import call, recording
 

@@ -12,9 +12,9 @@ import logging
 import signal
 import sys
 
-from drivers.reactor import MonotonicClock, Reactor
 from firmware.sip import api
 from firmware.sip.pjbridge import PjBridge
+from foundation.reactor import MonotonicClock, Reactor
 
 
 def main() -> int:

@@ -14,10 +14,10 @@ import time
 import numpy as np
 import pytest
 
-from drivers.reactor import MonotonicClock, Reactor
 from firmware.core.config.schema import default_document
 from firmware.sip.api import SipEvent
 from firmware.sip.pjbridge import PjBridge
+from foundation.reactor import MonotonicClock, Reactor
 from lab.agent import dominant_tone
 from lab.agentctl import Agent
 from lab.kamailio import Kamailio, LabError

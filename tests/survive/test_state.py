@@ -2,12 +2,12 @@
 verdicts in fake time: immediate failover, failback after steady answers, flap damping,
 the secondary edge, and every transition counted and queued to the outbox."""
 
-from drivers.reactor import FakeClock, Reactor
 from firmware.callctl.base import Ev
 from firmware.cdr import CdrStore
 from firmware.core.config import default_document, validate
 from firmware.sip import api
 from firmware.survive.state import State, Survivability
+from foundation.reactor import FakeClock, Reactor
 
 P, S = "sip:p.example", "sip:s.example"
 

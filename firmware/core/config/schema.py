@@ -23,7 +23,7 @@ from typing import Any
 from cext import toneplans
 from drivers.bus import tdm
 from drivers.chips import daa_countries
-from drivers.errors import BranchlineError
+from foundation.errors import BranchlineError
 
 
 class ConfigError(BranchlineError):
