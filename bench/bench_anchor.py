@@ -1,27 +1,9 @@
 """A fair spandsp anchor: Debian's libspandsp2 and the same source built without the echo
 canceller's debug prints (scripts/spandsp/build.sh), side by side in one run, with ours.
-
-Why: Debian's build of echo_can_update() (spandsp 0.0.6, src/echo.c) printf()s two debug
-lines per sample; the benchmarks send stdout to /dev/null but still pay for formatting.
-The headline is our echo canceller against the print-free build.
-
-What is timed (ns per 8 kHz sample, min and median of repeats, the three contenders
-interleaved in rotating order so they see the same machine load):
-- echo: echo_can_init(1024 taps = 128 ms, adaption + NLP + CNG + both HPFs) as
-  bench/bench_echo.py, echo_can_update once per sample from a C loop (a tiny harness
-  compiled here that calls either library's echo_can_update through a function pointer,
-  timed with clock_gettime inside C; Debian's inside quiet_stdout()); ours is
-  cext.echo.EchoCanceller(128 ms) on 20 ms frames and on the whole buffer. Far end white
-  at -16 dBm0 through G.168 path m4 at 6 dB extra loss, -70 dBm0 near noise (bench_echo's).
-- dtmf_rx: whole buffer per call as bench/bench_dtmf.py (Q.24 digits at -4 dBm0 in noise);
-  ours cext.dtmf.DtmfDetector.
-- adsi_rx: whole buffer per call as bench/bench_fsk.py (Bell 202 and V.23 caller-ID bursts
-  at 30 dB S/N); ours cext.fsk.FskRx.
-It also checks that both builds give the same output (echo samples bit for bit, digits,
-messages) and, with objdump, whether each entry point's machine code is identical.
-Needs libspandsp2, a C compiler, and the cached print-free build (as root:
-scripts/spandsp/build.sh; bench/run does it). Run: .venv/bin/python -m bench.bench_anchor
-Writes bench/results/anchor.json and prints a markdown table.
+Debian's echo_can_update() printf()s per sample, so the headline is against the print-free
+build. Times echo (as bench_echo), dtmf_rx (as bench_dtmf) and adsi_rx (as bench_fsk) in
+ns per sample, interleaved, and checks both builds give the same output.
+Run: .venv/bin/python -m bench.bench_anchor (writes bench/results/anchor.json).
 """
 
 import os
@@ -42,10 +24,10 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from bench.bench_echo import ours_speed  # noqa: E402
 from bench.spandsp import build_info, load, print_free_path, quiet_stdout  # noqa: E402
 from cext import callerid, fsk  # noqa: E402
 from cext.dtmf import DtmfDetector, dtmf_samples  # noqa: E402
-from cext.echo import EchoCanceller  # noqa: E402
 from lab.linemodel import add_noise, apply_echo, echo_path, to_int16, white_noise  # noqa: E402
 
 RATE = 8000
@@ -196,17 +178,6 @@ def stats(ns):
     return {"min_ns": min(ns), "median_ns": statistics.median(ns), "runs": len(ns)}
 
 
-def ours_echo(near, far, frame):
-    ec = EchoCanceller(EC_TAPS // 8, nlp=True)
-    t = time.perf_counter()
-    if frame is None:
-        ec.process(near, far)
-    else:
-        for i in range(0, near.size, frame):
-            ec.process(near[i:i + frame], far[i:i + frame])
-    return (time.perf_counter() - t) / near.size * 1e9
-
-
 def ours_timed(fn, x):
     t = time.perf_counter()
     fn(x)
@@ -270,8 +241,8 @@ def main() -> int:
         near, far = echo_signals(args.seconds)
         outputs = {n: s.echo(near, far)[0] for n, s in libs.items()}  # also warms up
         fns = {f"spandsp {n}": (lambda s=s: s.echo(near, far)[1]) for n, s in libs.items()}
-        fns["cext 20 ms frames"] = lambda: ours_echo(near, far, 160)
-        fns["cext whole buffer"] = lambda: ours_echo(near, far, None)
+        fns["cext 20 ms frames"] = lambda: ours_speed(near, far, EC_TAPS // 8, 160)
+        fns["cext whole buffer"] = lambda: ours_speed(near, far, EC_TAPS // 8, None)
         runs = interleaved(fns, args.repeats)
         out["blocks"]["echo 128 ms"] = {
             "samples": int(near.size), "rows": {k: stats(v) for k, v in runs.items()},

@@ -68,7 +68,7 @@ from drivers.bus import tdm
 from drivers.sim.board import SimBoard
 from drivers.sim.phone import dtmf_audio
 from firmware.callctl.controller import CallControl
-from firmware.core.config import default_document, validate
+from firmware.core.config import Config, default_document, validate
 from firmware.sip import pjobjects
 from firmware.sip.pjbridge import PjBridge
 from foundation.errors import ChipFailed
@@ -266,7 +266,7 @@ class Box:
         if self.board.lifeline is not None:
             self.board.lifeline.energise()  # the phone on fxs1 to its SLIC, as the gateway does
         self.bridge = PjBridge(self.reactor, self.doc)
-        self.cc = CallControl(self.reactor, self.doc, self.board, self.bridge)
+        self.cc = CallControl(self.reactor, Config.from_doc(self.doc), self.board, self.bridge)
         self.names = list(self.doc["lines"])
         self.auto_answer = False
         self.rings: list[tuple[str, float]] = []  # (line, wall time the ring voltage came on)
@@ -277,7 +277,7 @@ class Box:
 
     def start(self) -> None:
         self.cc.start()
-        self.ticks = TickStats(self.reactor, self.cc._timer)
+        self.ticks = TickStats(self.reactor, self.cc.media_clock.timer)
         self.phone_cpu = PhoneStats(self.board.phones.values())
         self.empties = EmptyCounter()
         self.wait(lambda: self.bridge.status()["accounts"] and all(
@@ -362,7 +362,7 @@ def capacity_level(box: Box, n: int, window: float, profile: bool = False) -> di
         prof.disable()
     wall = time.monotonic() - w0
     cpu, th1, phones = proc_cpu() - c0, thread_cpu(), box.phone_cpu.cpu - ph0
-    depth = [len(box.bridge._pipes[h].from_cloud) for h in list(box.bridge._pipes)]
+    depth = [len(p.from_cloud) for p in list(box.bridge.shared.pipes.values())]
     late_ms = np.array(box.ticks.late) * 1000
     res = {
         "calls": n, "window_s": round(wall, 2),
@@ -377,9 +377,9 @@ def capacity_level(box: Box, n: int, window: float, profile: bool = False) -> di
         "late_ticks": int((late_ms > 20).sum()),
         "frames_asked": box.empties.asked, "pipe_empty": box.empties.empty,
         "from_cloud_depth_max": max(depth) if depth else 0,
-        "clock_locked": box.cc._clock.locked,
-        "clock_lead_ms": round(1000 * box.cc._clock.lead, 1),
-        "clock_busy_ms": round(1000 * box.cc._clock.busy, 2),
+        "clock_locked": box.cc.media_clock.locked,
+        "clock_lead_ms": round(1000 * box.cc.media_clock.lead, 1),
+        "clock_busy_ms": round(1000 * box.cc.media_clock.busy, 2),
     }
     if prof:
         res["profile"] = _profile_text(prof)

@@ -1,15 +1,8 @@
-"""Benchmark: cext.dtmf.DtmfDetector against spandsp 0.0.6's dtmf_rx, side by side in one
-run on the same signals (spandsp via ctypes through bench.spandsp.load(), whole buffers
-per call so the ctypes overhead is negligible). Reports ns/sample and real-time channels
-per core (min and median of a modest number of repeats), digits detected versus expected
-by both on the same test signals, twist acceptance in both directions (the largest twist
-at which all 16 digits decode, row above column and column above row), and talk-off as
-false digits per hour on lab/talkoff.py's synthetic voiced vowels and espeak-ng speech
-(issue 10). Prints markdown tables and writes bench/results/dtmf.json.
+"""Benchmark: cext.dtmf.DtmfDetector against spandsp 0.0.6's dtmf_rx on the same signals:
+speed, digits detected, twist acceptance both ways, and talk-off (false digits per hour on
+lab/talkoff.py's vowels and speech). `--baseline DIR` adds an older build as "before".
 Run: .venv/bin/python -m bench.bench_dtmf [--repeats N] [--baseline DIR]
---baseline DIR also runs everything with the cext.dtmf found in DIR (a copy of an older
-build: DIR/cext/dtmf*.so), in a subprocess, and reports it as "before" beside this one.
-Assumes a quiet-ish machine; numpy's BLAS threads are pinned to one so they do not spin.
+(writes bench/results/dtmf.json).
 """
 
 import os

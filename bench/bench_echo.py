@@ -1,17 +1,10 @@
 """Benchmark of cext.echo against spandsp's G.168 echo canceller, side by side in one run.
 
-Speed: spandsp through a tiny C harness compiled here (`cc -O2 ... -lspandsp`, one call of
-echo_can_update per sample in C, its stdout sent to /dev/null because Debian's build
-prints debug lines per sample); ours through the Python API on 20 ms frames and on whole
-buffers. ERLE: both cancellers on the same signals (white far end at -16 dBm0, each G.168
-path m1..m8 at 6 and 12 dB extra loss, -70 dBm0 near noise), linear part (NLP off).
-Speech via G.711 (issue 10): four espeak-ng voices made here as the far end, mu-law coded,
-echoed through each path at 6 dB ERL with -60 dBm0 noise and mu-law coded again; ERLE
-over the 250 ms ending at 1 s and over 3..6 s, worst voice per path (tests/dsp/
-test_g168_speech.py asserts the same condition). "before" is cext/echo.pyx as of commit
-BEFORE_COMMIT, built here from git into ~/.cache for the bench only (skipped without git).
-Needs libspandsp-dev and a C compiler. Run: .venv/bin/python -m bench.bench_echo
-Writes bench/results/echo.json and prints a markdown table. Keep repeats modest.
+Speed (spandsp through a C harness compiled here; ours on 20 ms frames and whole buffers)
+and ERLE on white noise through G.168 paths m1..m8 and on espeak-ng speech via G.711 (the
+condition tests/dsp/test_g168_speech.py asserts); "before" is cext/echo.pyx at
+BEFORE_COMMIT, built from git. Needs libspandsp-dev and a C compiler.
+Run: .venv/bin/python -m bench.bench_echo (writes bench/results/echo.json).
 """
 
 import importlib
@@ -42,7 +35,7 @@ from lab.linemodel import (
 
 RATE = 8000
 REPEATS = 5
-BEFORE_COMMIT = "9b948b5"  # cext/echo.pyx before issue 10 (the figures the issue quotes)
+BEFORE_COMMIT = "9b948b5"  # cext/echo.pyx before the speech-ERLE rework (the "before" figures)
 ROOT = Path(__file__).resolve().parent.parent
 SPEECH_VOICES = (("en-us", 160, 50), ("en+f3", 170, 60), ("de", 160, 40), ("en+m3", 150, 30))
 HARNESS = r"""
@@ -241,7 +234,7 @@ def markdown(speed_rows, erle_rows, vec, speech_rows=()):
             out.append(f"| {r['path']} | {r['loss_db']} | " + " / ".join(f"{v:.1f}" for v in r["cext_before"].values()) + " |")
     if speech_rows:
         out += ["", "Speech via G.711 (mu-law both ways), 6 dB ERL, worst of 4 espeak-ng voices per path; "
-                "ERLE at 1 s / steady (dB). Goal (issue 10): >= 18 at 1 s, >= 25 steady.", "",
+                "ERLE at 1 s / steady (dB). The goal: >= 18 at 1 s, >= 25 steady.", "",
                 f"| path | cext after | cext before ({BEFORE_COMMIT}) | spandsp |", "|---|---|---|---|"]
         for r in speech_rows:
             cells = [f"{r[k]['1s']:.1f} / {r[k]['steady']:.1f}" if k in r else "-" for k in ("after", "before", "spandsp")]
@@ -254,7 +247,7 @@ def markdown(speed_rows, erle_rows, vec, speech_rows=()):
     b = speed_rows.get(f"cext.echo before ({BEFORE_COMMIT}) 128 ms, 20 ms frames")
     if a and b:
         out += ["", f"Cost after/before (128 ms, 20 ms frames): {a['min_ns'] / b['min_ns']:.2f}x (min), "
-                f"{a['median_ns'] / b['median_ns']:.2f}x (median); issue 10 allows 1.3x."]
+                f"{a['median_ns'] / b['median_ns']:.2f}x (median); the goal: at most 1.3x."]
     out += ["", f"Vectorised: {vec}"]
     return "\n".join(out)
 

@@ -1,43 +1,12 @@
-"""Survivability benchmarks (issue 5): the table the closing note quotes.
+"""Survivability benchmarks: the table the closing note quotes.
 
-Rows, and where each runs ("how" column of the table: "real" = real network, "fake
-time" = the full stack on the twins, bench/survive_sim.py):
-  1. WAN loss -> edge declared down (real network, netns + veth): the OPTIONS
-     detection that triggers SURVIVABLE, with the lab settings (0.5 s interval, 0.5 s
-     deadline, 2 misses) and with the shipped defaults (sip.options_*).
-  2. WAN loss -> SURVIVABLE state (real network): firmware.survive.state's
-     Survivability fed the real bridge's EDGE/REGISTRATION events (a fresh machine per
-     cut); and in fake time at the full stack.
-  3. blips of 2, 5, 9 s: share of calls in progress that resume with the same agent.
-     Real network (netns + veth, `ip link set down`): bridge level (PjBridge + Kamailio
-     + lab agents): the SIP dialog survives AND audio resumes both ways. Fake time: the
-     full stack (a PSTN caller and a branch phone in cloud calls; hold tone, same SIP
-     call, same agent heard, caller heard by the agent).
-  4. WAN loss -> the PSTN caller hears the local fallback (fake time, full stack): hold
-     tone, announcement on the line, headset ringing; with the shipped blip window
-     (10 s: a loss is a blip until then) and with blip_window_s 0. On the real network
-     with the whole Core (firmware.core.runtime.Core on the twins + PjBridge in the box
-     namespace, Kamailio + agent1 in the cloud one; rtp_timeout_s 1, blip_window_s 3
-     and 0, headset auto-answer): loss -> announcement heard on the CO, -> headset
-     answered; link back -> CLOUD_PRIMARY with the local call kept.
-  5. calls lost per 100 random outages: real network (netns flapping 0.1-1.0 s cuts
-     while two calls are up; bridge level) and fake time (full stack, blips and long
-     losses during continuous call traffic: PSTN callers back to back, a branch phone).
-  6. records lost or duplicated after recovery: real loopback (firmware.forward's
-     Forwarder -> lab.chaos proxy (TCP, random flaps and connection resets) ->
-     lab.records receiver), and at the full stack in fake time (the CDRs of the outage
-     scenario written once, queued once, delivered to lab.records with acks lost on
-     purpose); "stored twice" must be 0, "redelivered" is harmless (UUID dedup).
-  7. failback time: WAN back -> edge answering again, and -> CLOUD_PRIMARY with
-     survive.failback_stable_s = 5 s (real network, the same state machine); in fake
-     time with the shipped 30 s while a rescued caller talks to the headset (kept), and
-     the handback of a caller waiting in the local queue.
-Fake-time rows repeat over several seeds (--seeds); min/median/max are over those runs.
+Rows: WAN loss -> edge down; -> SURVIVABLE; blips of 2, 5, 9 s survived; -> local fallback
+heard; calls lost per 100 outages; records lost or duplicated after recovery; failback
+time. Each on the real network (netns + veth, Kamailio, lab agents; needs root, else
+"skipped: <reason>") and/or in fake time on the twins (bench/survive_sim.py), over --seeds.
 Usage: python -m bench.bench_survive [--quick] [--part all|net|sim] [--seeds 1,2,3]
-[--out bench/results/survive.json].
-Needs root for the netns rows (they are reported "skipped: <reason>" otherwise),
-kamailio and pjsua2. Prints a markdown table and writes the JSON. The machine is
-shared: read the real-network figures as orders of magnitude, not digits.
+[--out bench/results/survive.json]. The machine is shared: real-network figures are orders
+of magnitude.
 """
 
 from __future__ import annotations
@@ -53,17 +22,16 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench import survive_sim
-from drivers.sim.board import SimBoard
 from firmware.cdr import CdrStore
-from firmware.core.config import validate
+from firmware.core.config import Config, validate
 from firmware.core.config.schema import default_document
-from firmware.core.runtime import Core
 from firmware.forward import Forwarder, HttpTransport
 from firmware.sip import api
 from firmware.sip.pjbridge import PjBridge
@@ -71,6 +39,8 @@ from firmware.survive import state as survive_state
 from foundation.reactor import MonotonicClock, Reactor
 from lab.agent import dominant_tone
 from lab.agentctl import Agent
+from lab.box import Box as CoreBox
+from lab.box import trunk_doc
 from lab.chaos import ChaosProxy, random_schedule
 from lab.kamailio import Kamailio
 from lab.netns import NetnsLink, unavailable
@@ -179,48 +149,24 @@ class NetLab:
 
 
 # --- row 4 on the real network: the whole Core ------------------------------------------
-class CoreBox:
-    """firmware.core.runtime.Core on the SimBoard twins with PjBridge, real clock; its SIP
-    stack starts in the box namespace (the setup of tests/e2e, copied)."""
+def core_box(link: NetnsLink, kam: Kamailio, data_dir: Path, blip_window_s: float) -> CoreBox:
+    """lab.box's Core on the twins, its SIP stack started in the box namespace."""
+    doc = trunk_doc(kam, FXO_NUMBER, **LAB_OPTIONS)
+    doc["sip"]["bind_address"] = link.box.addr
+    doc["board"]["headset"].update(enabled=True, rate=16000)
+    doc["calls"]["headset_auto_answer"] = True
+    doc["survive"].update(CORE_SURVIVE, blip_window_s=blip_window_s)
+    box = CoreBox(validate(doc), data_dir)
+    with link.box.entered():
+        box.start()
+    return box
 
-    def __init__(self, link: NetnsLink, kam: Kamailio, data_dir: Path,
-                 blip_window_s: float) -> None:
-        doc = default_document()
-        doc["sip"].update(edges=[kam.uri], domain=kam.domain, bind_address=link.box.addr,
-                          local_port=0, registration="trunk", username="branch",
-                          password="secret", **LAB_OPTIONS)
-        doc["lines"]["fxo1"]["number"] = FXO_NUMBER
-        doc["board"]["headset"].update(enabled=True, rate=16000)
-        doc["calls"]["headset_auto_answer"] = True
-        doc["survive"].update(CORE_SURVIVE, blip_window_s=blip_window_s)
-        self.doc = validate(doc)
-        self.reactor = Reactor(MonotonicClock())
-        self.board = SimBoard(self.reactor, self.doc)
-        self.core = Core(self.doc, self.board, self.reactor, data_dir=data_dir)
-        with link.box.entered():
-            self.core.start()
 
-    def until(self, predicate, timeout: float, what: str, step: float = 0.02) -> float:
-        """Run the reactor until predicate(); the monotonic time it held."""
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no {what} within {timeout} s")
-            self.reactor.run_for(step)
-        return time.monotonic()
-
-    def state(self, port: str) -> str:
-        return self.core.cc.ports[port].state.name
-
-    def survive(self) -> str:
-        return self.core.status()["survivability"]["state"]
-
-    def registered(self) -> bool:
-        regs = self.core.status()["registrations"]
-        return bool(regs) and all(r["registered"] for r in regs.values())
-
-    def stop(self) -> None:
-        self.core.stop()
+def _held(box: CoreBox, predicate: Callable[[], object], timeout: float, what: str,
+          step: float = 0.02) -> float:
+    """Run the box until predicate(); the monotonic time it held."""
+    box.until(predicate, timeout, what, step=step)
+    return time.monotonic()
 
 
 def _sine(hz: float, seconds: float, amp: float = 5000.0, rate: int = 8000) -> np.ndarray:
@@ -244,7 +190,7 @@ def core_outage(lab: NetLab, workdir: Path, repeats: int, blip_window_s: float) 
                                    "failback_s": []}
     kept = 0
     for i in range(repeats):
-        box = CoreBox(lab.link, lab.kam, workdir / f"core{blip_window_s:g}-{i}", blip_window_s)
+        box = core_box(lab.link, lab.kam, workdir / f"core{blip_window_s:g}-{i}", blip_window_s)
         try:
             one = _core_outage_once(lab, box)
         finally:
@@ -259,25 +205,25 @@ def core_outage(lab: NetLab, workdir: Path, repeats: int, blip_window_s: float) 
 
 
 def _core_outage_once(lab: NetLab, box: CoreBox) -> dict:
-    box.until(box.registered, 10, "trunk registration")
-    box.co = box.board.cos["fxo1"]
-    box.co.ring(callerid=CALLER)
-    box.until(lambda: box.state("fxo1") == "CONNECTED", 15, "agent1 answering the caller")
-    box.co.play(_sine(1100.0, 60.0))
-    box.until(lambda: _tone(box.co.heard, 440.0, 0.3), 5, "the caller hearing agent1")
-    box.reactor.run_for(random.uniform(0.0, 0.5))  # the cut's phase against the pings
+    _held(box, box.registered, 10, "trunk registration")
+    co = box.co()
+    co.ring(callerid=CALLER)
+    _held(box, lambda: box.state("fxo1") == "CONNECTED", 15, "agent1 answering the caller")
+    co.play(_sine(1100.0, 60.0))
+    _held(box, lambda: _tone(co.heard, 440.0, 0.3), 5, "the caller hearing agent1")
+    box.run(random.uniform(0.0, 0.5))  # the cut's phase against the pings
     cut = lab.link.cut()
-    announced = box.until(lambda: _tone(box.co.heard, 1000.0, 0.1), 30, "the announcement")
-    answered = box.until(lambda: box.state("headset") == "CONNECTED", 10, "the headset")
+    announced = _held(box, lambda: _tone(co.heard, 1000.0, 0.1), 30, "the announcement")
+    answered = _held(box, lambda: box.state("headset") == "CONNECTED", 10, "the headset")
     back = lab.link.restore()
-    primary = box.until(lambda: box.survive() == "cloud_primary", FAILBACK_STABLE_S + 10,
-                        "CLOUD_PRIMARY", step=0.05)
-    box.reactor.run_for(1.0)
+    primary = _held(box, lambda: box.core.status()["survivability"]["state"]
+                    == "cloud_primary", FAILBACK_STABLE_S + 10, "CLOUD_PRIMARY", step=0.05)
+    box.run(1.0)
     hs = box.board.headset
     kept = (box.state("headset") == "CONNECTED" and box.state("fxo1") == "CONNECTED"
             and _tone(hs.heard, 1100.0, 0.3, hs.rate))
-    box.co.disconnect()
-    box.until(lambda: box.state("fxo1") == "IDLE", 5, "the line released")
+    co.disconnect()
+    _held(box, lambda: box.state("fxo1") == "IDLE", 5, "the line released")
     return {"announcement_s": announced - cut, "headset_answered_s": answered - cut,
             "failback_s": primary - back, "kept": kept}
 
@@ -336,7 +282,7 @@ def _attach(box: Box, sm) -> tuple[Any, list[tuple[float, str]]]:
     changes: list[tuple[float, str]] = []
     if sm is None:
         return None, changes
-    surv = sm.Survivability(box.reactor, box.doc)
+    surv = sm.Survivability(box.reactor, Config.from_doc(box.doc))
     surv.listeners.append(lambda old, new, why: changes.append((time.monotonic(), new.value)))
     box.listeners.append(surv.on_sip)
     return surv, changes
@@ -664,7 +610,7 @@ def run_net(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="survivability benchmarks (issue 5)")
+    p = argparse.ArgumentParser(description="survivability benchmarks: the closing-note table")
     p.add_argument("--quick", action="store_true", help="fewer repeats (a few minutes)")
     p.add_argument("--part", choices=("all", "net", "sim"), default="all",
                    help="net: the real-network and forwarder rows; sim: the fake-time rows")

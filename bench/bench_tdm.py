@@ -1,17 +1,9 @@
 """The lines' PCM highway in the core: what one 20 ms period of the TdmBus costs.
 
-The core's reactor carries every line's audio; the new path (drivers/bus/pcm.py TdmBus on
-the plan of drivers/bus/tdm.py) unpacks four 8-bit G.711 slots from the Pi's two S16
-channels and decodes them, and encodes and packs the other way, once per period. The
-baseline is the path it replaced: one S16 linear sample per port as a channel of a
-multi-channel ALSA frame, split and stacked with no companding (the old TdmBus). Both
-run in one process on the same frames, through a stream stand-in that hands out and
-takes whole periods (the Pi's PCM block and ALSA are not on this machine), with 4
-ports, each port read and written once per period, as the media timer does.
-
-Prints a markdown table (microseconds per period: min and median of repeats; the share
-of the 20 ms period budget; ratio to the baseline) and writes bench/results/tdm.json.
-Run: .venv/bin/python -m bench.bench_tdm
+TdmBus (drivers/bus/pcm.py) unpacks four G.711 slots from the Pi's two S16 channels and
+decodes them, and the reverse, once per period; the baseline is the path it replaced (one
+linear S16 channel per port). Both on the same frames through a stream stand-in, 4 ports.
+Run: .venv/bin/python -m bench.bench_tdm (writes bench/results/tdm.json).
 """
 
 from __future__ import annotations

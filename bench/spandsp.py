@@ -1,15 +1,7 @@
 """Shared ctypes loader for spandsp (libspandsp.so.2), the reference the kernels are timed
-and measured against in bench/. Benchmarks only: spandsp is not a runtime dependency.
-
-Assumes Debian's libspandsp2 (0.0.6). Its echo canceller prints debug lines to stdout for
-every sample; wrap calls into it in `quiet_stdout()` so fd 1 goes to /dev/null meanwhile.
-
-`load(print_free=True)` (or `load_quiet()`) loads a second copy: the same Debian source
-built by scripts/spandsp/build.sh with those prints compiled out, cached outside the repo
-(path from `build.sh --cached`, or $BRANCHLINE_SPANDSP_PRINT_FREE). Both copies share the
-soname libspandsp.so.2, so each is opened RTLD_LOCAL and Debian's always first: a later
-dlopen("libspandsp.so.2") then still finds Debian's, and neither copy's symbols can bind
-into the other.
+and measured against in bench/ (not a runtime dependency). Debian's 0.0.6 echo canceller
+prints per sample: wrap calls in `quiet_stdout()`, or `load(print_free=True)` the copy
+scripts/spandsp/build.sh builds without the prints (see `load` for how both coexist).
 """
 
 import contextlib
@@ -30,7 +22,9 @@ class SpandspMissing(RuntimeError):
 
 def load(print_free: bool = False) -> ctypes.CDLL:
     """Return the ctypes CDLL of Debian's libspandsp.so.2, or with print_free=True of the
-    print-free build (Debian's is loaded first either way); raise SpandspMissing with the fix."""
+    print-free build (Debian's is loaded first either way); raise SpandspMissing with the fix.
+    Both copies share the soname, so each is opened RTLD_LOCAL and Debian's first: a later
+    dlopen("libspandsp.so.2") finds Debian's, and neither copy's symbols bind into the other."""
     try:
         debian = ctypes.CDLL(LIBNAME, mode=os.RTLD_LOCAL)
     except OSError as exc:

@@ -1,34 +1,18 @@
-"""Fake-time survivability figures for bench/bench_survive.py: the full stack on the twins.
+"""Fake-time survivability figures for bench/bench_survive.py: the full stack on the twins
+(lab.rig's box with CDRs and SimCloud's WAN model, pinged with the shipped sip.options_*).
 
-Every scenario builds the box the way tests/survive does (the setup pattern of
-tests/callctl/rig.py, copied here, not imported): the real drivers on the register-level
-twins (SimBoard), the real DSP, CallControl with firmware.survive's Continuity, a CDR
-store in a temp dir, and lab.simcloud.SimCloud with its WAN model as the cloud, all on a
-FakeClock reactor. SimCloud pings the edges with the shipped sip.options_* settings and
-reports MEDIA_TIMEOUT after survive.rtp_timeout_s, as PjBridge does. Each scenario is
-repeated per seed; a seed moves the cut's phase against the OPTIONS ping and the media
-clock and draws the traffic, so min/median/max mean something.
-
-  fallback_latency   WAN loss under a PSTN caller talking to a cloud agent -> hold tone,
-                     SURVIVABLE, the cloud leg given up, the announcement heard on the
-                     line (the CO's ear), the headset ringing (blip window as shipped,
-                     and 0 s: re-route as soon as RTP is missed)
-  blip               blips of 2/5/9 s under a PSTN caller and a branch phone, both talking
-                     to cloud agents: same SIP call, same agent heard again, caller heard
-                     by the agent again; time from WAN back to audio back
-  outages            N random outages (blips and long losses) during continuous traffic
-                     (PSTN callers back to back, a phone calling the cloud or an
-                     extension): PSTN callers dropped by the box, phones dropped in a blip;
-                     then CDRs written once and the outbox delivered exactly once by
-                     firmware.forward to lab.records on loopback (delivery attempted
-                     only while the simulated WAN is up; some acks lost on purpose)
-  failback           WAN back during a call at the headset: -> CLOUD_PRIMARY after
-                     failback_stable_s; the local call is not dropped
-  handback           a caller waiting in the local queue when the WAN returns: time until
-                     the cloud agent has the caller, X-Branchline-Waited correct
-
-`run(seeds, outages)` returns a dict of those, each with its per-seed values and stats.
-Assumes lab.simcloud (bench may import lab; firmware may not) and a writable temp dir.
+Scenarios, each per seed (a seed moves the cut's phase against the OPTIONS ping and the
+media clock and draws the traffic, so min/median/max mean something):
+  fallback_latency   WAN loss under a PSTN caller: hold tone, SURVIVABLE, cloud leg given
+                     up, announcement, headset ringing (blip window as shipped, and 0 s)
+  blip               blips of 2/5/9 s under a PSTN caller and a branch phone: the same
+                     agent heard again both ways; time from WAN back to audio back
+  outages            N random outages under continuous traffic: callers dropped, then
+                     CDRs written once and the outbox delivered exactly once to lab.records
+  failback           WAN back during a call at the headset: CLOUD_PRIMARY after
+                     failback_stable_s, the local call kept
+  handback           a caller queued locally when the WAN returns: handed to the cloud
+`run(seeds, outages)` returns a dict of those with per-seed values and stats.
 """
 
 from __future__ import annotations
@@ -41,16 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from drivers.sim.board import SimBoard
-from firmware.callctl.controller import CallControl
 from firmware.cdr import CdrStore
-from firmware.core.config import default_document, validate
+from firmware.core.config import default_document
 from firmware.forward import Forwarder, HttpTransport
 from firmware.survive import prompts
-from foundation.errors import ChipFailed
-from foundation.reactor import FakeClock, Reactor
 from lab.records import RecordsReceiver
-from lab.simcloud import SimCloud, dominant_hz
+from lab.rig import Rig, dial, sine, tail, tone_level
+from lab.simcloud import dominant_hz
 
 EDGES = ("sip:edge1.sim", "sip:edge2.sim")
 AGENT_HZ = 650.0
@@ -62,92 +43,38 @@ RATE = 8000
 
 
 # --- the box in fake time ----------------------------------------------------------------
-class SimBox:
-    """SimBoard + CallControl + SimCloud (WAN model on) + a CDR store, fake clock."""
-
-    def __init__(self, workdir: Path, changes: dict[str, Any] | None = None) -> None:
-        doc = default_document()
-        doc["sip"]["edges"] = list(EDGES)
-        for path, value in (changes or {}).items():
-            node = doc
-            *head, last = path.split(".")
-            for key in head:
-                node = node[key]
-            node[last] = value
-        self.doc = validate(doc)
-        self.reactor = Reactor(FakeClock())
-        self.board = SimBoard(self.reactor, self.doc)
-        for driver in self.board.drivers.values():
-            try:
-                driver.start()
-            except ChipFailed:
-                pass  # marked failed; the other ports run (as the gateway does)
-        if self.board.lifeline is not None:
-            self.board.lifeline.energise()  # the phone on fxs1 to its SLIC, as the gateway does
-        self.board.headset_driver.start()
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.db = workdir / "cdr.db"
-        self.store = CdrStore(self.db)
-        self.cloud = SimCloud(self.reactor)
-        self.cc = CallControl(self.reactor, self.doc, self.board, self.cloud, cdr=self.store)
-        self.cc.start()
-        sip, surv = self.doc["sip"], self.doc["survive"]
-        self.cloud.enable_wan(EDGES, interval_s=sip["options_interval_s"],
-                              misses=sip["options_misses"], rtp_timeout_s=surv["rtp_timeout_s"])
-        self.run(0.8)
-
-    def run(self, seconds: float) -> None:
-        self.reactor.run_for(seconds)
-
-    def now(self) -> float:
-        return self.reactor.now()
-
-    def state(self, port: str) -> str:
-        return self.cc.ports[port].state.name
-
-    def survive(self) -> dict[str, Any]:
-        return self.cc.status()["survivability"]
-
-    def co(self):
-        return self.board.cos["fxo1"]
-
-    def phone(self, name: str = "fxs1"):
-        return self.board.phones[name]
-
-    def rang(self, port: str, state: str, since: float) -> float | None:
-        """When `port` first entered `state` at or after `since` (call control's trace)."""
-        return next((t for t, p, _o, new in self.cc.trace
-                     if p == port and new == state and t >= since), None)
-
-    def close(self) -> None:
-        self.cc.stop()
-        self.board.close()
-        self.store.close()
+def sim_box(workdir: Path, changes: dict[str, Any] | None = None) -> Rig:
+    """lab.rig's box with two edges, the WAN model on as shipped and a CDR store in
+    `workdir` (closed by close_box)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    sip, surv = default_document()["sip"], default_document()["survive"]
+    changes = {"sip.edges": list(EDGES), **(changes or {})}
+    wan = {"edges": EDGES, "interval_s": sip["options_interval_s"],
+           "misses": sip["options_misses"], "rtp_timeout_s": surv["rtp_timeout_s"]}
+    return Rig(changes, cdr=CdrStore(workdir / "cdr.db"), wan=wan, settle=0.8)
 
 
-def sine(hz: float, seconds: float, amp: float = 6000.0) -> np.ndarray:
-    t = np.arange(int(seconds * RATE)) / RATE
-    return np.round(amp * np.sin(2 * np.pi * hz * t)).astype(np.int16)
-
-
-def tone_share(x: np.ndarray, hz: float, rate: int = RATE) -> float:
-    """How much of x's power is the `hz` component (0..1; a Goertzel-style projection)."""
-    x = np.asarray(x, dtype=np.float64)
-    power = float(np.mean(x * x)) if len(x) else 0.0
-    if power < 1e4:  # below about -50 dBm0: silence
-        return 0.0
-    t = np.arange(len(x)) / rate
-    c, s = np.dot(x, np.cos(2 * np.pi * hz * t)), np.dot(x, np.sin(2 * np.pi * hz * t))
-    amp2 = 2.0 * (c * c + s * s) / (len(x) ** 2)
-    return min(1.0, amp2 / power)
+def close_box(box: Rig) -> None:
+    box.close()
+    if box.store is not None:
+        box.store.close()
+    box.store.close()
 
 
 def hears(samples: np.ndarray, hz: float, seconds: float = 0.5, rate: int = RATE) -> bool:
-    tail = np.asarray(samples)[-int(seconds * rate):]
-    return len(tail) > 0 and abs(dominant_hz(tail, rate=rate) - hz) < 20
+    heard = tail(samples, seconds, rate)
+    return len(heard) > 0 and abs(dominant_hz(heard, rate=rate) - hz) < 20
 
 
-def pstn_call(box: SimBox, ani: str, answer_after: float = 1.0) -> Any:
+def tone_share(x: np.ndarray, hz: float, rate: int = RATE) -> float:
+    """How much of x's power is the `hz` component (0..1)."""
+    power = float(np.mean(np.asarray(x, dtype=np.float64) ** 2)) if len(x) else 0.0
+    if power < 1e4:  # below about -50 dBm0: silence
+        return 0.0
+    return min(1.0, tone_level(x, hz, rate) ** 2 / power)
+
+
+def pstn_call(box: Rig, ani: str, answer_after: float = 1.0) -> Any:
     """A PSTN caller on fxo1 talking to a cloud agent (AGENT_HZ); the SimCall."""
     box.cloud.agent("PSTN 1", answer_after=answer_after, tone_hz=AGENT_HZ)
     box.co().ring(callerid={"number": ani, "name": "BENCH CALLER", "datetime": "11221030",
@@ -160,7 +87,7 @@ def pstn_call(box: SimBox, ani: str, answer_after: float = 1.0) -> Any:
     raise RuntimeError("the PSTN caller did not reach the cloud agent")
 
 
-def phone_call(box: SimBox, number: str = "5551234", phone: str = "fxs1") -> Any:
+def phone_call(box: Rig, number: str = "5551234", phone: str = "fxs1") -> Any:
     """A branch phone talking to a cloud agent (PHONE_AGENT_HZ); the SimCall."""
     box.cloud.agent(number, answer_after=0.5, tone_hz=PHONE_AGENT_HZ)
     dial(box, number, phone)
@@ -171,22 +98,13 @@ def phone_call(box: SimBox, number: str = "5551234", phone: str = "fxs1") -> Any
     return call
 
 
-def dial(box: SimBox, digits: str, phone: str = "fxs1") -> None:
-    p = box.phone(phone)
-    if not p.is_off_hook:
-        p.off_hook()
-        box.run(0.5)
-    end = p.dial_dtmf(digits)
-    box.run(end - box.now() + 0.5)
-
-
 # --- 1. WAN loss -> the caller hears the local fallback ------------------------------------
 def fallback_latency(seed: int, workdir: Path, blip_window_s: float | None = None) -> dict:
     rnd = random.Random(seed)
     changes: dict[str, Any] = {"calls.headset_auto_answer": True}
     if blip_window_s is not None:
         changes["survive.blip_window_s"] = blip_window_s
-    box = SimBox(workdir, changes)
+    box = sim_box(workdir, changes)
     try:
         call = pstn_call(box, f"20155501{seed % 100:02d}")
         box.run(rnd.uniform(0.0, 2.0))  # the cut's phase against pings and frames
@@ -207,7 +125,7 @@ def fallback_latency(seed: int, workdir: Path, blip_window_s: float | None = Non
         ok = ok and hears(hs.heard, CALLER_HZ, 0.5, hs.rate)
         return {**{k: round(v, 3) for k, v in first.items()}, "caller_kept": ok}
     finally:
-        box.close()
+        close_box(box)
 
 
 def _first_frames(first: dict[str, float], fresh: np.ndarray, t0: float) -> None:
@@ -222,7 +140,7 @@ def _first_frames(first: dict[str, float], fresh: np.ndarray, t0: float) -> None
             first["announcement"] = t
 
 
-def _first_state(first: dict[str, float], box: SimBox, lost: float, call) -> None:
+def _first_state(first: dict[str, float], box: Rig, lost: float, call) -> None:
     now = box.now() - lost
     surv = box.survive()["state"]
     if "survivable" not in first and surv == "survivable":
@@ -230,7 +148,7 @@ def _first_state(first: dict[str, float], box: SimBox, lost: float, call) -> Non
     if "cloud_leg_lost" not in first and call.state == "ended":
         first["cloud_leg_lost"] = now
     for state, key in (("RINGING", "headset_ringing"), ("CONNECTED", "headset_connected")):
-        t = box.rang("headset", state, lost)
+        t = box.entered("headset", state, lost)
         if key not in first and t is not None:
             first[key] = t - lost
 
@@ -239,7 +157,7 @@ def _first_state(first: dict[str, float], box: SimBox, lost: float, call) -> Non
 def blip(seed: int, seconds: float, workdir: Path) -> dict:
     """A PSTN caller and a branch phone in cloud calls; the WAN cut for `seconds`."""
     rnd = random.Random(seed * 1000 + int(seconds * 10))
-    box = SimBox(workdir)
+    box = sim_box(workdir)
     try:
         pstn = pstn_call(box, "2015550123")
         phone = phone_call(box)
@@ -271,14 +189,14 @@ def blip(seed: int, seconds: float, workdir: Path) -> dict:
                 "audio_back_s": [v for v in resumed.values() if v is not None],
                 "rescued": counters.get("rescued", 0)}
     finally:
-        box.close()
+        close_box(box)
 
 
 # --- 3. many random outages under continuous traffic, then the records -------------------
 class Traffic:
     """PSTN callers back to back on fxo1 and a branch phone on fxs1, stepped by `tick`."""
 
-    def __init__(self, box: SimBox, rnd: random.Random) -> None:
+    def __init__(self, box: Rig, rnd: random.Random) -> None:
         self.box, self.rnd = box, rnd
         self.pstn: dict[str, Any] = {"phase": "idle", "until": 0.0}
         self.ph: dict[str, Any] = {"phase": "idle", "until": 0.0}
@@ -384,13 +302,13 @@ class Traffic:
 
 def outages(seed: int, count: int, workdir: Path) -> dict:
     rnd = random.Random(seed)
-    box = SimBox(workdir, {"calls.headset_auto_answer": True})
+    box = sim_box(workdir, {"calls.headset_auto_answer": True})
     traffic = Traffic(box, rnd)
     window = box.doc["survive"]["blip_window_s"]
     lengths = [rnd.uniform(0.5, window - 1.0) if rnd.random() < 0.4
                else rnd.uniform(window + 1.0, 90.0) for _ in range(count)]
     with RecordsReceiver() as rx:
-        fwd_store = CdrStore(box.db)
+        fwd_store = CdrStore(box.store.path)
         fwd = Forwarder(fwd_store, HttpTransport(rx.url, timeout=2.0, box="bench"), batch=20)
         deliveries = {"attempts": 0, "acks_lost": 0}
         try:
@@ -401,7 +319,7 @@ def outages(seed: int, count: int, workdir: Path) -> dict:
         finally:
             fwd_store.close()
     surv = box.survive()
-    box.close()
+    close_box(box)
     return {"outages": count, "outage_s": _stats(lengths),
             "blips": sum(1 for x in lengths if x < window), "fake_time_s": round(box.now()),
             "pstn_calls": len(traffic.calls), "pstn_lost": len(traffic.lost),
@@ -456,12 +374,12 @@ def _drain(fwd: Forwarder, rx: RecordsReceiver, deliveries: dict) -> None:
             return
 
 
-def _records(box: SimBox, traffic: Traffic, rx: RecordsReceiver) -> dict:
+def _records(box: Rig, traffic: Traffic, rx: RecordsReceiver) -> dict:
     """CDRs written once, one outbox row each, every outbox row at the cloud once."""
     rows = box.store.list(limit=100000)
     cdr_uuids = [r["uuid"] for r in rows]
     with box.store.snapshot() as snap:
-        outbox = snap._read("SELECT uuid, kind, seq FROM outbox ORDER BY seq")
+        outbox = snap.read("SELECT uuid, kind, seq FROM outbox ORDER BY seq")
     out_uuids = [r["uuid"] for r in outbox]
     out_cdrs = [r["uuid"] for r in outbox if r["kind"] == "cdr"]
     by_ani: dict[str, int] = {}
@@ -496,7 +414,7 @@ def _records(box: SimBox, traffic: Traffic, rx: RecordsReceiver) -> dict:
 def failback(seed: int, workdir: Path) -> dict:
     """A caller rescued to the headset; the WAN returns; failback waits, keeps the call."""
     rnd = random.Random(seed)
-    box = SimBox(workdir, {"calls.headset_auto_answer": True})
+    box = sim_box(workdir, {"calls.headset_auto_answer": True})
     try:
         pstn_call(box, "2015550123")
         box.cloud.wan(False)
@@ -514,13 +432,13 @@ def failback(seed: int, workdir: Path) -> dict:
         return {"failback_s": primary, "local_call_before": local, "local_call_kept": kept,
                 "stable_s": box.doc["survive"]["failback_stable_s"]}
     finally:
-        box.close()
+        close_box(box)
 
 
 def handback(seed: int, workdir: Path) -> dict:
     """A caller in the local queue when the WAN returns: handed back to the cloud."""
     rnd = random.Random(seed)
-    box = SimBox(workdir, {"survive.fallback": ["queue", "callback"],
+    box = sim_box(workdir, {"survive.fallback": ["queue", "callback"],
                            "survive.queue_timeout_s": 600.0})
     try:
         box.cloud.wan(False)
@@ -540,7 +458,7 @@ def handback(seed: int, workdir: Path) -> dict:
                 took = box.now() - back
         call = box.cloud.invites[-1] if box.cloud.invites else None
         box.run(1.0)
-        fb_start = box.rang("fallback:fxo1", "ANNOUNCE", 0.0)
+        fb_start = box.entered("fallback:fxo1", "ANNOUNCE", 0.0)
         waited = int(call.headers.get("X-Branchline-Waited", -1)) if call else None
         return {"handback_s": took, "queued": queued,
                 "ani_kept": call is not None and call.from_number == "2015550123",
@@ -549,7 +467,7 @@ def handback(seed: int, workdir: Path) -> dict:
                 and abs(waited - (call.started - fb_start)) <= 1.0,
                 "hears_agent": hears(box.co().heard, AGENT_HZ, 0.5)}
     finally:
-        box.close()
+        close_box(box)
 
 
 # --- all of it -----------------------------------------------------------------------------

@@ -1,24 +1,15 @@
-"""Caller ID: message framing (Bell/Telcordia GR-30 SDMF and MDMF, ETSI EN 300 659-3 MDMF),
-FSK burst generation for FXS ports, a streaming decoder for FXO ports, and DTMF-CLIP.
+"""Caller ID: message framing (GR-30 SDMF and MDMF, ETSI EN 300 659-3 MDMF), FSK burst
+generation for FXS ports, a streaming decoder for FXO ports, and DTMF-CLIP (EN 300 659-1
+Annex B, plus the variants spandsp documents for Denmark, Taiwan and others).
 
-Message bytes are: type (0x04 SDMF, 0x80 MDMF), length, data, checksum (two's complement
-of the byte sum). MDMF parameters used: 0x01 date/time "MMDDHHMM", 0x02 number,
-0x04 reason the number is absent, 0x07 name, 0x08 reason the name is absent; the absence
-codes are 'P' (private) and 'O' (unavailable, "out of area"), the same in GR-30 and ETSI.
-SDMF carries date/time then the number or 'P'/'O' (no name).
-
-DTMF-CLIP follows ETSI EN 300 659-1 Annex B: "A<number>C", or "B00C" (unavailable) /
-"B10C" (private). The decoder also reads the "A<number>#", "D1#"/"D2#"/"D3#" and
-"D<number>C" variants spandsp documents for Denmark, Taiwan and others.
-
-Assumes 16-bit linear PCM, 8 kHz by default. Levels in dBm0 use spandsp's convention
-(a full-scale sine is +3.14 dBm0). The FSK kernels are cext/fsk.pyx; DTMF comes from
-cext/dtmf.pyx and is imported only when DTMF-CLIP is used.
+16-bit linear PCM, 8 kHz by default; levels in dBm0 as spandsp (full-scale sine +3.14).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +27,9 @@ POSTAMBLE_BITS = 5
 DTMF_CLIP_REASONS = {"unavailable": "B00C", "private": "B10C"}
 DTMF_GAP_S = 0.5  # longest pause inside a DTMF-CLIP string
 
+Fields = dict[str, Any]  # a caller-ID message: number, name, datetime, reason, ...
+Pending = tuple[Fields, float, float, float]  # (message, start, end, preference)
+
 
 def _amplitude(level_dbm0: float) -> float:
     """Peak of a sine at `level_dbm0` (0 dBm0 = 32767 * 10**(-3.14/20))."""
@@ -45,12 +39,12 @@ def _amplitude(level_dbm0: float) -> float:
 # ---------------------------------------------------------------- framing
 
 
-def _check_datetime(dt):
+def _check_datetime(dt: str | None) -> None:
     if dt is not None and (len(dt) != 8 or not dt.isdigit()):
         raise ValueError(f"caller ID datetime {dt!r} must be 8 digits MMDDHHMM")
 
 
-def _check_fields(message: dict, fmt: str):
+def _check_fields(message: Fields, fmt: str) -> None:
     if fmt not in MAX_NUMBER:
         raise ValueError(f"caller ID format {fmt!r} unknown: use 'sdmf' or 'mdmf'")
     number, reason = message.get("number"), message.get("reason")
@@ -65,13 +59,13 @@ def _with_checksum(body: bytes) -> bytes:
     return body + bytes([(-sum(body)) & 0xFF])
 
 
-def _sdmf_body(message: dict) -> bytes:
+def _sdmf_body(message: Fields) -> bytes:
     if message.get("datetime") is None:
         raise ValueError("SDMF caller ID needs a datetime (MMDDHHMM); use fmt='mdmf' without one")
     number, reason = message.get("number"), message.get("reason")
     if number is None and reason is None:
         raise ValueError("SDMF caller ID needs a number or a reason ('private'/'unavailable')")
-    tail = REASON_CODES[reason] if number is None else number
+    tail = REASON_CODES[str(reason)] if number is None else number
     return (message["datetime"] + tail).encode("ascii")
 
 
@@ -89,7 +83,7 @@ def _name_bytes(name: str) -> bytes:
     return raw
 
 
-def _mdmf_body(message: dict) -> bytes:
+def _mdmf_body(message: Fields) -> bytes:
     number, name, reason = message.get("number"), message.get("name"), message.get("reason")
     out = b""
     if message.get("datetime") is not None:
@@ -105,8 +99,9 @@ def _mdmf_body(message: dict) -> bytes:
     return out
 
 
-def encode(message: dict, fmt: str = "mdmf") -> bytes:
-    """Message bytes (type, length, data, checksum) of a caller-ID message dict.
+def encode(message: Fields, fmt: str = "mdmf") -> bytes:
+    """Message bytes (type 0x04 SDMF / 0x80 MDMF, length, data, two's-complement checksum)
+    of a caller-ID message dict. Absence codes: 'P' private, 'O' unavailable.
 
     Keys: number, name, datetime ("MMDDHHMM"), reason (None/"private"/"unavailable",
     used when number is None). SDMF carries no name: a name is left out."""
@@ -121,7 +116,7 @@ def _text(raw: bytes) -> str:
     return raw.decode("latin-1")
 
 
-def _decode_sdmf(body: bytes, out: dict):
+def _decode_sdmf(body: bytes, out: Fields) -> None:
     out["datetime"] = _text(body[:8]) if len(body) >= 8 else None
     tail = _text(body[8:])
     if tail in CODE_REASONS:
@@ -130,7 +125,7 @@ def _decode_sdmf(body: bytes, out: dict):
         out["number"] = tail
 
 
-def _decode_mdmf(body: bytes, out: dict):
+def _decode_mdmf(body: bytes, out: Fields) -> None:
     """Walk the parameters; unknown ones are skipped, a truncated one ends the walk."""
     pos = 0
     name_reason = None
@@ -154,7 +149,7 @@ def _decode_mdmf(body: bytes, out: dict):
         out["reason"] = name_reason
 
 
-def decode(data: bytes) -> dict:
+def decode(data: bytes) -> Fields:
     """Fields of message bytes: format, number, name, datetime, reason, checksum_ok.
 
     Raises ValueError when the bytes are not one complete message (too short, length
@@ -164,7 +159,7 @@ def decode(data: bytes) -> dict:
         raise ValueError(f"caller ID message of {len(data)} bytes is not type+length+data+checksum")
     if data[0] not in (SDMF, MDMF):
         raise ValueError(f"caller ID message type 0x{data[0]:02x} unknown: expected 0x04 (SDMF) or 0x80 (MDMF)")
-    out = {"format": "sdmf" if data[0] == SDMF else "mdmf", "number": None, "name": None,
+    out: Fields = {"format": "sdmf" if data[0] == SDMF else "mdmf", "number": None, "name": None,
            "datetime": None, "reason": None, "checksum_ok": sum(data) & 0xFF == 0}
     body = data[2:-1]
     (_decode_sdmf if data[0] == SDMF else _decode_mdmf)(body, out)
@@ -212,7 +207,7 @@ def dtmf_clip_samples(number: str | None, reason: str | None = None, rate: int =
     return dtmf_samples(dtmf_clip_string(number, reason), on_ms=70, off_ms=70, level_dbm0=-10.0, rate=rate)
 
 
-def parse_dtmf_clip(digits: str) -> dict | None:
+def parse_dtmf_clip(digits: str) -> Fields | None:
     """Fields of a complete DTMF-CLIP string (start marker ... 'C' or '#'), else None."""
     if len(digits) < 2 or digits[-1] not in "C#":
         return None
@@ -227,7 +222,7 @@ def parse_dtmf_clip(digits: str) -> dict | None:
     return None
 
 
-def _clip_fields(number, reason) -> dict:
+def _clip_fields(number: str | None, reason: str | None) -> Fields:
     return {"standard": "dtmf", "number": number, "name": None, "datetime": None,
             "reason": reason, "checksum_ok": True}
 
@@ -238,21 +233,23 @@ def _clip_fields(number, reason) -> dict:
 class _FskChannel:
     """One standard's FSK receiver and message assembler (bytes -> messages)."""
 
-    def __init__(self, standard: str, rate: int):
+    def __init__(self, standard: str, rate: int) -> None:
         self.standard = standard
         self.rx = fsk.FskRx(standard, rate)
         self.mark_hz = fsk.tone_freqs(standard)[0]
         self.spb = rate / fsk.BAUD
         self.reset()
 
-    def reset(self):
+    def reset(self) -> None:
         self.rx.reset()
-        self.buf = None
+        self.buf: bytearray | None = None
+        self.start, self.pref = 0.0, 0.0
 
-    def feed(self, samples, probe=None) -> list[tuple]:
+    def feed(self, samples: np.ndarray,
+             probe: Callable[[_FskChannel, float], float] | None = None) -> list[Pending]:
         """Demodulate; returns [(message dict, start, end, pref)] completed. `probe(ch,
         start)` scores the mark section when a message starts (auto mode)."""
-        done = []
+        done: list[Pending] = []
         for kind, value, t, idle in self.rx.process(samples):
             if kind != fsk.CHAR:
                 self.buf = None  # carrier lost or framing error: the message is gone
@@ -266,7 +263,7 @@ class _FskChannel:
                 done.append(msg)
         return done
 
-    def _char(self, value, t):
+    def _char(self, value: int, t: float) -> Pending | None:
         if self.buf is None:
             return None
         self.buf.append(value)
@@ -282,19 +279,19 @@ class _FskChannel:
 class _DtmfChannel:
     """DTMF-CLIP: digits from cext.dtmf, assembled into strings between the markers."""
 
-    def __init__(self, rate: int):
+    def __init__(self, rate: int) -> None:
         from .dtmf import DtmfDetector
 
         self.det = DtmfDetector(rate=rate)
         self.gap = int(DTMF_GAP_S * rate)
         self.reset()
 
-    def reset(self):
+    def reset(self) -> None:
         self.det.reset()
         self.digits, self.start, self.last_end = "", 0, 0
 
-    def feed(self, samples) -> list[tuple]:
-        done = []
+    def feed(self, samples: np.ndarray) -> list[Pending]:
+        done: list[Pending] = []
         for digit, start, end in self.det.process(samples):
             if self.digits and start - self.last_end > self.gap:
                 self.digits = ""
@@ -323,7 +320,7 @@ class CallerIdDecoder:
     HISTORY = 8192  # samples of input kept to measure the mark tone (auto mode)
     BLOCK = 2048
 
-    def __init__(self, standard: str = "auto", rate: int = 8000):
+    def __init__(self, standard: str = "auto", rate: int = 8000) -> None:
         if standard not in ("auto", "bell202", "v23", "dtmf"):
             raise ValueError(f"caller ID standard {standard!r} unknown: use auto, bell202, v23 or dtmf")
         self.standard, self.rate = standard, rate
@@ -331,44 +328,45 @@ class CallerIdDecoder:
         self.reset()
 
     @staticmethod
-    def _channels(standard, rate):
+    def _channels(standard: str, rate: int) -> list[_FskChannel | _DtmfChannel]:
         if standard == "dtmf":
             return [_DtmfChannel(rate)]
         if standard != "auto":
             return [_FskChannel(standard, rate)]
-        chans = [_FskChannel("bell202", rate), _FskChannel("v23", rate)]
+        chans: list[_FskChannel | _DtmfChannel] = [_FskChannel("bell202", rate),
+                                                   _FskChannel("v23", rate)]
         try:
             chans.append(_DtmfChannel(rate))
         except ImportError:  # DTMF kernel not built: FSK caller ID still works
             pass
         return chans
 
-    def reset(self):
+    def reset(self) -> None:
         for ch in self.channels:
             ch.reset()
         self.history = np.zeros(self.HISTORY, np.int16)
         self.count = 0
-        self.pending = []
+        self.pending: list[Pending] = []
 
-    def process(self, samples) -> list[dict]:
+    def process(self, samples: np.ndarray) -> list[Fields]:
         """Feed int16 samples; returns the messages completed so far."""
         x = np.ascontiguousarray(samples, dtype=np.int16)
         for off in range(0, len(x), self.BLOCK):
             self._block(x[off : off + self.BLOCK])
         return self._resolve(final=False)
 
-    def flush(self) -> list[dict]:
+    def flush(self) -> list[Fields]:
         """Messages still held back for the auto-mode choice; call at end of input."""
         return self._resolve(final=True)
 
-    def _block(self, x):
+    def _block(self, x: np.ndarray) -> None:
         self.history = np.concatenate((self.history[len(x):], x))
         self.count += len(x)
         probe = self._mark_match if self.standard == "auto" else None
         for ch in self.channels:
             self.pending.extend(ch.feed(x, probe) if isinstance(ch, _FskChannel) else ch.feed(x))
 
-    def _mark_match(self, ch, start) -> float:
+    def _mark_match(self, ch: _FskChannel, start: float) -> float:
         """dB by which the mark section before `start` is nearer this standard's mark
         tone than the other standard's (0 when too little of it is still in history)."""
         other = 1300.0 if ch.mark_hz == 1200.0 else 1200.0
@@ -380,10 +378,11 @@ class CallerIdDecoder:
         return 10 * math.log10((_tone_power(seg, ch.mark_hz, self.rate) + 1e-9)
                                / (_tone_power(seg, other, self.rate) + 1e-9))
 
-    def _resolve(self, final: bool) -> list[dict]:
+    def _resolve(self, final: bool) -> list[Fields]:
         """Report pending messages once no other receiver can still offer the same burst."""
         hold = 0 if final else int(0.05 * self.rate)
-        out, keep = [], []
+        out: list[Fields] = []
+        keep: list[Pending] = []
         groups = _overlapping(sorted(self.pending, key=lambda p: p[1]))
         for group in groups:
             if final or max(p[2] for p in group) + hold < self.count:
@@ -400,9 +399,9 @@ def _tone_power(seg: np.ndarray, f: float, rate: int) -> float:
     return float(abs(np.dot(seg, w)) ** 2)
 
 
-def _overlapping(items: list) -> list[list]:
+def _overlapping(items: list[Pending]) -> list[list[Pending]]:
     """Group (msg, start, end, pref) items whose [start, end] spans overlap."""
-    groups: list[list] = []
+    groups: list[list[Pending]] = []
     for item in items:
         if groups and item[1] <= max(p[2] for p in groups[-1]):
             groups[-1].append(item)

@@ -1,17 +1,9 @@
-"""Per-country tone plans: call-progress tones, ring cadences, caller-ID standard.
+"""Per-country tone plans: call-progress tones, ring cadences, caller-ID standard. Pure data.
 
-Pure data, read by the tone generators and detector (cext), the SLIC driver (ring
-cadence), the virtual central office and the config schema (the list of countries).
-Frequencies in Hz, levels in dBm0 per component, cadences as (on, off, on, off, ...)
-seconds repeated; an empty cadence is a continuous tone. `mod_hz` is the modulating
-frequency of tones written "400*25" in national specifications (400 Hz amplitude-
-modulated by 25 Hz), `mod_depth` its modulation index (specifications rarely give it;
-0.5 is what exchanges commonly produce and what the detector expects to be robust to).
-
-Sources, per plan below. Frequencies and cadences come from the national specification
-as listed in ITU-T E.180 Supplement 2 ("Various tones used in national networks") and
-ETSI TR 101 041-2 (European tone listing); where a country gives no level in those
-listings the level is the one its network typically uses, marked "level: typical".
+Hz; dBm0 per component; cadences (on, off, ...) seconds repeated, empty = continuous.
+`mod_hz`/`mod_depth`: tones written "400*25" (400 Hz AM by 25 Hz; depth 0.5 where the
+specification gives none). Levels marked "level: typical" are the network's usual ones.
+Sources: ITU-T E.180 Supplement 2; ETSI TR 101 041-2; cited per plan below.
 """
 
 from __future__ import annotations

@@ -1,61 +1,35 @@
 """The power-fail lifeline: a relay that gives FXS port 1 the PSTN line when the box is down.
 
-The card has a two-pole changeover relay on the phone side of FXS port 1 (tip and ring).
-De-energised, its normally-closed contacts connect the phone straight to the FXO line's
-pair; energised, the normally-open contacts connect the phone to its SLIC. The DAA stays
-across the line pair in both positions (on hook it is a high-impedance load, like a
-parallel extension), so while the lifeline carries a call the FXO port sees a phone off
-hook on its line. A dead, unpowered or rebooting box therefore leaves the branch one
-working phone on the PSTN. This driver only drives the GPIO: what the relay does is
-copper (and `drivers.sim.lifeline_sim` in simulation).
-
-Two ways to drive the coil (board.lifeline.drive):
-
-- "level": the GPIO drives the coil's transistor directly: high = energised. Safe across
-  power loss, reboot and a clean stop (the BCM2835's power-on state makes the pin an
-  input, and GPIO 9-27 have a pull-down at power-on, BCM2835 ARM Peripherals p.102, so
-  the default pin 26 reads low and the relay drops; a clean stop writes it low). It
-  cannot see a core that is alive but hung, nor one that died without running its
-  cleanup: a GPIO output keeps its level after the process is gone, so the phone stays
-  on a SLIC nobody serves until something else pulls the pin low.
-- "pulse" (the default): the coil is driven by a retriggerable monostable on the card
-  (e.g. a 74HC123 / SN74AHCT123A, output width ~ K x Rext x Cext, set by the card's RC to
-  board.lifeline.pulse_hold_ms; confirm on hardware). The core toggles the GPIO from a
-  reactor timer every TOGGLE_S; each rising edge restarts the monostable. A GPIO that
-  stays high or low makes no edge, so when the reactor stops running (a hung core, a
-  blocked main loop, a crash, a kernel panic) the monostable times out and the relay drops
-  within pulse_hold_ms, even though the pin may stay high. That is how "release when the
-  watchdog stops being fed" is kept in hardware: the toggle is the watchdog feed, and the
-  monostable is the watchdog. The default is "pulse" because a hung or crashed core is
-  the failure a branch would otherwise not survive (power loss is safe in both modes).
-  The price: a release (stop, a failed port) takes effect only when the monostable runs
-  out, up to pulse_hold_ms after the pin stops toggling.
-  The hold time must exceed the reactor's worst normal stall (DESIGN.md measured frame
-  callbacks delayed by up to 260 ms by a busy thread) plus one toggle period: the default
-  1000 ms keeps calls up through such a stall and still gives the PSTN back within a
-  second of a real hang.
-
-`Lifeline(gpio, reactor, settings)`: settings is the board.lifeline table. `energise()`
-once the lifeline ports are up, `release(reason)` on shutdown or when either port fails;
-`status()` for the status page; `toggle_timer` is the reactor timer that feeds the card's
-monostable (a test unregisters it to play a hung reactor). The pin is claimed low at
-construction, so building the driver never switches the relay.
+Released, the relay's normally-closed contacts put the phone on the FXO line's pair;
+energised, on its SLIC. A dead, hung or rebooting box so leaves the branch one working
+phone. This driver only drives the coil's GPIO (copper: `drivers.sim.lifeline_sim`).
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+from typing import Any
 
-from foundation.reactor import NEVER
+from drivers.bus.gpio import Gpio
+from foundation.reactor import NEVER, Reactor
 
 log = logging.getLogger(__name__)
 
 TOGGLE_S = 0.1  # pulse mode: one edge every 100 ms, a rising edge every 200 ms
-DEFAULT_HOLD_MS = 1000
 
 
 class Drive(enum.Enum):
+    """How the coil is driven (board.lifeline.drive).
+
+    LEVEL: the pin drives the coil; high = energised. Safe across power loss, reboot and
+    a clean stop (the pin powers up as a pulled-down input), blind to a hung core.
+    PULSE (the default): a retriggerable monostable on the card drives the coil; the
+    core toggles the pin every TOGGLE_S from a reactor timer, so a stalled reactor stops
+    the edges and the relay drops within pulse_hold_ms (which must exceed the reactor's
+    worst normal stall plus a toggle). A release takes effect only when it runs out.
+    """
+
     LEVEL = "level"
     PULSE = "pulse"
 
@@ -66,15 +40,19 @@ class Relay(enum.Enum):
 
 
 class Lifeline:
-    """The relay's GPIO; see the module docstring."""
+    """The relay's GPIO, from the board.lifeline table; claimed low at construction.
 
-    def __init__(self, gpio, reactor, settings: dict) -> None:
+    `energise()` once the lifeline ports are up, `release(reason)` on shutdown or when
+    either port fails. `toggle_timer` feeds the card's monostable (a test unregisters it
+    to play a hung reactor).
+    """
+
+    def __init__(self, gpio: Gpio, reactor: Reactor, settings: dict[str, Any]) -> None:
         self.gpio, self.reactor = gpio, reactor
         self.pin = int(settings["gpio"])
-        self.drive = Drive(settings.get("drive", Drive.PULSE.value))
-        self.fxs = settings.get("fxs", "fxs1")
-        self.fxo = settings.get("fxo", "fxo1")
-        self.hold_s = float(settings.get("pulse_hold_ms", DEFAULT_HOLD_MS)) / 1000
+        self.drive = Drive(settings["drive"])
+        self.fxs, self.fxo = settings["fxs"], settings["fxo"]
+        self.hold_s = float(settings["pulse_hold_ms"]) / 1000
         self.state = Relay.RELEASED
         self.reason = "not energised yet"
         self._level = False
@@ -125,7 +103,7 @@ class Lifeline:
                  self.state.value, state.value, f" ({reason})" if reason else "")
         self.state, self.reason = state, reason
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         return {"relay": self.state.value, "reason": self.reason, "gpio": self.pin,
                 "drive": self.drive.value, "fxs": self.fxs, "fxo": self.fxo,
                 "phone_on": "slic" if self.energised else "pstn",
@@ -137,8 +115,8 @@ class Lifeline:
         self._closed = True
 
 
-def build(gpio, reactor, settings: dict | None) -> Lifeline | None:
-    """The lifeline of a board.lifeline table, or None when it is absent or disabled."""
-    if not settings or not settings.get("enabled", False):
+def build(gpio: Gpio, reactor: Reactor, settings: dict[str, Any]) -> Lifeline | None:
+    """The lifeline of a board.lifeline table, or None when it is disabled."""
+    if not settings["enabled"]:
         return None
     return Lifeline(gpio, reactor, settings)

@@ -1,38 +1,25 @@
 """The board-level first-power-up checks behind `branchline hw selftest`.
 
-`run(board, reactor, down)` takes a board whose chips were just brought up the way the
-core brings them up (the caller starts them: firmware/cli/hw.py uses the Gateway) and
-returns one dict per check, {"port", "check", "ok", "detail", "fix"} (fix empty when ok):
-
-- every device the board could not open (spidev node, GPIO, ALSA), with its fix;
-- PCLK: the frame counter of each PCM stream (`board.tdm[device].stream.frames`) must
-  advance at the 8 kHz frame-sync rate while the reactor runs (drivers/bus/tdm.py): no
-  count means no bit clock, and no chip can be brought up without one;
-- each line's own checks from its chip driver's `selftest()` (chip ID and revision,
-  battery and DC-DC, calibration, indirect-table read-back, DAA link and line-side ID:
-  whatever the driver knows how to measure), prefixed with the line's name;
-- a digital loopback of each line's timeslot: the chip is put in `pcm_loopback(True)`,
-  a 1 kHz tone at LOOPBACK_DBM0 (cext.tones) is written to the line's PcmPort for
-  LOOPBACK_S, what comes back is measured (level in dBm0 and the share of its power at
-  1 kHz, a least-squares projection), then `pcm_loopback(False)`. It proves the whole
-  path: the Pi's stream, the slot packing, the chip's timeslot and its companding.
-- the lifeline relay's GPIO was claimed (the relay is left released: the phone on its
-  port stays on the PSTN while the selftest owns the chips).
-A driver without `selftest()` or `pcm_loopback()` (or one that raises) gives a failed
-check that says so, never a crash. Time passes only through reactor.run_for (fake time
-in simulation). Assumes nothing else (no running core) uses the chips meanwhile.
+`run(board, reactor, down)` takes a board whose chips were just brought up (firmware/cli/
+hw.py starts them) and returns one row per check, {"port", "check", "ok", "detail",
+"fix"}: device problems, PCLK, each driver's own `selftest()`, a digital loopback per
+line, the lifeline relay. A driver's failure gives a failed row, never a crash; time
+passes only through reactor.run_for. Assumes no running core uses the chips meanwhile.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
 from cext import toneplans
 from cext.tones import DBM0_PEAK, ToneGenerator
-from drivers.bus.pcm import FRAME, LINE_RATE
+from drivers.board import Board, LineDriver
+from drivers.bus.pcm import FRAME, LINE_RATE, PcmPort
 from foundation.errors import BranchlineError
+from foundation.reactor import Reactor
 
 LOOPBACK_HZ = 1000.0
 LOOPBACK_DBM0 = -10.0
@@ -47,12 +34,15 @@ BOARD = "board"
 UPDATE_FIX = "update the firmware: this driver predates `hw selftest`"
 
 
-def check(port: str, name: str, ok: bool, detail: str, fix: str = "") -> dict:
+Row = dict[str, Any]
+
+
+def check(port: str, name: str, ok: bool, detail: str, fix: str = "") -> Row:
     return {"port": port, "check": name, "ok": bool(ok), "detail": detail,
             "fix": "" if ok else (fix or "see the detail")}
 
 
-def run(board, reactor, down: dict[str, str] | None = None) -> list[dict]:
+def run(board: Board, reactor: Reactor, down: dict[str, str] | None = None) -> list[Row]:
     """Every check, in the order a technician reads them; `down`: line -> why it failed
     to come up (from whoever started the chips)."""
     down = dict(down or {})
@@ -64,21 +54,22 @@ def run(board, reactor, down: dict[str, str] | None = None) -> list[dict]:
 
 # ---- devices and clocks ---------------------------------------------------------------------
 
-def device_checks(board) -> list[dict]:
+def device_checks(board: Board) -> list[Row]:
     """The board's device problems that belong to no single line (GPIO, ALSA...)."""
     per_line = set(board.errors.values())
     return [check(BOARD, "device", False, problem, problem)
             for problem in board.problems if problem not in per_line]
 
 
-def pcm_streams(board) -> dict[str, object]:
-    """alsa_device -> the Pi's PCM stream (anything with a `frames` count)."""
+def pcm_streams(board: Board) -> dict[str, Any]:
+    """alsa_device -> the Pi's PCM stream (anything with a `frames` count): PCLK runs
+    when that count advances at the 8 kHz frame-sync rate."""
     buses = getattr(board, "tdm", None) or {}  # alsa_device -> TdmBus (None: did not open)
     return {device: bus.stream for device, bus in buses.items()
             if bus is not None and hasattr(getattr(bus, "stream", None), "frames")}
 
 
-def pclk_checks(board, reactor) -> list[dict]:
+def pclk_checks(board: Board, reactor: Reactor) -> list[Row]:
     streams = pcm_streams(board)
     if not streams:
         return [check(BOARD, "pclk", False, "the board exposes no PCM stream with a frame "
@@ -92,7 +83,7 @@ def pclk_checks(board, reactor) -> list[dict]:
             for device in streams]
 
 
-def _pclk(device: str, frames: int, elapsed: float) -> dict:
+def _pclk(device: str, frames: int, elapsed: float) -> Row:
     rate = frames / elapsed
     ok = abs(rate - LINE_RATE) <= PCLK_TOLERANCE * LINE_RATE
     detail = f"{device}: {frames} frame syncs in {elapsed * 1000:.0f} ms ({rate:.0f} Hz)"
@@ -105,7 +96,7 @@ def _pclk(device: str, frames: int, elapsed: float) -> dict:
 
 # ---- per line -------------------------------------------------------------------------------
 
-def line_checks(board, reactor, name: str, down: str = "") -> list[dict]:
+def line_checks(board: Board, reactor: Reactor, name: str, down: str = "") -> list[Row]:
     driver = board.drivers.get(name)
     if driver is None:
         why = board.errors.get(name, "no driver was built for this line")
@@ -117,7 +108,7 @@ def line_checks(board, reactor, name: str, down: str = "") -> list[dict]:
     return out + [loopback(board, reactor, name, driver)]
 
 
-def driver_checks(name: str, driver) -> list[dict]:
+def driver_checks(name: str, driver: LineDriver) -> list[Row]:
     if not hasattr(driver, "selftest"):
         return [check(name, "selftest", False, "driver has no selftest", UPDATE_FIX)]
     try:
@@ -131,8 +122,9 @@ def driver_checks(name: str, driver) -> list[dict]:
                   str(r.get("fix", ""))) for r in rows]
 
 
-def loopback(board, reactor, name: str, driver) -> dict:
-    """1 kHz through the chip's digital loopback and back; see the module docstring."""
+def loopback(board: Board, reactor: Reactor, name: str, driver: LineDriver) -> Row:
+    """1 kHz at LOOPBACK_DBM0 through the chip's digital loopback, its level and purity
+    measured: proves the Pi's stream, the slot packing, the chip's timeslot and law."""
     if not hasattr(driver, "pcm_loopback"):
         return check(name, "loopback", False, "driver has no pcm_loopback", UPDATE_FIX)
     port = board.pcm.get(name)
@@ -150,7 +142,7 @@ def loopback(board, reactor, name: str, driver) -> dict:
     return judge_loopback(name, received, slot=getattr(port, "slot", None))
 
 
-def send_and_capture(port, reactor) -> np.ndarray:
+def send_and_capture(port: PcmPort, reactor: Reactor) -> np.ndarray:
     """Write LOOPBACK_S of the test tone frame by frame; everything read meanwhile."""
     while port.read() is not None:
         pass  # what was queued before the loop was closed
@@ -178,7 +170,7 @@ def tone_measure(x: np.ndarray, hz: float) -> tuple[float, float]:
     return level, (tone_power / total if total > 0 else 0.0)
 
 
-def judge_loopback(name: str, received: np.ndarray, slot=None) -> dict:
+def judge_loopback(name: str, received: np.ndarray, slot: int | None = None) -> Row:
     where = f"timeslot {slot}" if slot is not None else "its timeslot"
     tail = received[-round(MEASURE_S * LINE_RATE):]
     level, share = tone_measure(tail, LOOPBACK_HZ)
@@ -196,14 +188,14 @@ def judge_loopback(name: str, received: np.ndarray, slot=None) -> dict:
 
 # ---- the lifeline ---------------------------------------------------------------------------
 
-def lifeline_checks(board) -> list[dict]:
+def lifeline_checks(board: Board) -> list[Row]:
     relay = getattr(board, "lifeline", None)
-    settings = board.doc["board"].get("lifeline", {})
-    if not settings.get("enabled", False):
+    settings = board.doc["board"]["lifeline"]
+    if not settings["enabled"]:
         return []
     if relay is None:
         return [check(BOARD, "lifeline relay", False,
-                      f"GPIO {settings.get('gpio')} for the relay was not claimed",
+                      f"GPIO {settings['gpio']} for the relay was not claimed",
                       "fix the GPIO problem above, or set board.lifeline.enabled = false "
                       "on a card without the relay")]
     st = relay.status()

@@ -1,22 +1,7 @@
-"""The technician's account, shared by the web page and the serial console.
-
-One admin account, no default password. On first start `Auth.ensure_setup_code()`
-makes a one-time setup code (10 characters of base32, ~50 bits), written in plain text
-to data_dir/setup-code (0600: for the box label and the serial console) and kept
-hashed in data_dir/account.json. The first login gives that code and must then set the
-admin password (at least MIN_PASSWORD characters, not the setup code); that removes
-the code. Passwords are hashed with hashlib.scrypt (n=2**14, r=8, p=1, 16-byte random
-salt) and compared in constant time.
-
-After MAX_FAILURES bad passwords (or setup codes) in a row the account is locked for
-LOCKOUT_S seconds; the count lives in account.json so the web page and the console
-share it. The audit log, data_dir/audit.log, is append-only JSON lines:
-{"time", "who", "where", "action", "detail"}.
-
-Assumes one box-local data directory that only root (the web and console processes)
-can read; several processes may use it at once (writes are serialised with flock and
-replace files atomically). Time comes from the injected `clock` (epoch seconds).
-"""
+"""The technician's one admin account, shared by the web page and the serial console:
+no default password but a one-time setup code (data_dir/setup-code, 0600, for the box
+label), scrypt-hashed passwords, a lockout after MAX_FAILURES bad tries shared through
+account.json (flock, atomic replace), and an append-only JSON-lines audit log."""
 
 from __future__ import annotations
 
@@ -93,13 +78,10 @@ class Auth:
 
     def __init__(self, data_dir: str | os.PathLike, clock: Callable[[], float] = time.time,
                  max_failures: int = MAX_FAILURES, lockout_s: float = LOCKOUT_S):
-        self.dir = Path(data_dir)
-        self.clock = clock
-        self.max_failures = max_failures
-        self.lockout_s = lockout_s
-        self.account_path = self.dir / ACCOUNT_FILE
-        self.setup_path = self.dir / SETUP_FILE
-        self.audit_path = self.dir / AUDIT_FILE
+        self.dir, self.clock = Path(data_dir), clock
+        self.max_failures, self.lockout_s = max_failures, lockout_s
+        self.account_path, self.setup_path, self.audit_path = (
+            self.dir / ACCOUNT_FILE, self.dir / SETUP_FILE, self.dir / AUDIT_FILE)
 
     # ---- state ----
     def needs_setup(self) -> bool:

@@ -1,30 +1,7 @@
-"""Store and forward: deliver the outbox (firmware.cdr) to the cloud's records URL.
+"""Store and forward: deliver the outbox (firmware.cdr) to the cloud's records URL in
+order, in a process of its own (`branchline forward`): uploads and TLS stay out of the
+core. Time is injected (`clock`, `sleep`): a test runs an hour's outage in fake time."""
 
-Runs in its own process (`branchline forward`): uploads and TLS stay out of the core,
-whose frame callbacks a busy Python thread would delay (DESIGN.md). The core writes
-the outbox; this worker reads the pending rows in `seq` order and delivers them:
-
-  - records go as POST <url> {"box", "records": [{uuid, seq, kind, created, body}]}
-    in batches of consecutive rows; each record's UUID is its idempotency key (and
-    the header Idempotency-Key is a hash of the batch's UUIDs);
-  - a recording goes alone: first PUT <url>/recordings/<uuid> with the file, then its
-    index row as a one-record POST. A recording whose file has vanished is reported
-    as evicted (the store queues an "evicted" row) instead of blocking the queue;
-  - rows are marked delivered only after a 2xx (409 too: the cloud already has it).
-    Any other answer, a timeout or a refused connection stops the pass at that row -
-    nothing behind it overtakes it - and the worker retries with exponential backoff
-    and jitter. A 4xx is retried as well: a wrong URL must not discard records.
-  - a crash between the cloud's 2xx and the mark redelivers the same UUIDs; the cloud
-    dedups, so at most the batch in flight arrives twice.
-
-Time is injected: `clock` (monotonic seconds) and `sleep(seconds)`, so a test runs an
-hour's outage in fake time. Delivery state is an enum with one setter that logs
-`old -> new` with the reason and calls `on_event`.
-"""
-
-from __future__ import annotations
-
-import enum
 import hashlib
 import http.client
 import json
@@ -35,25 +12,25 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
+from enum import StrEnum
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Protocol, cast
 from urllib.parse import urlsplit
 
-from firmware.cdr import KIND_RECORDING, CdrStore
+from firmware.cdr import CdrStore, Kind
 from foundation.errors import BranchlineError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 50
-BACKOFF_MIN_S = 1.0
-BACKOFF_MAX_S = 300.0
-TIMEOUT_S = 10.0
-PRUNE_EVERY_S = 3600.0
+BACKOFF_MIN_S, BACKOFF_MAX_S = 1.0, 300.0
+TIMEOUT_S, PRUNE_EVERY_S = 10.0, 3600.0
 MAX_PASS_ROWS = 10_000  # one pass delivers at most this many, then prunes and reports
-CHUNK = 64 * 1024
+Row = dict[str, Any]  # an outbox row as CdrStore.pending() gives it
 
 
-class State(enum.Enum):
+class State(StrEnum):
     IDLE = "idle"              # nothing pending
     DELIVERING = "delivering"  # rows are going out
     BACKOFF = "backoff"        # the last attempt failed; waiting before the retry
@@ -65,6 +42,11 @@ class DeliveryError(Exception):
 
 class ForwardConfigError(BranchlineError):
     """The records URL or TLS settings cannot work; the message names the fix."""
+
+
+class Transport(Protocol):
+    def post_records(self, rows: list[Row]) -> None: ...
+    def put_file(self, uuid: str, path: str) -> None: ...
 
 
 def ssl_context(verify: bool = True, ca_file: str | None = None) -> ssl.SSLContext:
@@ -80,7 +62,8 @@ def ssl_context(verify: bool = True, ca_file: str | None = None) -> ssl.SSLConte
 
 
 class HttpTransport:
-    """POST records and PUT files to one records URL over a kept-alive connection."""
+    """POST records and PUT files to one records URL over a kept-alive connection. A 2xx
+    or 409 (the cloud has it) is success; any other answer or no answer: DeliveryError."""
 
     def __init__(self, url: str, *, timeout: float = TIMEOUT_S, box: str = "",
                  context: ssl.SSLContext | None = None) -> None:
@@ -89,13 +72,18 @@ class HttpTransport:
             raise ForwardConfigError(f"records URL {url!r} must be http:// or https:// "
                                      f"with a host, e.g. https://records.example.com/v1/records")
         self.url, self.box, self.timeout = url, box, timeout
-        self._https = parts.scheme == "https"
-        self._host, self._port = parts.hostname, parts.port
         self._path = (parts.path or "/").rstrip("/") or "/"
-        self._context = context if context is not None else ssl_context()
+        self._new_connection = partial(http.client.HTTPConnection, parts.hostname, parts.port,
+                                       timeout=timeout)
+        if parts.scheme == "https":
+            self._new_connection = partial(http.client.HTTPSConnection, parts.hostname,
+                                           parts.port, timeout=timeout,
+                                           context=context or ssl_context())
         self._conn: http.client.HTTPConnection | None = None
 
-    def post_records(self, rows: list[dict[str, Any]]) -> None:
+    def post_records(self, rows: list[Row]) -> None:
+        """POST <url> {"box", "records": [{uuid, seq, kind, created, body}]}; each
+        record's UUID is its idempotency key, the header's a hash of the batch's."""
         records = [{k: r[k] for k in ("uuid", "seq", "kind", "created", "body")} for r in rows]
         data = json.dumps({"box": self.box, "records": records}, sort_keys=True).encode()
         key = hashlib.sha256("\n".join(r["uuid"] for r in rows).encode()).hexdigest()
@@ -103,7 +91,7 @@ class HttpTransport:
                                                   "Idempotency-Key": key})
 
     def put_file(self, uuid: str, path: str) -> None:
-        """Upload a recording; FileNotFoundError when it is gone."""
+        """PUT <url>/recordings/<uuid> with the file; FileNotFoundError when it is gone."""
         with open(path, "rb") as f:
             size = Path(path).stat().st_size
             kind = mimetypes.guess_type(path)[0] or "application/octet-stream"
@@ -111,15 +99,13 @@ class HttpTransport:
                           {"Content-Type": kind, "Content-Length": str(size),
                            "Idempotency-Key": uuid})
 
-    def _request(self, method: str, path: str, body: Any, headers: dict[str, str]) -> None:
+    def _request(self, method: str, path: str, body: bytes | IO[bytes],
+                 headers: dict[str, str]) -> None:
         headers = {**headers, "User-Agent": "branchline-forward"}
         if self.box:
             headers["X-Branchline-Box"] = self.box
         try:
             conn = self._connection()
-            if conn.sock is None:  # a file body goes after the headers: no Nagle stall
-                conn.connect()
-                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.request(method, path, body=body, headers=headers)
             resp = conn.getresponse()
             text = resp.read(2000)
@@ -139,15 +125,11 @@ class HttpTransport:
                                 f"{text[:200].decode(errors='replace')}")
 
     def _connection(self) -> http.client.HTTPConnection:
-        if self._conn is None:
-            if self._https:
-                self._conn = http.client.HTTPSConnection(self._host, self._port,
-                                                         timeout=self.timeout,
-                                                         context=self._context)
-            else:
-                self._conn = http.client.HTTPConnection(self._host, self._port,
-                                                        timeout=self.timeout)
-        return self._conn
+        conn = self._conn = self._conn or self._new_connection()
+        if conn.sock is None:  # a file body goes after the headers: no Nagle stall
+            conn.connect()
+            cast(socket.socket, conn.sock).setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn
 
     def close(self) -> None:
         if self._conn is not None:
@@ -156,11 +138,14 @@ class HttpTransport:
 
 
 class Forwarder:
-    """Delivers one store's outbox through one transport (see the module docstring)."""
+    """Delivers one store's outbox through one transport, in `seq` order. Rows are
+    marked delivered only after the cloud took them; a failure (a 4xx too: a wrong URL
+    must not discard records) stops the pass at that row, so nothing overtakes it. A
+    crash between the answer and the mark redelivers the same UUIDs; the cloud dedups."""
 
-    def __init__(self, store: CdrStore, transport: Any, *, batch: int = DEFAULT_BATCH,
+    def __init__(self, store: CdrStore, transport: Transport, *, batch: int = DEFAULT_BATCH,
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Any] = time.sleep,
+                 sleep: Callable[[float], object] = time.sleep,
                  backoff_min_s: float = BACKOFF_MIN_S, backoff_max_s: float = BACKOFF_MAX_S,
                  keep_days: float | None = None, prune_every_s: float = PRUNE_EVERY_S,
                  rng: random.Random | None = None,
@@ -170,17 +155,13 @@ class Forwarder:
         self._clock, self._sleep = clock, sleep
         self.backoff_min_s, self.backoff_max_s = backoff_min_s, backoff_max_s
         self.keep_days, self.prune_every_s = keep_days, prune_every_s
-        self._rng = rng or random.Random()
-        self._on_event = on_event
-        self.state = State.IDLE
-        self.failures = 0            # consecutive failed attempts
-        self.delivered = 0           # rows delivered by this process
-        self.last_error = ""
+        self._rng, self._on_event = rng or random.Random(), on_event
+        self.state, self.last_error = State.IDLE, ""
+        self.failures = self.delivered = 0  # consecutive failed attempts; rows sent here
         self._next_prune = clock()
 
-    # --- state -----------------------------------------------------------------------
-
     def _set_state(self, new: State, reason: str) -> None:
+        """The one setter of `state`: logs old -> new with the reason, calls on_event."""
         old = self.state
         if new is old:
             return
@@ -189,8 +170,6 @@ class Forwarder:
         if self._on_event:
             self._on_event({"type": "forward_state", "old": old.value, "new": new.value,
                             "reason": reason, "t": self._clock()})
-
-    # --- one pass --------------------------------------------------------------------
 
     def deliver_pending(self) -> int:
         """Deliver in order until the outbox is empty or an attempt fails; returns how
@@ -212,19 +191,16 @@ class Forwarder:
         return done
 
     @staticmethod
-    def _chunk(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The next rows that go in one request: records up to the first recording,
-        or the recording alone."""
-        if rows[0]["kind"] == KIND_RECORDING:
-            return rows[:1]
-        for i, row in enumerate(rows):
-            if row["kind"] == KIND_RECORDING:
-                return rows[:i]
-        return rows
+    def _chunk(rows: list[Row]) -> list[Row]:
+        """The rows of one request: consecutive records up to the first recording, or
+        the recording alone (its file goes first, then its index row)."""
+        first = next((i for i, r in enumerate(rows) if r["kind"] == Kind.RECORDING), len(rows))
+        return rows[:max(first, 1)]
 
-    def _send(self, chunk: list[dict[str, Any]]) -> int:
+    def _send(self, chunk: list[Row]) -> int:
+        """Send one chunk; a recording whose file vanished is evicted, not retried."""
         head = chunk[0]
-        if head["kind"] == KIND_RECORDING:
+        if head["kind"] == Kind.RECORDING:
             try:
                 self.transport.put_file(head["uuid"], head["path"])
             except FileNotFoundError:
@@ -236,7 +212,7 @@ class Forwarder:
         self.delivered += len(chunk)
         return len(chunk)
 
-    def _failed(self, row: dict[str, Any], error: str) -> None:
+    def _failed(self, row: Row, error: str) -> None:
         self.failures += 1
         self.last_error = error
         self.store.note_failure(row["uuid"], error)
@@ -250,8 +226,6 @@ class Forwarder:
         base = min(self.backoff_max_s, self.backoff_min_s * 2 ** max(0, self.failures - 1))
         return base * (0.5 + 0.5 * self._rng.random())
 
-    # --- the loop --------------------------------------------------------------------
-
     def step(self, interval_s: float) -> float:
         """One pass plus housekeeping; returns how long to wait before the next."""
         self.deliver_pending()
@@ -263,11 +237,8 @@ class Forwarder:
             return
         self._next_prune = self._clock() + self.prune_every_s
         self.store.enforce_cap()
-        if self.keep_days is not None:
-            n = self.store.prune(self.keep_days)
-            if n:
-                log.info("forward: pruned %d delivered rows older than %g days",
-                         n, self.keep_days)
+        if self.keep_days is not None and (n := self.store.prune(self.keep_days)):
+            log.info("forward: pruned %d delivered rows older than %g days", n, self.keep_days)
 
     def run(self, interval_s: float = 2.0,
             should_stop: Callable[[], bool] = lambda: False) -> None:
@@ -278,8 +249,3 @@ class Forwarder:
             if should_stop():
                 break
             self._sleep(wait)
-
-    def status(self) -> dict[str, Any]:
-        return {"state": self.state.value, "failures": self.failures,
-                "last_error": self.last_error, "delivered": self.delivered,
-                "outbox": self.store.depth(detail=True)}

@@ -1,79 +1,15 @@
 """The media path of one port: its PCM on one side, a call's MediaPipe or a local source
-on the other, with the DSP in between.
-
-Every 20 ms `tick()` (driven by call control's media timer):
-  to the line:  one frame from, in priority order, queued samples (FSK caller ID, DTMF
-                dialled into a PSTN line, a confirmation burst), the base source (a
-                call-progress tone of the country plan, or the far end's audio from the
-                pipe, or silence), plus an overlay tone mixed in (call waiting).
-  from the line: every captured frame goes through the echo canceller (far reference:
-                the frames we sent, paired one to one with the captured frames in order,
-                so a late tick that reads two frames never gives the canceller the same
-                reference twice; the 128 ms tail covers the bulk delay),
-                then the DTMF detector, then the taps (caller-ID decoder and
-                call-progress detector of an FXO line), then to the pipe.
-DTMF handling: digits go to `on_digit(digit)` (dialling, or RFC 4733 to the cloud in a
-call: call control decides) as soon as the detector calls them present
-(`DtmfDetector.current`, ~30 ms into the tone), not at their end: that is ~100 ms
-sooner for the last digit of a number. The audio to the cloud is not delayed: a frame is
-replaced by silence from the first frame that carries DTMF-like energy (`dtmf_like`: a
-row and a column tone hold most of its energy, which a tone reaches once it fills
-about a third of the frame) until the detector no longer holds a digit. What leaks is
-the part of the first frame before that, under ~8 ms of tone: a Q.24 receiver need
-not accept a digit under 40 ms and ours (cext.dtmf) rejects one under 30
-(tests/callctl/test_media_latency.py runs it on what reaches the cloud). Digits are not reported while we play queued samples (our own
-DTMF to a PSTN line).
-A canceller whose output carries more power than its input (by 3 dB) has diverged
-(measured: cext.echo with a -10 dBm0 440 Hz far end against a near-end 1000 Hz tone runs to
-clipping within a second): it is reset and bypassed for the rest of the call, so the far
-end hears the line's own audio, with its echo, rather than noise at full scale.
-A `recorder` (firmware/survive/recording.py), when set, gets every frame sent to the
-line and every frame from it as sent to the cloud (DTMF masked).
-The DSP runs only while the port is `active` (off hook, seized, in a call); an idle
-port's capture is still drained and given to the taps (caller ID arrives on hook).
-
-Fax and modem passthrough. While a call is connected, two modem-tone detectors
-(cext.modemtone: CNG, CED/ANS, ANSam with or without phase reversals, the V.21 HDLC
-preamble) listen both ways: to what the port hears from its line (the capture before
-the canceller: a G.168 tone disabler sits in front of it) and to what comes from SIP
-toward the line. The first detection switches the call to the passthrough profile
-(`passthrough()`, also what call control calls for the other port of a local call):
-  - NLP and comfort noise off (V.152 voiceband data; a fax or modem signal must reach
-    the far end whole, never gated or replaced by noise);
-  - the linear canceller stays in for tones without phase reversals (G3 fax: CNG,
-    CED, V.21 flags; half-duplex fax modems have no canceller of their own). DAHDI does
-    the same: dahdi-base.c set_echocan_fax_mode() turns only the NLP off on CED;
-  - the canceller off for a 2100 Hz tone with phase reversals (ANS/PR, ANSam/PR:
-    `disables_echo_canceller`): ITU-T G.168 clause 7, the tone disabler (V.25): the
-    modems run their own cancellers and two in tandem fight;
-  - DTMF detection and masking off: modem signals carry DTMF-like energy, and a frame
-    muted (or a false digit sent as RFC 4733) would break the modulation;
-  - `media_mode` becomes "fax" or "modem" (the tone's kind; a fax tone wins over a
-    modem one, V.34 fax starts with ANSam); `on_passthrough(media, info)` tells call
-    control on every change (it re-INVITEs the SIP side to G.711, marks the CDR).
-The normal profile comes back when the call ends: `stop()`, `disconnect()`, or
-`connect()` to another call (a second connect to the same pipe keeps the profile).
-A port made with modem=False (the headset: a person, and a 16 kHz path) has none.
-
-Timing. `tick()` is `tick_out()` (one frame to the line) then `tick_in()` (every
-captured frame to the pipe). `MediaClock` runs them for every port: on one 20 ms grid
-while no SIP call is up, and phase-locked to pjsua2's frame clock (the stamps PipePort
-leaves on the pipes) while one is: `tick_in` a few ms before pjsua2 asks for the frames
-(the audio waits for nothing but that margin), `tick_out` just after pjsua2 handed over
-the far end's frames. Measured effect in bench/bench_calls.py.
-
-Assumes 8 kHz int16 frames of 160 samples on the PCM (the headset driver resamples to
-its native rate itself) and pipes of the same rate. The headset's media can switch to
-16 kHz (`set_rate(16000)`, 320-sample frames) for a wideband call: its driver then
-delivers and takes 16 kHz frames, tones are generated at 16 kHz, and the pipe must be a
-16 kHz one; it has no echo canceller or DTMF detector (both are 8 kHz kernels).
-"""
+on the other, and the DSP between (echo canceller, DTMF detector, fax/modem tone
+detectors). `MediaClock` runs every port's `tick_out` and `tick_in` every 20 ms.
+Frames are 8 kHz int16, 160 samples (the headset may switch to 16 kHz: `set_rate`)."""
 
 from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -84,6 +20,7 @@ from cext.modemtone import ModemToneDetector
 from cext.tones import ToneGenerator
 from drivers.bus.pcm import FRAME
 from firmware.sip.api import MediaPipe
+from foundation.reactor import Reactor, Timer
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +36,50 @@ DTMF_TONE_SHARE = 0.08  # ... with each of the two at least this (twist up to ~1
 DTMF_FLOOR = 40.0 ** 2  # mean power under which nothing is DTMF-like (~-55 dBm0)
 
 Tap = Callable[[np.ndarray], None]
-VOICE, FAX, MODEM = "voice", "fax", "modem"  # media_mode of a call (status, CDR)
-LINE, SIP = "line", "sip"  # where a modem tone was heard
 
 
-def default_modem_detector():
+class MediaMode(StrEnum):  # what a call carries (status, CDR, the control API)
+    VOICE = "voice"
+    FAX = "fax"
+    MODEM = "modem"
+
+
+class Side(StrEnum):  # where a modem tone was heard (PEER: a local call's other port)
+    LINE = "line"
+    SIP = "sip"
+    PEER = "peer"
+
+
+VOICE, FAX, MODEM = MediaMode.VOICE, MediaMode.FAX, MediaMode.MODEM
+LINE, SIP = Side.LINE, Side.SIP
+
+
+class Pcm(Protocol):  # a port's audio device: whole frames in and out
+    def read(self) -> np.ndarray | None: ...
+    def write(self, frame: np.ndarray) -> None: ...
+
+
+@runtime_checkable
+class WidebandPcm(Pcm, Protocol):  # one that can change its line rate (the headset)
+    def set_line_rate(self, rate: int) -> None: ...
+
+
+class Recorder(Protocol):  # a call's recording (firmware.survive.recording.Recording)
+    def from_line(self, frame: np.ndarray) -> None: ...
+    def to_line(self, frame: np.ndarray) -> None: ...
+
+
+class ModemTone(Protocol):  # cext.modemtone.ModemTone's shape
+    name: str
+    kind: str  # "fax" or "modem"
+    disables_echo_canceller: bool
+
+
+class ModemDetector(Protocol):
+    def process(self, frame: np.ndarray) -> Iterable[tuple[ModemTone, float]]: ...
+
+
+def default_modem_detector() -> ModemDetector:
     """A fresh cext.modemtone detector (one per port and direction)."""
     return ModemToneDetector(rate=8000)
 
@@ -116,17 +92,24 @@ def confirmation_tone(plan: toneplans.CountryPlan) -> toneplans.Tone:
 
 
 class PortMedia:
-    """One port's audio: see the module docstring."""
+    """One port's audio. `tick_out` sends the line one frame: queued samples first (FSK
+    caller ID, DTMF into a PSTN line, a prompt), else the base source (a plan tone, the
+    far end from the pipe, or silence), with an overlay tone mixed in. `tick_in` takes
+    every captured frame through the canceller (far reference: the frames sent, paired
+    one to one in order), the DTMF detector and the taps, then to the pipe. The DSP runs
+    only while `active`; an idle port's capture still reaches the taps (caller ID comes
+    on hook). A recorder gets both directions as the line and the cloud get them."""
 
-    def __init__(self, name: str, pcm, plan: toneplans.CountryPlan, *, echo: bool = True,
-                 dtmf: bool = True, on_digit: Callable[[str], None] | None = None,
-                 modem: bool = True, modem_detector: Callable[[], object] | None = None,
+    def __init__(self, name: str, pcm: Pcm, plan: toneplans.CountryPlan, *,
+                 echo: bool = True, dtmf: bool = True,
+                 on_digit: Callable[[str], None] | None = None, modem: bool = True,
+                 modem_detector: Callable[[], ModemDetector] | None = None,
                  dtmf_row_above_column_max_db: float = 8.0,
                  dtmf_column_above_row_max_db: float = 4.0) -> None:
-        self.name, self.pcm, self.plan = name, pcm, plan
+        self.name, self._pcm, self.plan = name, pcm, plan
         self.on_digit = on_digit
-        self.taps: list[Tap] = []
-        self.recorder = None  # a firmware.survive.recording.Recording while recording
+        self._taps: list[Tap] = []
+        self._recorder: Recorder | None = None
         self.active = False
         self.muted = False  # nothing goes to the far end (headset mute)
         self.pipe: MediaPipe | None = None
@@ -134,7 +117,6 @@ class PortMedia:
         self.cancel_echo = True
         self.runaways = 0  # times the canceller diverged and was bypassed (status)
         self._ec = EchoCanceller(EC_TAIL_MS) if echo else None
-        # twist limits: the line's dtmf_row_above_column_max_db / dtmf_column_above_row_max_db
         self._det = DtmfDetector(row_above_column_max_db=dtmf_row_above_column_max_db,
                                  column_above_row_max_db=dtmf_column_above_row_max_db
                                  ) if dtmf else None
@@ -146,37 +128,61 @@ class PortMedia:
         self._far: deque[np.ndarray] = deque(maxlen=FAR_QUEUE)
         self._reported: str | None = None  # digit reported at its start, end not yet seen
         self.rate, self.frame, self._silence = 8000, FRAME, SILENCE
-        self.read_last = 1  # frames the last tick_in found (MediaClock watches for 0)
-        # Fax/modem passthrough (module docstring): the detectors' factory (None: off),
-        # the two detectors of the call connected now, and the profile in force.
+        self.read_last = 1  # frames the last tick_in found (MediaClock)
+        # fax/modem passthrough: detector factory (None: off), this call's two, the profile
         self.modem_detector = (modem_detector or default_modem_detector) if modem else None
-        self._modem: dict[str, object] = {}
-        self.on_passthrough: Callable[[PortMedia, dict], None] | None = None
+        self._modem: dict[Side, ModemDetector] = {}
+        self.on_passthrough: Callable[[PortMedia, dict[str, object]], None] | None = None
         self.media_mode = VOICE
-        self.passthrough_info: dict = {}  # what switched it: tone, side, t_s (status)
+        self.passthrough_info: dict[str, object] = {}  # what switched it (status)
         self._dtmf_on = True
         self._connected_echo = True  # cancel_echo the call was connected with
-        self._normal = {"nlp": True, "comfort_noise": True}  # the canceller's own flags
-        if self._ec is not None:
-            self._normal = {"nlp": bool(self._ec.nlp),
-                            "comfort_noise": bool(self._ec.comfort_noise)}
+        self._normal = {"nlp": self._ec is None or bool(self._ec.nlp),  # the canceller's own
+                        "comfort_noise": self._ec is None or bool(self._ec.comfort_noise)}
+
+    # ---- what others borrow or attach ----
+    def add_tap(self, tap: Tap) -> None:
+        """`tap(frame)` gets every captured frame (after the canceller while active)."""
+        self._taps.append(tap)
+
+    def remove_tap(self, tap: Tap) -> None:
+        if tap in self._taps:
+            self._taps.remove(tap)
+
+    def use_pcm(self, pcm: Pcm) -> Pcm:
+        """Carry audio on `pcm` from now on (a diagnostic borrows the port's device and
+        gives it back the same way); the PCM used until now."""
+        previous, self._pcm = self._pcm, pcm
+        return previous
+
+    def record_to(self, recorder: Recorder | None) -> None:
+        """Give both directions to `recorder` (None: stop recording)."""
+        self._recorder = recorder
+
+    def stop_recording(self, recorder: Recorder) -> None:
+        """Stop giving audio to `recorder` if it is the one attached."""
+        if self._recorder is recorder:
+            self._recorder = None
 
     # ---- what call control sets ----
     def set_rate(self, rate: int) -> None:
         """Carry audio at `rate` (8000, or 16000 on a port without EC and DTMF detector:
-        the headset) from now on; the PCM is switched too."""
+        the headset) from now on; the PCM is switched too, tones follow."""
         if rate == self.rate:
             return
         if rate != 8000 and (self._ec is not None or self._det is not None):
             raise ValueError(f"{self.name}: only a port without echo canceller and DTMF "
                              f"detector can run at {rate} Hz")
-        self.pcm.set_line_rate(rate)
+        if not isinstance(self._pcm, WidebandPcm):
+            raise ValueError(f"{self.name}: the audio device cannot change its rate")
+        self._pcm.set_line_rate(rate)
         self.rate, self.frame = rate, rate // 50
         self._silence = np.zeros(self.frame, dtype=np.int16)
         self._far.clear()
         self.cancel_samples()
         if self._tone is not None:
             self._tone = ToneGenerator(self._tone.tone, rate)
+
     def start(self) -> None:
         """The port goes active (off hook, seized): a fresh canceller and detector."""
         if not self.active:
@@ -213,8 +219,8 @@ class PortMedia:
         """Carry a call's audio: far end to the line, the line to the far end (if send).
         cancel_echo=False for calls between two of our own analog ports: their round trip
         is a few ms, so echo is inaudible, and two cancellers feeding each other's
-        reference (each one's output is the other's far end) were measured to run away
-        to clipping within 0.5 s on double talk."""
+        reference were measured to run away to clipping within 0.5 s on double talk.
+        A second connect to the same pipe keeps the passthrough profile."""
         same = pipe is not None and pipe is self.pipe
         if not same:
             self.restore_profile()
@@ -233,7 +239,8 @@ class PortMedia:
 
     # ---- fax / modem passthrough ----
     def _new_detectors(self) -> None:
-        """Fresh detectors for a newly connected call, both ways (none without a pipe)."""
+        """Fresh detectors for a newly connected call, both ways (none without a pipe):
+        the line's capture before the canceller, and what comes from SIP."""
         self._modem = {}
         if self.modem_detector is None or self.pipe is None or self.rate != 8000:
             return
@@ -242,42 +249,39 @@ class PortMedia:
             if det is not None:
                 self._modem[side] = det
 
-    def _listen_modem(self, side: str, frame: np.ndarray) -> None:
+    def _listen_modem(self, side: Side, frame: np.ndarray) -> None:
         det = self._modem.get(side)
         if det is None or len(frame) != FRAME:
             return
         for tone, t_s in det.process(frame):
             self.passthrough(tone, side, t_s)
 
-    def passthrough(self, tone, side: str = LINE, t_s: float | None = None) -> bool:
-        """Switch the call to the passthrough profile for `tone` (a cext.modemtone
-        ModemTone: .name, .kind "fax"/"modem", .disables_echo_canceller) heard on
-        `side`; True when something changed (then `on_passthrough` was told)."""
-        kind = FAX if getattr(tone, "kind", MODEM) == FAX else MODEM
+    def passthrough(self, tone: ModemTone, side: str = LINE, t_s: float | None = None) -> bool:
+        """Switch the call to the passthrough profile for `tone` heard on `side`; True
+        when something changed (then `on_passthrough(media, info)` was told). NLP,
+        comfort noise and DTMF detection/masking go off (a fax or modem signal must
+        reach the far end whole). The canceller stays in for tones without phase
+        reversals (G3 fax, as DAHDI does) and goes off for 2100 Hz with them (G.168's
+        tone disabler: the modems run their own). A fax tone wins over a modem one."""
+        kind = FAX if tone.kind == FAX else MODEM
         mode = FAX if FAX in (kind, self.media_mode) else MODEM
-        kill_ec = (bool(getattr(tone, "disables_echo_canceller", False)) and self.cancel_echo
-                   and self._ec is not None)
+        disabling = bool(tone.disables_echo_canceller)
+        kill_ec = disabling and self.cancel_echo and self._ec is not None
         if mode == self.media_mode and not kill_ec:
             return False
-        first = self.media_mode == VOICE
-        self.media_mode = mode
-        if first:
-            self._dtmf_on = False
-            self._reported = None
+        if self.media_mode == VOICE:
+            self._dtmf_on, self._reported = False, None
             if self._ec is not None:
-                self._ec.nlp = False
-                self._ec.comfort_noise = False
-        if kill_ec:
+                self._ec.nlp = self._ec.comfort_noise = False
+        self.media_mode = mode
+        if kill_ec and self._ec is not None:
             self._ec.reset()
             self.cancel_echo = False
-        name = getattr(tone, "name", str(tone))
-        self.passthrough_info = {"mode": mode, "tone": name, "side": side,
+        self.passthrough_info = {"mode": mode, "tone": tone.name, "side": side,
                                  "t_s": None if t_s is None else round(float(t_s), 3),
-                                 "disabling_tone": bool(getattr(
-                                     tone, "disables_echo_canceller", False)),
-                                 **self.profile()}
+                                 "disabling_tone": disabling, **self.profile()}
         log.info("%s: %s heard on the %s side: %s passthrough (echo canceller %s, NLP "
-                 "off, DTMF detection off)", self.name, name, side, mode,
+                 "off, DTMF detection off)", self.name, tone.name, side, mode,
                  "on" if self.cancel_echo and self._ec is not None else "off")
         if self.on_passthrough is not None:
             self.on_passthrough(self, dict(self.passthrough_info))
@@ -300,7 +304,7 @@ class PortMedia:
             self._ec.reset()
         self.cancel_echo = self._connected_echo
 
-    def profile(self) -> dict:
+    def profile(self) -> dict[str, object]:
         """The DSP profile in force: mode, canceller, NLP, comfort noise, DTMF (status)."""
         ec = self._ec
         return {"mode": self.media_mode,
@@ -334,16 +338,15 @@ class PortMedia:
     def tick_out(self) -> None:
         """One frame to the line (it is also the canceller's next far reference)."""
         out = self._next_out()
-        self.pcm.write(out)
+        self._pcm.write(out)
         self._far.append(out)
-        if self.recorder is not None:
-            self._record("to_line", out)
+        self._record(out, to_line=True)
 
     def tick_in(self) -> int:
         """Every captured frame through the DSP to the taps and the pipe; how many."""
         count = 0
         for count in range(MAX_FRAMES_PER_TICK):
-            near = self.pcm.read()
+            near = self._pcm.read()
             if near is None:
                 return count
             self._near(np.asarray(near, dtype=np.int16))
@@ -352,15 +355,15 @@ class PortMedia:
     def _next_out(self) -> np.ndarray:
         if len(self._samples):
             return self._from_samples()
+        out: np.ndarray = self._silence
         if self._tone is not None:
             out = self._tone.generate(self.frame)
         elif self.pipe is not None:
             frame = self.pipe.take_from_cloud()
-            out = self._silence if frame is None or len(frame) != self.frame else frame
-            if self._modem and out is frame:
-                self._listen_modem(SIP, frame)
-        else:
-            out = self._silence
+            if frame is not None and len(frame) == self.frame:
+                out = frame
+                if self._modem:
+                    self._listen_modem(SIP, frame)
         if self._overlay is not None:
             mixed = out.astype(np.int32) + self._overlay.generate(self.frame)
             out = np.clip(mixed, -32768, 32767).astype(np.int16)
@@ -387,24 +390,29 @@ class PortMedia:
         self._tap(clean)
         sent = self._silence if dtmf else clean
         self._put(sent)
-        if self.recorder is not None:
-            self._record("from_line", sent)
+        self._record(sent, to_line=False)
 
-    def _record(self, side: str, frame: np.ndarray) -> None:
-        """Both directions to the call's recording; a full disk stops the recording,
-        never the call."""
+    def _record(self, frame: np.ndarray, *, to_line: bool) -> None:
+        """A frame to the call's recording; a full disk stops the recording, never the
+        call."""
+        rec = self._recorder
+        if rec is None:
+            return
         try:
-            getattr(self.recorder, side)(frame)
+            (rec.to_line if to_line else rec.from_line)(frame)
         except OSError as exc:
             log.error("%s: recording stopped: %s", self.name, exc)
-            self.recorder = None
+            self._recorder = None
 
     def _cancel(self, near: np.ndarray, far: np.ndarray) -> np.ndarray:
+        """The canceller's output, or `near` when it is off or has diverged: a canceller
+        only removes, so more power out than in (3 dB) means it ran away (cext.echo
+        reaches clipping within a second on double talk); it is reset and bypassed for
+        the rest of the call, so the far end hears the echo rather than noise."""
         if self._ec is None or not self.cancel_echo:
             return near
-        out = self._ec.process(near, far)
+        out: np.ndarray = self._ec.process(near, far)
         if _power(out) > RUNAWAY_RATIO * _power(near) + RUNAWAY_FLOOR:
-            # A canceller only ever removes: more out than in means it diverged.
             log.warning("%s: echo canceller diverged (out %.0f dB over in): bypassed for "
                         "the rest of this call", self.name,
                         10 * np.log10((_power(out) + 1) / (_power(near) + 1)))
@@ -415,8 +423,10 @@ class PortMedia:
         return out
 
     def _detect(self, clean: np.ndarray) -> bool:
-        """Feed the detector, report digits at their start; True: keep this frame from
-        the cloud (a digit is on, or the frame looks like the start of one)."""
+        """Feed the detector, report digits at their start (`current`, ~30 ms into the
+        tone: ~100 ms sooner than at their end; not while we play queued samples);
+        True: keep this frame from the cloud. Masking starts with the first DTMF-like
+        frame, so under ~8 ms of a tone leaks (receivers reject under 30-40 ms)."""
         if self._det is None or not self._dtmf_on:
             return False
         found = self._det.process(clean)
@@ -426,7 +436,8 @@ class PortMedia:
                 self.on_digit(digit)
         return bool(found) or current is not None or dtmf_like(clean)
 
-    def _new_digits(self, found: list, current: str | None) -> list[str]:
+    def _new_digits(self, found: list[tuple[str, float, float]],
+                    current: str | None) -> list[str]:
         """Digits not reported yet: each one ended in this frame and was never seen
         `current`, then the one present now if it was not reported at its start."""
         out = []
@@ -441,7 +452,7 @@ class PortMedia:
         return out
 
     def _tap(self, frame: np.ndarray) -> None:
-        for tap in list(self.taps):
+        for tap in list(self._taps):
             tap(frame)
 
     def _put(self, frame: np.ndarray) -> None:
@@ -486,29 +497,15 @@ def _power(frame: np.ndarray) -> float:
 
 
 class MediaClock:
-    """Call control's media timer: every port's `tick_out` and `tick_in` once per 20 ms.
-
-    Two grids, each advanced by one period per run and slewed (at most SLEW_S a period,
-    so the line never gets two frames at once) toward a target phase:
-      in:  LEAD before pjsua2's frame clock first asks a pipe for a frame (the earliest
-           fresh `asked_at`): the frames it takes were captured and cleaned just before;
-      out: OUT_AFTER after it last gave one (the latest fresh `given_at`).
-    Without fresh stamps (no SIP call up: tones, local calls, tests in fake time) both
-    grids run together, out then in. The lead grows by a millisecond whenever pjsua2
-    found a pipe empty (`starved`: the in-tick came too late, e.g. the reactor woke
-    late) up to LEAD_MAX_S, and shrinks back slowly while none is. On top of it comes
-    the time the in-tick itself takes (`busy`: the last ports run ~25 us each later than
-    the first), all of it capped at LEAD_CAP_S so a frame never waits more than that
-    plus one period.
-    The line's capture clock is a third one (the TDM bus; the phones' timers in the
-    simulation). An in-tick landing on its phase finds 0 frames, then 2, at random: a
-    frame late for pjsua2, then a frame standing in the pipe. So a port in a call whose
-    in-tick finds no frame marks the capture phase there (`capture_at`), and the in-tick
-    keeps CAPTURE_GUARD_S clear of it: after it while that leaves LEAD_FLOOR_S before
-    pjsua2 asks, else before it (a frame then waits one period, at most ~lead + 20 ms).
-    `ports()` gives the PortMedia to run; `on_error(media)` is told when one fails
-    (the others still run).
-    """
+    """Call control's media timer: every port's `tick_out` and `tick_in` once per 20 ms,
+    on two grids slewed (at most SLEW_S a period) toward pjsua2's frame clock: in-ticks
+    `lead` before it first asks a pipe for a frame (`asked_at`), out-ticks OUT_AFTER_S
+    after it last gave one (`given_at`); without fresh stamps both run together. The lead
+    grows a step whenever a pipe starved (up to LEAD_MAX_S) and relaxes slowly; with the
+    in-tick's own duration (`busy`) it is capped at LEAD_CAP_S. In-ticks keep
+    CAPTURE_GUARD_S clear of the line's capture phase (`capture_at`: where a port in a
+    call found no frame), after it if that leaves LEAD_FLOOR_S, else before it.
+    `on_error(media)` is told when one port fails (the others still run)."""
 
     PERIOD_S = FRAME / 8000
     LEAD_S, LEAD_MAX_S, LEAD_STEP_S = 0.004, 0.008, 0.001
@@ -522,17 +519,17 @@ class MediaClock:
     FRESH_S = 0.1  # stamps older than this are from calls gone
     MAX_BEHIND = 5  # periods late before a grid re-syncs to now
 
-    def __init__(self, reactor, ports: Callable[[], list], on_error: Callable) -> None:
+    def __init__(self, reactor: Reactor, ports: Callable[[], list[PortMedia]],
+                 on_error: Callable[[PortMedia], None]) -> None:
         self.reactor, self.ports, self.on_error = reactor, ports, on_error
         self.lead = self.LEAD_S
         self.locked = False
-        self.timer = None
+        self.timer: Timer | None = None
         self._out_due = self._in_due = 0.0
         self._starved = 0
         self._relax_at = 0.0
         self.capture_at: float | None = None
-        self.busy = 0.0  # how long the in-tick takes (moving average; outliers are
-        # the adaptive lead's business)
+        self.busy = 0.0  # how long the in-tick takes (moving average)
 
     def start(self) -> None:
         self._out_due = self._in_due = self.reactor.now()
@@ -548,11 +545,11 @@ class MediaClock:
         asked, given = self._stamps(eventtime)
         self.locked = asked is not None
         if self._out_due <= self._in_due:
-            self._run("tick_out")
+            self._run(inbound=False)
             target = None if given is None else given + self.OUT_AFTER_S
             self._out_due = self._advance(self._out_due, target, eventtime)
         else:
-            self._run("tick_in")
+            self._run(inbound=True)
             self.busy += self.BUSY_WEIGHT * (self.reactor.now() - eventtime - self.busy)
             self._watch_capture(eventtime)
             self._adapt(eventtime)
@@ -560,15 +557,15 @@ class MediaClock:
             self._in_due = self._advance(self._in_due, target, eventtime)
         return min(self._out_due, self._in_due)
 
-    def _run(self, step: str) -> None:
+    def _run(self, *, inbound: bool) -> None:
         for media in self.ports():
             try:
-                result = getattr(media, step)()
+                if inbound:
+                    media.read_last = media.tick_in()
+                else:
+                    media.tick_out()
             except Exception:  # noqa: BLE001 - one port's audio must not stop the others
                 self.on_error(media)
-                continue
-            if step == "tick_in":
-                media.read_last = result
 
     def _watch_capture(self, now: float) -> None:
         if not self.locked:

@@ -1,30 +1,6 @@
-"""Call quality from RTCP figures: the ITU-T G.107 E-model rating R and its MOS estimate.
-
-The CDR store turns each call's RTCP summary (codec, jitter, loss, round-trip time) into
-the transmission rating R and the conversational MOS that G.107 derives from it, so a
-technician or the cloud can sort calls by how they sounded.
-
-What it computes: the full G.107 (06/2015) algorithm, R = Ro - Is - Id - Ie,eff + A,
-with every parameter at its G.107 default except the four that the call tells us:
-  - delay: the mean one-way mouth-to-ear delay is estimated as rtt/2 (network) + the
-    jitter buffer + one packet (20 ms) + the codec's own delay. It is used as Ta
-    (absolute delay, G.107's Idd), as T (talker-echo path; the box cancels echo, so
-    TELR keeps its default 65 dB) and, doubled, as Tr (listener-echo loop);
-  - loss: Ppl in percent, with BurstR (1 = random loss);
-  - codec: Ie and Bpl from ITU-T G.113 Appendix I (G.711 with PLC, because pjsua2's
-    pjmedia conceals lost frames).
-
-Assumptions and their limits:
-  - G.722 is rated on the narrowband scale as G.711 (Ie 0, Bpl of G.711 with PLC) with
-    its longer codec delay. The wideband E-model (G.107.1, R up to 129, Ie,wb from
-    G.113 Appendix IV) is not used: its scale does not map onto the narrowband MOS
-    that every other call in the CDR table carries, so a G.722 call's MOS here is a
-    lower bound of how it sounded.
-  - The jitter buffer, when not given, is taken as twice the RTCP interarrival
-    jitter but at least one packet: what an adaptive buffer settles at.
-  - The E-model is a planning model: the MOS is an estimate for ranking and
-    alarms, not a measurement of what the people on the call heard.
-"""
+"""Call quality from RTCP figures: the ITU-T G.107 (06/2015) E-model rating R and its
+MOS estimate, so a technician or the cloud can sort calls by how they sounded. A planning
+model: the MOS ranks calls and raises alarms, it is not a measurement."""
 
 from __future__ import annotations
 
@@ -186,7 +162,9 @@ def codec_of(name: str) -> Codec:
 
 def one_way_delay_ms(codec: str, rtt_ms: float, jitter_ms: float,
                      jitter_buffer_ms: float | None = None) -> float:
-    """Mouth-to-ear delay estimate: half the RTT + jitter buffer + one packet + codec."""
+    """Mouth-to-ear delay estimate: half the RTT + jitter buffer + one packet + codec.
+    The buffer, when not given, is what an adaptive one settles at: twice the RTCP
+    interarrival jitter, at least one packet."""
     if jitter_buffer_ms is None:
         jitter_buffer_ms = max(PTIME_MS, 2 * jitter_ms)
     return rtt_ms / 2 + jitter_buffer_ms + PTIME_MS + codec_of(codec).delay_ms
@@ -194,7 +172,11 @@ def one_way_delay_ms(codec: str, rtt_ms: float, jitter_ms: float,
 
 def r_factor(codec: str, loss_pct: float, jitter_ms: float, rtt_ms: float,
              jitter_buffer_ms: float | None = None, burst_r: float = 1.0) -> float:
-    """The G.107 rating R of a call with these RTCP figures (see the module docstring)."""
+    """The G.107 rating R of a call with these RTCP figures: every parameter at its
+    default but the delay (as Ta, as T: TELR keeps 65 dB since the box cancels echo, and
+    doubled as Tr), the loss (Ppl, BurstR) and the codec's Ie and Bpl (G.113 App. I,
+    G.711 with PLC). G.722 is rated on the narrowband scale, as G.711 with its longer
+    delay, so its MOS is a lower bound comparable with every other call's."""
     for name, value in (("loss_pct", loss_pct), ("jitter_ms", jitter_ms), ("rtt_ms", rtt_ms)):
         if not (value >= 0 and math.isfinite(value)):
             raise ValueError(f"{name} must be a finite number >= 0, not {value!r}")

@@ -1,10 +1,6 @@
-"""WAV files for the `branchline dsp` tools: 8 kHz mono 16-bit PCM in and out.
-
-Uses the stdlib `wave` module. Anything else (another rate, stereo, 8/24-bit, a
-compressed or truncated file, not a WAV at all, a missing file) is a `WavError` that
-names the file, what was found and what was expected, with the sox command that fixes it,
-so the technician never sees a traceback.
-"""
+"""WAV files for the `branchline dsp` tools: 8 kHz mono 16-bit PCM in and out (stdlib
+`wave`). Anything else is a `WavError` naming the file, what was found, what was
+expected and the sox command that fixes it: the technician never sees a traceback."""
 
 from __future__ import annotations
 
@@ -13,6 +9,7 @@ import wave
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from foundation.errors import BranchlineError
 
@@ -70,10 +67,10 @@ def read(path: str | Path) -> np.ndarray:
     except PermissionError:
         raise WavError(f"{path}: permission denied") from None
     except (wave.Error, EOFError) as exc:
-        found = _sniff(path)
-        if found:
+        sniffed = _sniff(path)
+        if sniffed:
             raise WavError(
-                f"{path}: {found}; expected {EXPECTED} PCM "
+                f"{path}: {sniffed}; expected {EXPECTED} PCM "
                 f"(sox {path} -e signed -r 8000 -c 1 -b 16 OUT.wav)"
             ) from None
         raise WavError(f"{path}: not a PCM WAV file ({exc}); expected {EXPECTED}") from None
@@ -85,7 +82,7 @@ def read(path: str | Path) -> np.ndarray:
     return np.frombuffer(data, dtype="<i2").astype(np.int16)
 
 
-def write(path: str | Path, samples) -> None:
+def write(path: str | Path, samples: npt.ArrayLike) -> None:
     """Write int16 samples as an 8 kHz mono 16-bit WAV file."""
     pcm = np.asarray(samples)
     if pcm.dtype != np.int16:

@@ -1,10 +1,8 @@
 """The one clock and timer loop every timer in the gateway reads.
 
-Timers are callbacks in Klipper's manner: `callback(eventtime)` returns the next time it
-wants to run (or NEVER). With a `FakeClock`, `run_until()` jumps from timer to timer, so
-hours of line events run in milliseconds; with a `MonotonicClock` it sleeps in between.
-Work from other threads (GPIO edge callbacks, SIP) enters through `call_soon()`, which is
-the only thread-safe method.
+Timers are callbacks in Klipper's manner: `callback(eventtime)` returns its next wake time
+(or NEVER). A `FakeClock` jumps from timer to timer; a `MonotonicClock` sleeps in between.
+Other threads enter only through `call_soon()`.
 """
 
 from __future__ import annotations
@@ -15,6 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 NEVER = float("inf")
 NOW = 0.0
@@ -54,23 +53,29 @@ class FakeClock:
         self._t = t
 
 
-class Timer:
-    __slots__ = ("callback", "waketime", "_seq")
+TimerCallback = Callable[[float], float | None]  # returns the next wake time (None: NEVER)
+Clock = MonotonicClock | FakeClock
 
-    def __init__(self, callback: Callable[[float], float], waketime: float, seq: int) -> None:
+
+class Timer:
+    """A registered callback; `seq` tells the heap entry in force (-1: none)."""
+
+    __slots__ = ("callback", "waketime", "seq")
+
+    def __init__(self, callback: TimerCallback, waketime: float, seq: int) -> None:
         self.callback = callback
         self.waketime = waketime
-        self._seq = seq
+        self.seq = seq
 
 
 class Reactor:
     """Runs timers in time order on one thread; `clock` is a MonotonicClock or FakeClock."""
 
-    def __init__(self, clock: MonotonicClock | FakeClock | None = None) -> None:
-        self.clock = clock or MonotonicClock()
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock: Clock = clock or MonotonicClock()
         self._heap: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
-        self._soon: deque[tuple[Callable, tuple]] = deque()
+        self._soon: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
         self._wake = threading.Event()
         self._stopping = False
         self._depth = 0  # run_until() may nest (a chip's start() waiting for calibration)
@@ -78,12 +83,12 @@ class Reactor:
     def now(self) -> float:
         return self.clock.now()
 
-    def register_timer(self, callback: Callable[[float], float], waketime: float = NOW) -> Timer:
+    def register_timer(self, callback: TimerCallback, waketime: float = NOW) -> Timer:
         timer = Timer(callback, NEVER, next(self._seq))
         self.update_timer(timer, waketime)
         return timer
 
-    def register_periodic(self, fn: Callable[[float], None], period: float,
+    def register_periodic(self, fn: Callable[[float], object], period: float,
                           start: float | None = None, max_behind: int = 5) -> Timer:
         """Call fn(eventtime) every `period` seconds on a fixed grid (media clocks): each
         wake is due one period after the last one was due, not after it ran, so wake-up
@@ -101,16 +106,16 @@ class Reactor:
 
     def update_timer(self, timer: Timer, waketime: float) -> None:
         timer.waketime = max(waketime, NOW)
-        timer._seq = next(self._seq)
+        timer.seq = next(self._seq)
         if waketime != NEVER:
-            heapq.heappush(self._heap, (timer.waketime, timer._seq, timer))
+            heapq.heappush(self._heap, (timer.waketime, timer.seq, timer))
         self._wake.set()
 
     def unregister_timer(self, timer: Timer) -> None:
         timer.waketime = NEVER
-        timer._seq = -1
+        timer.seq = -1
 
-    def call_soon(self, fn: Callable, *args) -> None:
+    def call_soon(self, fn: Callable[..., object], *args: Any) -> None:
         """Thread-safe: run fn(*args) on the reactor thread at the next opportunity."""
         self._soon.append((fn, args))
         self._wake.set()
@@ -122,7 +127,7 @@ class Reactor:
     def _next_due(self) -> Timer | None:
         while self._heap:
             waketime, seq, timer = self._heap[0]
-            if seq != timer._seq:  # superseded by update_timer/unregister_timer
+            if seq != timer.seq:  # superseded by update_timer/unregister_timer
                 heapq.heappop(self._heap)
                 continue
             return timer
@@ -135,9 +140,9 @@ class Reactor:
 
     def _fire(self, timer: Timer, eventtime: float) -> None:
         heapq.heappop(self._heap)
-        timer._seq = -1
+        timer.seq = -1
         nxt = timer.callback(eventtime)
-        if nxt is not None and nxt != NEVER and timer._seq == -1:
+        if nxt is not None and nxt != NEVER and timer.seq == -1:
             self.update_timer(timer, nxt)
 
     def run_until(self, end: float) -> None:
@@ -160,7 +165,7 @@ class Reactor:
             due = timer.waketime if timer else NEVER
             target = min(due, end)
             if target > self.now():
-                if not self.clock.fake:
+                if not isinstance(self.clock, FakeClock):
                     self._wait(target)  # may wake early for call_soon()
                     continue
                 if target == NEVER:

@@ -3,21 +3,10 @@
 Run: python -m lab.agent --user agent1 --password secret --registrar 127.0.0.1:PORT
      --domain cloud.test --sip-port P --control-port C [--answer-after-ms 200]
      [--tone-hz 1000] [--answer-code 200|486|503|408]
-
-It registers through the lab's Kamailio (prints `READY` on stdout once registered, or
-`REGFAIL <code> <reason>` and exits 3 when refused; without --registrar it is READY
-after start), answers incoming calls per --answer-code (408: never answers, the caller
-times out), plays a tone (or silence), measures what it hears (dominant frequency and
-level in dBm0 over the last second), and records received DTMF (RFC 4733 and SIP INFO),
-the headers of incoming INVITEs and call states. It is driven by JSON lines over TCP
-on 127.0.0.1:C (see `Agent._cmd_*`); lab/agentctl.py is the client.
-
-pjsua2 is used the way shared/notes/pjsua2-and-sip-peers.md found safe: threadCnt=0,
-mainThreadOnly=True, every pjsua2 call on the main thread (commands arrive through a
-queue), every Call and port kept referenced until after hang-up, the null sound device
-with its capture connected to its playback (keeps the conference clock running, no
-slot leak), no VAD, explicit codec priorities, and a shutdown that drops every object
-before libDestroy. Exit code 0 after SIGTERM or "quit".
+Prints READY once registered (REGFAIL <code> <reason>, exit 3, when refused); answers,
+plays a tone, measures what it hears, records DTMF and INVITE headers; driven by JSON lines
+on 127.0.0.1:C (lab/agentctl.py). pjsua2 is used as shared/notes/pjsua2-and-sip-peers.md
+found safe: everything on the main thread, objects kept until after hang-up, null sound.
 """
 
 from __future__ import annotations

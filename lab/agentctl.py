@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from lab.kamailio import Kamailio, LabError
 from lab.ports import HOST, free_ports
+from lab.wait import TimedOut, wait_until
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -235,18 +236,19 @@ class Agent:
 
     def wait_for(self, predicate: Callable[[dict[str, Any]], T | None], timeout: float = 5.0,
                  what: str = "a condition", interval: float = 0.05) -> T:
-        """Poll status until predicate(status) returns something truthy; return it."""
-        deadline = time.monotonic() + timeout
-        st: dict[str, Any] = {}
-        while True:
-            st = self.status()
-            got = predicate(st)
-            if got:
-                return got
-            if time.monotonic() > deadline:
-                raise LabError(f"agent {self.user}: no {what} within {timeout:.1f} s; calls: "
-                               f"{_brief(st.get('calls', []))} (log {self.log_path})")
-            time.sleep(interval)
+        """Poll status until predicate(status) returns something truthy; return it.
+        LabError on time-out (as the agent's other failures), naming its calls then."""
+        seen: list[dict[str, Any]] = [{}]
+
+        def check() -> T | None:
+            seen[0] = self.status()
+            return predicate(seen[0])
+        try:
+            return wait_until(check, timeout, f"{what} at agent {self.user}", step=interval,
+                              detail=lambda: f"calls: {_brief(seen[0].get('calls', []))} "
+                                             f"(log {self.log_path})")
+        except TimedOut as exc:
+            raise LabError(str(exc)) from exc
 
     def call(self, call: int | None = None, st: dict[str, Any] | None = None) -> dict | None:
         """The call with this id, or the newest call; None if there is none."""

@@ -1,42 +1,8 @@
-"""WAN chaos proxy: a relay between the box and the (simulated) cloud that breaks the WAN
-on command, for the survivability tests, the lab and the benchmarks.
-
-`ChaosProxy(listen_port, target)` listens on `host:listen_port` (0: a free port, see
-`.port`) for UDP and TCP and relays both ways to `target` ("host:port" or a tuple):
-  - UDP (SIP, or any single UDP port): one upstream socket per client address, so
-    replies find their way back to the box that sent the request;
-  - TCP (SIP over TCP): one upstream connection per accepted connection; bytes pumped
-    both ways.
-Faults, changeable at run time from any thread (all bounded):
-  - `blackhole()` drops everything (UDP) / stalls every stream (TCP) until `heal()`;
-  - `drop(pct, direction)`: random loss of UDP datagrams (seeded);
-  - `delay(ms, jitter_ms, direction)`: delay (UDP datagrams and TCP chunks);
-  - `one_way(direction)`: total loss one way only ("up" = box->cloud, "down" =
-    cloud->box);
-  - `flap(schedule)` / `flap_random(n, seed, ...)`: blackhole on a schedule of
-    (down_s, up_s) pairs on a thread of its own; `events` records every cut/restore;
-  - `reset_tcp()`: closes every relayed TCP connection at once (a NAT box rebooting).
-TCP is a byte stream, so random drop does not apply to it (the kernel would just
-retransmit); blackhole and one-way loss stall it, and stalled bytes are delivered
-when the path heals unless more than `TCP_STALL_LIMIT` piled up (then the
-connection is reset, as a real middlebox would).
-`counters()` gives packets (UDP datagrams, TCP chunks) forwarded and dropped per
-direction.
-
-Why SIP only and not RTP: SIP/SDP advertise the media addresses, so a proxy in the SIP
-path does not carry the RTP. Rewriting SDP here would make the proxy a B2BUA; instead
-media faults are made by cutting a real link between network namespaces
-(lab/netns.py), and this proxy makes signalling-level faults (it can still relay one
-known RTP port if a test points a stream at it).
-
-Control from another process: `python -m lab.chaos --listen P --target H:P --control C`
-serves JSON lines on 127.0.0.1:C ({"cmd": "blackhole"} -> {"ok": true, ...});
-`ChaosClient(C)` has the same methods as the proxy. The process exits after
-`--max-seconds`.
-
-Assumes: loopback (127.0.0.0/8) addresses, or 10.x / 192.168.x addresses that exist only
-inside network namespaces a test created itself; real time (time.monotonic): the
-fake-time scenarios use lab.simcloud instead.
+"""WAN chaos proxy: a UDP and TCP relay between the box and the (simulated) cloud that breaks
+the WAN on command (blackhole, drop, delay, one-way loss, flaps, TCP resets), for the
+survivability tests, the lab and the benchmarks. SIP only: media addresses travel in SDP,
+so media faults cut a real link instead (lab/netns.py). `python -m lab.chaos ... --control C`
+runs it as a process driven by `ChaosClient(C)`. Loopback or namespace addresses; real time.
 """
 
 from __future__ import annotations

@@ -1,38 +1,16 @@
-"""The cloud demo (`branchline demo`, run as `python -m lab.demo`): the whole gateway core on
-simulated hardware, calling a simulated cloud on loopback, told as a timeline.
-
-It starts Debian's Kamailio (lab.kamailio) as the cloud edge and two cloud agents as
-their own pjsua2 processes (lab.agentctl): agent1 is the contact center the FXO line's
-calls go to (Kamailio maps the line's number, its DNIS, to agent1), agent2 answers
-5551234. Then it builds the Core (firmware.core.runtime) on the SimBoard with a sip
-config pointing at that Kamailio, serves its control API on loopback, and plays in
-real time:
-  1. a PSTN caller rings fxo1 with caller ID; the box reads it, calls the cloud on the
-     second ring; agent1 answers (the ANI, name and DNIS it received are shown); the
-     caller types 1234# (DTMF audio from the virtual CO) and the digits reach agent1 as
-     RFC 4733 events;
-  2. the WAN is cut in the middle of that call (issue 5): Kamailio and agent1 are frozen
-     with SIGSTOP, so nothing from the cloud reaches the box any more, neither SIP nor
-     RTP (the box's own packets go out into nothing). The box's OPTIONS pings miss and
-     it goes SURVIVABLE; the call's RTP stops, the caller hears the hold beep, and
-     when the (demo-shortened) blip window is over the FXO leg is kept and re-routed
-     locally: the announcement, then the headset rings with the caller's ID and the
-     local agent answers; the caller's voice (a tone the CO plays) is measured in the
-     headset and the agent's in the caller's ear; `branchline status` shows it all;
-  3. the WAN returns (SIGCONT): the edge answers again, agent1 gets the box's BYE for
-     the dead cloud leg, and after the (demo-shortened) failback_stable_s the box is
-     back on CLOUD_PRIMARY while the local call goes on (failback never drops a call);
-     the headset agent hangs up; the CDRs are printed;
-  4. the phone on fxs1 dials 5551234 through the cloud again; agent2 answers; a 1 kHz
-     tone from the phone is measured at agent2 and agent2's 660 Hz in the earpiece;
-     the phone hangs up; the CDR is printed;
-  5. store and forward: a records receiver (lab.records, the cloud's side) starts on
-     loopback and `branchline forward --once` (its own process, as on the box) delivers
-     the outbox; what the cloud received is listed, with counts and duplicates.
-Every process is stopped at the end, whatever happened. Exit code 0 when every step
-happened, 1 otherwise. About 40 s. Lives in lab/ because it drives lab peers (nothing
-in firmware imports lab); firmware/cli/demo.py runs it as a child.
-Assumes kamailio and pjsua2 are installed (scripts/demo installs both), loopback only.
+"""The cloud demo (`branchline demo`, run as `python -m lab.demo`): the whole gateway core
+on simulated hardware (lab.box) calling a simulated cloud on loopback (Kamailio, two
+pjsua2 agents), told as a timeline in real time, about 40 s:
+  1. a PSTN caller rings fxo1 with caller ID; agent1 answers; the caller's DTMF 1234#
+     reaches agent1 as RFC 4733 events;
+  2. the WAN is cut mid-call (Kamailio and agent1 frozen with SIGSTOP): SURVIVABLE, the
+     hold beep, and after the demo's short blip window the announcement and the headset
+     ringing with the caller's ID; audio both ways; `branchline status` shows it;
+  3. the WAN returns (SIGCONT): failback to CLOUD_PRIMARY without dropping the local call;
+  4. the phone on fxs1 calls agent2 through the cloud, audio both ways;
+  5. `branchline forward --once` delivers the outbox to lab.records.
+Every process is stopped at the end; exit code 0 when every step happened. Lives in lab/
+because it drives lab peers; firmware/cli/demo.py runs it as a child.
 """
 
 from __future__ import annotations
@@ -46,26 +24,27 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from cext.dtmf import dtmf_samples
-from drivers.sim.board import SimBoard
 from firmware.cli.hw import format_rows, port_row
-from firmware.cli.run import describe, describe_sip
-from firmware.core.config import ConfigStore, default_document, validate
-from firmware.core.runtime import Core
+from firmware.cli.run import describe_event, describe_sip
+from firmware.core.config import ConfigStore, validate
+from firmware.events import CoreEvent, EventKind
 from firmware.sip import api
 from firmware.survive.prompts import HOLD_HZ
 from foundation.errors import BranchlineError
 from foundation.reactor import MonotonicClock, Reactor
 from lab.agent import dominant_tone
 from lab.agentctl import Agent
+from lab.box import Box, agent_rx, start_all, trunk_doc
 from lab.kamailio import Kamailio
 from lab.records import RecordsReceiver
+from lab.rig import sine
+from lab.wait import TimedOut
 
 ROOT = Path(__file__).resolve().parents[1]
 CALLER = {"number": "5551230100", "name": "ACME LTD", "datetime": "11221030", "reason": None}
@@ -106,7 +85,7 @@ class Demo:
         self.workdir = workdir
         self.kam: Kamailio | None = None
         self.agents: dict[str, Agent] = {}
-        self.core: Core | None = None
+        self.box: Box | None = None
         self.api = None
         self.records: RecordsReceiver | None = None
         self.frozen: list = []  # what the WAN cut froze, thawed by restore_wan / stop
@@ -127,27 +106,20 @@ class Demo:
         for user, hz in AGENT_TONES.items():
             self.agents[user] = Agent(user, registrar=self.kam, tone_hz=hz,
                                       workdir=self.workdir / user)
-        _start_all(self.agents.values())
+        start_all(self.agents.values())
         self.tl.say("cloud", f"agent1 registered (answers {DNIS}, plays 440 Hz); "
                              f"agent2 registered (answers {AGENT2_NUMBER}, plays 660 Hz)")
 
     # ---- the box ----
     def box_document(self) -> dict:
-        doc = default_document()
-        doc["sip"].update(edges=[self.kam.uri], domain=self.kam.domain, local_port=0,
-                          bind_address="127.0.0.1", registration="trunk",
-                          username="branch", password="secret")
-        doc["lines"]["fxo1"]["number"] = DNIS
+        doc = trunk_doc(self.kam, DNIS)
         doc["survive"].update(SURVIVE)
         return validate(doc)
 
     def start_box(self) -> None:
-        doc = self.box_document()
-        self.board = SimBoard(self.reactor, doc)
-        self.core = Core(doc, self.board, self.reactor, data_dir=self.workdir / "data")
-        ports = self.core.gateway.ports
-        self.core.gateway.subscribe(
-            lambda e, o, n: self._print(describe(e, o, n, self.tl.t0, ports.get(e.port))))
+        self.box = Box(self.box_document(), self.workdir / "data", reactor=self.reactor)
+        self.board, self.core = self.box.board, self.box.core
+        self.core.events.subscribe(self._on_event)
         self.core.subscribe_sip(self._on_sip)
         self._held = []
         with _quiet_stdout():  # pjlib prints its banner before its log goes to logging
@@ -156,7 +128,6 @@ class Demo:
         for line in held:
             self._print(line)
         self.core.cc.subscribe(self._on_fsm)
-        self.core.cc.survive.state.listeners.append(self._on_survive)
         self.tl.say("box", "survivability: OPTIONS every 0.5 s, 2 misses = edge down; demo "
                            f"settings: no RTP {SURVIVE['rtp_timeout_s']:.0f} s = blip, blip "
                            f"window {SURVIVE['blip_window_s']:.0f} s (default 10), failback "
@@ -193,10 +164,12 @@ class Demo:
             self.announced = dominant_tone(_window(self.board.cos["fxo1"].heard, 0.9, 0.05))
         self._print(self._stamp("fallback", f"{port[9:]} {old} -> {new}{after}"))
 
-    def _on_survive(self, old, new, reason: str) -> None:
-        after = "" if self.cut_at is None else \
-            f" [{self.reactor.now() - self.cut_at:.2f} s after the cut]"
-        self._print(self._stamp("survive", f"{old.name} -> {new.name} ({reason}){after}"))
+    def _on_event(self, event: CoreEvent) -> None:
+        line = describe_event(event, self.reactor.now(), self.tl.t0)
+        if line and event.kind is EventKind.SURVIVABILITY and self.cut_at is not None:
+            line += f" [{self.reactor.now() - self.cut_at:.2f} s after the cut]"
+        if line:
+            self._print(line)
 
     def _stamp(self, who: str, what: str) -> str:
         return f"{self.reactor.now() - self.tl.t0:7.2f}s  {who:<8} {what}"
@@ -208,14 +181,7 @@ class Demo:
             print(line, flush=True)
 
     def wait(self, predicate, timeout: float, what: str):
-        deadline = time.monotonic() + timeout
-        while True:
-            got = predicate()
-            if got:
-                return got
-            if time.monotonic() > deadline:
-                raise DemoFailed(f"no {what} within {timeout:.0f} s")
-            self.reactor.run_for(STEP_S)
+        return self.box.until(predicate, timeout, what, step=STEP_S)
 
     def agent_call(self, user: str, state: str, after: int = 0) -> dict:
         agent = self.agents[user]
@@ -226,7 +192,7 @@ class Demo:
         return self.wait(found, 15, f"{state.lower()} call at {user}")
 
     def port_state(self, port: str) -> str:
-        return self.core.cc.ports[port].state.name
+        return self.box.state(port)
 
     # ---- scene 1: a PSTN caller reaches the contact center ----
     def pstn_call(self) -> None:
@@ -302,7 +268,7 @@ class Demo:
     def local_agent_answers(self) -> None:
         self.reactor.run_for(0.7)
         self.tl.scene("the local agent answers at the headset")
-        self.core.cc.ports["headset"].answer()
+        self.core.cc.headset_answer()
         self.wait(lambda: self.port_state("headset") == "CONNECTED", 3, "headset connected")
         self.tl.say("fxo1", f"the call continues locally [{self.reactor.now() - self.cut_at:.2f}"
                             " s after the cut]; the PSTN line was never released "
@@ -314,8 +280,8 @@ class Demo:
     def check_two_way(self, what: str) -> None:
         """Both talk for 1.5 s; each must hear the other."""
         co, hs = self.board.cos["fxo1"], self.board.headset
-        co.play(_sine(CALLER_VOICE_HZ, 1.6))
-        hs.speak(_sine(HEADSET_VOICE_HZ, 1.6, rate=hs.rate))
+        co.play(sine(CALLER_VOICE_HZ, 1.6))
+        hs.speak(sine(HEADSET_VOICE_HZ, 1.6, rate=hs.rate))
         self.reactor.run_for(1.5)
         ear = dominant_tone(hs.heard[-hs.rate:], hs.rate)
         line = dominant_tone(co.heard[-8000:])
@@ -379,7 +345,7 @@ class Demo:
 
     def local_call_ends(self) -> None:
         self.tl.scene("the headset agent hangs up")
-        self.core.cc.ports["headset"].hangup()
+        self.core.cc.headset_hangup()
         self.wait(lambda: self.port_state("fxo1") == "IDLE", 5, "fxo1 released")
         self.print_cdrs("fxo1", 2)
 
@@ -396,11 +362,11 @@ class Demo:
         self.tl.say("agent2", f"ANSWERED: From {call['headers']['from_user']} "
                               f"\"{call['headers']['from_display']}\"")
         self.tl.scene(f"the caller speaks: a {PHONE_TONE_HZ:.0f} Hz tone into the mouthpiece")
-        phone.speak(_sine(PHONE_TONE_HZ, 3.0))
-        self.wait(lambda: _hears(a2, call["id"], PHONE_TONE_HZ), 6,
+        phone.speak(sine(PHONE_TONE_HZ, 3.0))
+        self.wait(lambda: agent_rx(a2, call["id"], PHONE_TONE_HZ, 20), 6,
                   f"{PHONE_TONE_HZ:.0f} Hz at agent2")
         self.reactor.run_for(1.0)  # a whole second of tone in the agent's window
-        heard = _hears(a2, call["id"], PHONE_TONE_HZ) or {"hz": 0.0, "dbm0": -99.0}
+        heard = agent_rx(a2, call["id"], PHONE_TONE_HZ, 20) or {"hz": 0.0, "dbm0": -99.0}
         self.tl.say("agent2", f"hears {heard['hz']:.0f} Hz at {heard['dbm0']:.1f} dBm0")
         earpiece = dominant_tone(phone.heard[-4000:])
         self.tl.say("fxs1", f"earpiece hears {earpiece['hz']:.0f} Hz at "
@@ -470,14 +436,14 @@ class Demo:
 
     def ports_table(self) -> None:
         print("\nports at the end:")
-        rows = [port_row(self.core.doc, n, st) for n, st in self.core.gateway.status().items()]
+        rows = [port_row(self.core.cfg, n, st) for n, st in self.core.gateway.status().items()]
         print(format_rows(rows), flush=True)
 
     # ---- the end ----
     def stop(self) -> None:
         self._thaw()  # a frozen peer cannot quit
         steps = (("control API", self.api and self.api.stop),
-                 ("core", self.core and self.core.stop),
+                 ("core", self.box and self.box.stop),
                  *((f"agent {u}", a.stop) for u, a in self.agents.items()),
                  ("kamailio", self.kam and self.kam.stop),
                  ("records receiver", self.records and self.records.close))
@@ -504,33 +470,9 @@ def _record_text(rec: dict, file: tuple[int, str] | None = None) -> str:
     return " ".join(f"{k}={v}" for k, v in b.items())[:100]
 
 
-def _start_all(agents) -> None:
-    """Start agent processes side by side (each takes about a second to register)."""
-    errors: list[BaseException] = []
-
-    def start(agent: Agent) -> None:
-        try:
-            agent.start()
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-    threads = [threading.Thread(target=start, args=(a,)) for a in agents]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-
-
 def _dtmf_at(agent: Agent, call_id: int, digits: str) -> dict | None:
     c = agent.call(call_id)
     return c if c and c["dtmf"] == digits else None
-
-
-def _hears(agent: Agent, call_id: int, hz: float) -> dict | None:
-    c = agent.call(call_id)
-    rx = c["rx"] if c else None
-    return rx if rx and abs(rx["hz"] - hz) <= 20 and rx["dbm0"] > -40 else None
 
 
 def _near(tone: dict, hz: float, tolerance: float = 20.0) -> dict | None:
@@ -540,11 +482,6 @@ def _near(tone: dict, hz: float, tolerance: float = 20.0) -> dict | None:
 def _window(samples: np.ndarray, ago_s: float, until_s: float, rate: int = 8000) -> np.ndarray:
     """The samples from ago_s to until_s seconds before the end."""
     return samples[len(samples) - int(ago_s * rate):len(samples) - int(until_s * rate)]
-
-
-def _sine(hz: float, seconds: float, amp: float = 6000.0, rate: int = 8000) -> np.ndarray:
-    t = np.arange(int(seconds * rate)) / rate
-    return np.round(amp * np.sin(2 * np.pi * hz * t)).astype(np.int16)
 
 
 def _num(value) -> str:
@@ -591,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         demo = Demo(Path(tmp))
         try:
             run(demo)
-        except (DemoFailed, BranchlineError) as exc:
+        except (DemoFailed, TimedOut, BranchlineError) as exc:
             print(f"branchline demo: {exc}", file=sys.stderr)
             return 1
         finally:

@@ -1,34 +1,10 @@
 """Test hosts in network namespaces joined by a veth pair: a real WAN link to cut.
 
-`with NetnsLink() as link:` creates two namespaces, `link.box` and `link.cloud`, joined
-by a veth pair (box0 <-> cloud0) with addresses 10.77.0.1/24 and 10.77.0.2/24 that
-exist ONLY inside those namespaces (nothing is added to the machine's own namespace),
-loopback up in each and a default route over the link (so pjsua picks the link's
-address for its SDP). Then:
-  - `link.cut()` / `link.restore()`: `ip link set cloud0 down` / up: the WAN fails
-    beyond the box's own port, whose link stays up, so its packets just vanish (as
-    behind a branch router); `cut("box")` pulls the box's own cable instead (its sends
-    then fail at once with ENETUNREACH). restore() also puts back the routes the
-    kernel drops on link down;
-  - `link.flap(schedule)`: cut/restore on a schedule of (down_s, up_s) pairs, on a
-    thread of its own; `flap_events` records when;
-  - `link.impair(loss_pct, delay_ms, jitter_ms)`: `tc qdisc netem` on both ends, where
-    the kernel has sch_netem (`netem_missing()` says why not; then use lab/chaos.py);
-  - `host.popen([...])` / `host.run([...])`: a command inside a namespace
-    (`ip netns exec NAME ...`);
-  - `with host.entered():` the calling THREAD moves into the namespace (setns(2)):
-    sockets it creates, threads it starts and processes it forks stay there after it
-    leaves. This is how a pjsua2 bridge in the test process (its SIP thread started
-    inside the block) and lab peers started with subprocess end up in a namespace, and
-    how the test reaches a peer's 127.0.0.1 control port inside it.
-Clean-up: close() (the `with` exit, and atexit for anything left) stops the processes
-still inside the namespaces (all started by the test: the namespaces are its own) and
-deletes them, which also removes the veth pair.
-
-`unavailable()` says why namespaces cannot be used here (not root / no CAP_NET_ADMIN /
-no `ip` / the kernel refuses), or None; tests skip with that reason.
-
-Assumes Linux with iproute2; root (CAP_SYS_ADMIN for setns, CAP_NET_ADMIN for links).
+`with NetnsLink() as link:` makes `link.box` and `link.cloud` (10.77.0.1/24 <-> 10.77.0.2/24,
+nothing added to the machine's own namespace); then cut/restore/flap the link, impair it
+with netem, run commands in a host, or move the calling thread into one (`host.entered()`)
+so a pjsua2 bridge and lab peers live there. `unavailable()` says why namespaces cannot be
+used (tests skip with it). Needs Linux, iproute2 and root.
 """
 
 from __future__ import annotations

@@ -1,26 +1,10 @@
 """A cloud records receiver on loopback: what `branchline forward` delivers to.
 
-It stores every delivery it accepts, dedups by record UUID and counts the duplicates
-(a redelivery after a crash or a lost answer is expected and harmless; a record
-stored twice would be a bug). Behaviour is switchable at run time to script a bad
-cloud:
-
-  ok        store and answer 200 {"stored": n, "duplicates": m}
-  fail      answer 503 without storing
-  hang      read the request, store nothing, answer nothing until the mode changes
-            (or `hang_s` passes, then close): the forwarder's timeout must fire
-  lose_ack  store, then close the connection without an answer (the reply was lost)
-  down      not listening at all (connection refused); `up()` listens again on the
-            same port
-
-Protocol (firmware.forward): POST <path> with {"box", "records": [{uuid, seq, kind,
-created, body}, ...]}; PUT <path>/recordings/<uuid> with the audio file. In-process use
-is a context manager (`with RecordsReceiver() as rx: rx.url`); as a subprocess,
-`python -m lab.records --port 0` prints "READY <url>" and is driven over HTTP:
-POST /_control {"mode": "fail"} and GET /_stats (loopback lab use only: no auth).
-
-Assumes 127.0.0.1 only. HTTPS uses a self-signed certificate made on the fly
-(SAN 127.0.0.1 and localhost), whose PEM file `cert_path` the forwarder can trust.
+It stores every delivery, dedups by record UUID and counts duplicates (a redelivery is
+harmless; a record stored twice is a bug). Switchable at run time to script a bad cloud:
+ok, fail (503), hang, lose_ack, down. In-process as a context manager, or
+`python -m lab.records --port 0` driven over HTTP (POST /_control, GET /_stats). 127.0.0.1
+only; HTTPS with a self-signed certificate the forwarder can trust (`cert_path`).
 """
 
 from __future__ import annotations

@@ -1,30 +1,11 @@
 """An in-process cloud edge in fake time: implements firmware.sip.api.Bridge for long call
 scenarios on the simulated board, without SIP on the wire.
 
-Scripted agents stand behind the numbers the box calls: `agent(number, ...)` says how
-they behave (ring, early media, answer after N s or answer with a code such as 486/503/
-408, play a tone, hang up after N s). Calls from the cloud to the box start with
-`call_in(to_number, from_number, from_name, ...)`, which raises INCOMING. Each call
-(`SimCall`) records what the box did: the INVITE's from/name/headers, 180 sent, answer,
-DTMF digits it sent (RFC 4733 in the real bridge), hold, REFER; and the audio the box
-sent, with `dominant_hz()` to measure it. Tests act as the agent with `hangup()`,
-`send_dtmf()`, `hold()`, `refer()` and `play()`. `fail_calls = 503` makes every INVITE
-fail at once (the cloud down); `refer_code = 403` makes the box's REFERs fail. Events reach call control through `reactor.call_soon`
-or reactor timers, as the real bridge delivers them on the reactor thread.
-
-The WAN model (survivability scenarios): `enable_wan(edges, interval_s, misses,
-rtp_timeout_s)` pings every edge as PjBridge does and reports EDGE down after `misses`
-unanswered pings and up at the first answer. `wan(False)` cuts the whole WAN,
-`power(edge, False)` one edge; `flap([(at_s, for_s), ...])` schedules cuts. While a
-call's edge is unreachable its media is blackholed both ways (what the box sends is
-lost; the agent's audio does not arrive) and after `rtp_timeout_s` without packets the
-box gets MEDIA_TIMEOUT {silent_s}, then MEDIA_RESUMED when packets flow again; an INVITE
-to an unreachable edge times out with 408 after 32 s (SIP Timer B). `use_edge(uri)`
-re-registers there (REGISTRATION event) and new calls go through it; `refresh(call)`
-(a re-INVITE) moves an answered call to the edge in use when `reinvite_moves`.
-
-Assumes a Reactor (FakeClock in tests); audio 8 kHz, 160-sample frames, or 16 kHz
-when the box asks for it (the headset).
+Scripted agents stand behind the numbers the box calls (ring, answer, refuse, play, hang
+up); `call_in()` calls the box; each SimCall records what the box did and sent. A WAN model
+pings edges as PjBridge does, blackholes media of unreachable edges and reports
+MEDIA_TIMEOUT, 408 after SIP Timer B, and re-registration. Events arrive on the reactor,
+as the real bridge delivers them. 8 kHz 160-sample frames (16 kHz for the headset).
 """
 
 from __future__ import annotations
@@ -123,6 +104,7 @@ class SimCloud:
         self.default_agent = Agent()
         self.fail_calls: int | None = None
         self.refer_code = 200  # the final answer to the box's REFERs
+        self.passthrough_calls: list[int] = []  # calls the box asked to move to passthrough
         self.started = False
         self._ids = itertools.count(1)
         self._on_event: Callable[[api.SipEvent], None] | None = None
@@ -205,6 +187,10 @@ class SimCloud:
             self.reactor.call_soon(self._on_event, api.SipEvent(api.REGISTRATION, None, {
                 "account": f"branchline@{uri}", "line": None, "ok": ok,
                 "code": 200 if ok else 408, "reason": "registered" if ok else "timeout"}))
+
+    def passthrough(self, call: int) -> None:
+        """Bridge.passthrough: the simulated cloud carries fax and modem audio as it is."""
+        self.passthrough_calls.append(call)
 
     def refresh(self, call: int) -> None:
         """Bridge.refresh: a re-INVITE; it moves the call to the edge in use."""

@@ -1,20 +1,9 @@
-"""Talk-off material for the DTMF detector's tests and benchmark (issue 10, part 2): synthetic
-sustained voiced vowels whose harmonics fall on a DTMF row and column at once, and
-espeak-ng speech. Made at call time, nothing committed; the speech is cached in the
-system temp directory (it takes espeak-ng a few seconds to make).
-
-Vowels: a harmonic source (every partial k*f0 up to 3.8 kHz, glottal roll-off -12 dB per
-octave, lip radiation +6 dB per octave) shaped by three formant resonances (the textbook
-averages of Peterson & Barney 1952 for men: /a/ 730 1090 2440 Hz, /i/ 270 2290 3010,
-/u/ 300 870 2240, /e/ 530 1840 2480, /o/ 570 840 2410; bandwidths 60/90/150 Hz).
-The fundamentals are the ones in 100..240 Hz that put one partial within 2 % of a row
-frequency and another within 2 % of a column frequency (every digit that has one), plus a
-plain 10 Hz grid. Beside the textbook shapes, the worst cases: a vowel 'tuned' to the
-digit (F1 on the row partial, F2 on the column one) and 'column-tuned' ones (F2 on the
-column partial, F1 at 490 or 640 Hz: the column louder), all within the spread of
-spoken vowels (Peterson & Barney: F1 240-1000 Hz, F2 840-2800 Hz). Optional jitter (f0 wanders ~1 % cycle to cycle, smoothed, plus a 5 Hz
-vibrato of 0.5 %) and shimmer (~0.5 dB amplitude wander). Levels in dBm0 (lab.linemodel's
-convention) of the whole vowel. Assumes 8 kHz.
+"""Talk-off material for the DTMF detector's tests and benchmark: synthetic sustained voiced
+vowels whose harmonics fall on a DTMF row and column at once, and espeak-ng speech (cached
+in the temp directory). Vowels: a harmonic source shaped by three formants, at fundamentals
+that put partials within 2 % of a row and a column, plus 'tuned' worst cases within the
+spread of spoken vowels; optional jitter and shimmer. Levels in dBm0; 8 kHz.
+Sources: Peterson & Barney 1952 (formant averages and spread).
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ def _call(store, i, port="fxo1", direction="inbound", ani=None, dnis="5550100"):
 def test_wal_mode_full_sync_and_schema_version(store):
     assert store.journal_mode() == "wal"
     assert store.schema_version() == SCHEMA_VERSION
-    assert store._read("PRAGMA synchronous")[0][0] == 2  # FULL: power cuts keep commits
+    assert store.read("PRAGMA synchronous")[0][0] == 2  # FULL: power cuts keep commits
     store.open_call("inbound", "fxo1", "1", "2")
     assert (store.path.parent / "cdr.db-wal").exists()
 
@@ -149,7 +149,7 @@ def test_uuids_are_unique_uuid4(store):
     assert len(set(uuids)) == 500
     assert all(uuidlib.UUID(u).version == 4 for u in uuids)
     with pytest.raises(sqlite3.IntegrityError):  # the primary key holds it too
-        store._write(lambda db: db.execute(
+        store.write(lambda db: db.execute(
             "INSERT INTO cdr (uuid, direction, port, started) VALUES (?, 'local', 'x', 0)",
             (uuids[0],)))
 
@@ -223,12 +223,9 @@ def test_csv_export_round_trips_and_defuses_formulas(filled):
 
 
 def test_csv_export_of_more_than_one_page(store):
-    with store._lock:  # a quick bulk load; the API path is covered above
-        store._db.execute("BEGIN")
-        store._db.executemany(
-            "INSERT INTO cdr (uuid, direction, port, started) VALUES (?, 'local', 'fxs1', ?)",
-            [(str(uuidlib.uuid4()), T0 + i) for i in range(MAX_PAGE + 7)])
-        store._db.execute("COMMIT")
+    store.write(lambda db: db.executemany(  # a quick bulk load; the API path is covered above
+        "INSERT INTO cdr (uuid, direction, port, started) VALUES (?, 'local', 'fxs1', ?)",
+        [(str(uuidlib.uuid4()), T0 + i) for i in range(MAX_PAGE + 7)]))
     out = io.StringIO()
     assert store.export_csv(out) == MAX_PAGE + 7
     assert len(out.getvalue().splitlines()) == MAX_PAGE + 8
@@ -285,7 +282,7 @@ def test_kill_9_of_a_writer_mid_burst_loses_no_committed_record(tmp_path):
         writer.wait(10)
     assert writer.returncode == -signal.SIGKILL and all(committed)
     with CdrStore(db) as s:  # opens with quick_check: the file is sound
-        assert s._read("PRAGMA integrity_check")[0][0] == "ok"
+        assert s.read("PRAGMA integrity_check")[0][0] == "ok"
         for u in committed:
             rec = s.get(u)
             assert rec is not None and rec["disposition"] == "answered" and rec["mos"]
@@ -431,5 +428,5 @@ def test_a_database_from_newer_firmware_is_refused(tmp_path):
 
 def test_outbox_bodies_are_json(store):
     u = _call(store, 3)
-    raw = store._read("SELECT body FROM outbox WHERE uuid = ?", (u,))[0][0]
+    raw = store.read("SELECT body FROM outbox WHERE uuid = ?", (u,))[0][0]
     assert json.loads(raw)["uuid"] == u

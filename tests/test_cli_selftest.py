@@ -30,7 +30,7 @@ from drivers import selftest
 from drivers.sim.board import SimBoard
 from firmware.cli.hw import format_checks
 from firmware.cli.hw import selftest as cli_selftest
-from firmware.core.config import default_document, validate
+from firmware.core.config import Config, default_document, validate
 from firmware.gateway import Gateway
 from foundation.reactor import FakeClock, Reactor
 
@@ -61,7 +61,7 @@ def sim_doc() -> dict:
 def started(doc: dict | None = None, **kw):
     reactor = Reactor(FakeClock())
     board = SimBoard(reactor, doc or sim_doc(), **kw)
-    gateway = Gateway(board.doc, board, reactor, media=False, lifeline=False)
+    gateway = Gateway(Config.from_doc(board.doc), board, reactor, media=False, lifeline=False)
     gateway.start()
     reactor.run_for(0.5)
     return reactor, board, gateway
@@ -207,7 +207,7 @@ def test_a_driver_whose_selftest_raises_is_a_failed_check():
 
 def test_a_chip_out_of_its_slot_fails_its_checks_and_skips_its_loopback():
     reactor, board, gateway = started(unseated=("daa0",))
-    down = {n: p.reason for n, p in gateway.ports.items() if p.state == "failed"}
+    down = {n: p.reason for n, p in gateway.book.ports.items() if p.state == "failed"}
     assert set(down) == {"fxo1"}
     rows = selftest.line_checks(board, reactor, "fxo1", down["fxo1"])
     assert not any(r["ok"] for r in rows) and all(r["fix"] for r in rows)

@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ import pytest
 from firmware.api.client import ApiClient, ApiError
 from firmware.cli.status import render
 from lab.ports import free_port
+from lab.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_S = 60.0  # the core stops itself after this, should the test not stop it first
@@ -35,16 +35,7 @@ def _cli(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess:
 
 
 def _until(fn, timeout: float, what: str):
-    end = time.monotonic() + timeout
-    while True:
-        try:
-            got = fn()
-        except ApiError:
-            got = None
-        if got:
-            return got
-        assert time.monotonic() < end, f"no {what} within {timeout:.0f} s"
-        time.sleep(0.1)
+    return wait_until(fn, timeout, what, step=0.1, retry=(ApiError,))
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import pytest
 
 from cext import toneplans
 from firmware.core.config import (
+    Config,
     ConfigError,
     ConfigStore,
     config_dir,
@@ -21,8 +22,10 @@ from firmware.core.config import (
     effective_callerid,
     effective_ring_cadence,
     line_country,
+    schema,
     validate,
 )
+from firmware.core.config.schema import FxoLine, FxsLine, LineKind
 
 
 def problems_of(doc):
@@ -763,3 +766,69 @@ def test_headset_extension_may_not_clash_with_a_line(doc):
     doc["calls"]["headset_extension"] = "201"
     assert problems_of(doc)[0] == (
         "lines.fxs1.extension: '201' is also the extension of headset (calls.headset_extension)")
+
+
+# --- the typed config -----------------------------------------------------------------------
+
+
+def test_typed_config_has_the_sections_and_the_defaults(doc):
+    cfg = Config.from_doc(doc)
+    assert cfg.country.code == schema.COUNTRY["code"].default == "us"
+    assert cfg.sip.codecs == ("PCMU", "PCMA") and cfg.sip.transport == "udp"
+    assert cfg.board.lifeline.gpio == 26 and cfg.board.chips["daa0"].type == "si3050"
+    assert cfg.survive.fallback == ("headset", "hunt", "queue", "callback")
+    assert cfg.calls.headset_extension == "200"
+
+
+def test_typed_config_round_trips_to_the_validated_document(doc):
+    doc["lines"]["fxs2"]["country"] = "uk"
+    doc["country"]["ring_cadence"] = [1.0, 3.0]
+    valid = validate(doc)
+    assert Config.from_doc(doc).to_doc() == valid
+    assert list(Config.from_doc(doc).to_doc()["board"]["chips"]["slic0"]) == list(
+        valid["board"]["chips"]["slic0"])
+
+
+def test_typed_config_is_frozen(doc):
+    cfg = Config.from_doc(doc)
+    with pytest.raises(AttributeError):
+        cfg.sip.transport = "tls"
+    with pytest.raises(TypeError):
+        cfg.lines["fxs9"] = cfg.lines["fxs1"]
+
+
+def test_typed_lines_carry_their_kind_and_effective_plan(doc):
+    other = next(c for c in toneplans.COUNTRIES if c != "us")
+    doc["lines"]["fxs2"]["country"] = other
+    cfg = Config.from_doc(doc)
+    fxs1, fxs2 = cfg.line("fxs1"), cfg.line_as("fxs2", FxsLine)
+    assert isinstance(fxs1, FxsLine) and fxs1.kind is LineKind.FXS and fxs1.flash_max_ms == 800
+    assert fxs1.effective_country == "us" and fxs2.effective_country == other
+    assert fxs2.effective_ring_cadence == effective_ring_cadence(doc, "fxs2")
+    assert cfg.line_as("fxo1", FxoLine).effective_callerid == effective_callerid(doc, "fxo1")
+    assert cfg.line("fxo1").disconnect == ("loop_drop", "reversal", "tone")
+
+
+def test_typed_config_refuses_what_validate_refuses(doc):
+    doc["lines"]["fxs1"]["flash_max_ms"] = 5000
+    with pytest.raises(ConfigError) as info:
+        Config.from_doc(doc)
+    assert str(info.value).startswith("lines.fxs1.flash_max_ms: 5000 is out of range")
+
+
+def test_typed_config_names_an_unknown_or_wrong_kind_of_line(doc):
+    cfg = Config.from_doc(doc)
+    with pytest.raises(ConfigError, match="lines.fxs11: no such line; did you mean 'fxs1'"):
+        cfg.line("fxs11")
+    with pytest.raises(ConfigError, match="lines.fxo1: an fxo line, not an FxsLine"):
+        cfg.line_as("fxo1", FxsLine)
+
+
+def test_schema_tables_are_derived_from_the_sections():
+    assert list(schema.FXS_LINE) == [f for f in FxsLine.__dataclass_fields__
+                                     if f in schema.FXS_LINE]
+    assert "effective_country" not in schema.LINE and "kind" in schema.LINE
+    assert schema.LINE["kind"].choice_list() == ("fxs", "fxo")
+    assert schema.SIP["codecs"].type is list and schema.SIP["codecs"].item.type is str
+    assert schema.field_at(default_document(), "lines.fxo1.ring_min_ms") is schema.FXO_LINE[
+        "ring_min_ms"]

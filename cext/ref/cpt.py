@@ -7,7 +7,7 @@ segments debounced by 2 hops, and cadence matching against the plan. The tests r
 the kernel to report the same events.
 """
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -71,7 +71,7 @@ class CallProgressDetector:
         self.buf = np.zeros(0)
         self.prev = np.zeros(self.hop)
         self.pos = 0
-        self.seg = [{"on": False, "count": 0, "pending": 0, "hist": []} for _ in self.sigs]
+        self.seg: list[dict[str, Any]] = [{"on": False, "count": 0, "pending": 0, "hist": []} for _ in self.sigs]
         self.current = None
         self.current_sig = None
         self.last_good = 0

@@ -1,14 +1,8 @@
 """Slow NumPy reference twin of cext.dtmf (DTMF detector and generator, ITU-T Q.23/Q.24).
 
 Same algorithm and constants as the Cython kernel, written for reading, not speed; the
-tests compare the two. See cext/dtmf.pyx for why the detector looks the way it does:
-sine-windowed 20 ms frames at a 5 ms hop, a single DFT bin per DTMF frequency, the
-frequency offset of each tone measured from the bin's phase advance between frames
-(a threshold on the angle and a polynomial for the window's gain, no trigonometry),
-a frame-level state machine that times tone edges at half the digit's peak
-amplitude, the twist limits named by direction (row_above_column_max_db,
-column_above_row_max_db) and the talk-off check on a digit's other partials (issue 10). Assumes int16 samples at `rate` Hz; levels follow spandsp (0 dBm0 is a sine
-of RMS 16112).
+tests compare the two. See cext/dtmf.pyx for why the detector looks the way it does.
+Assumes int16 samples at `rate` Hz; levels follow spandsp (0 dBm0 is a sine of RMS 16112).
 """
 
 from __future__ import annotations
@@ -178,8 +172,9 @@ class DtmfDetector:
         self.state, self.digit, self.current = IDLE, -1, None
         self.tracking = False
         self.peak = self.last_amp = 0.0
-        self.start_t = self.end_t = None
-        self.rise = []
+        self.start_t: float | None = None
+        self.end_t = 0.0  # set before any use, when a digit starts
+        self.rise: list[float] = []
 
     # -- framing -------------------------------------------------------------------------
     def process(self, samples):
@@ -188,7 +183,7 @@ class DtmfDetector:
         self.tail = np.concatenate([self.tail, new])
         self.total += new.size
         base = self.total - self.tail.size  # absolute index of tail[0]
-        out = []
+        out: list[tuple[str, int, int]] = []
         while (self.frame + 1) * self.hop <= self.total:
             self.frame += 1
             end = self.frame * self.hop - base
@@ -308,7 +303,7 @@ class DtmfDetector:
         self._start()
 
     def flush(self):
-        out = []
+        out: list[tuple[str, int, int]] = []
         if self.state == ON:
             self.end_t = float(self.total)
         if self.state != IDLE:

@@ -1,56 +1,12 @@
 """Reference twin of cext.modemtone: fax and modem connect-tone detection in plain
 NumPy/Python, written for clarity; the tests require the kernel to report the same events.
 
-What is detected (one detector per port and direction, like spandsp's
-modem_connect_tones_rx, but all tones at once):
-  CNG           1100 Hz +-38 Hz, one 0.5 s +-15 % burst between silences (T.30 5.2.1 / Table;
-                spandsp modem_connect_tones.c header "CNG is 0.5s+-15% of 1100+-38Hz");
-  CED           2100 Hz, no AM, no phase reversals (T.30 CED, V.25 ANS);
-  CED_PR        2100 Hz with 180 degree phase reversals every 450 +-25 ms (V.25 ANS/);
-  ANSAM         2100 Hz amplitude-modulated at 15 Hz, index 0.2 +-0.05 (V.8 ANSam);
-  ANSAM_PR      ANSam with phase reversals (V.8 ANSam/);
-  V21_PREAMBLE  back-to-back HDLC flags (0x7E) on V.21 channel 2 (1650 Hz mark, 1850 Hz
-                space, 300 bit/s), the T.30 preamble; a fallback for answering faxes whose
-                CED is missing or was clipped by the switching delay.
-
-How (all integer up to the per-block correlations, so the kernel matches exactly):
-  * every 5 ms block (N = rate/200 samples), the block energy and the correlation z of the
-    block with 8-bit integer cos/sin tables at 1100 and 2100 Hz, phase-referenced to the
-    detector's absolute sample count (so a steady tone gives a steady phasor);
-  * a block is "tone" when the tone power (|z|^2 scaled, corrected for the block's sinc
-    response at the measured offset) is above the floor (-46 dBm0: detection to -43 dBm0,
-    the floor spandsp's ANS detector gives, "This should cut off at about -43dBm0") and at
-    least SHARE of the block energy, and the frequency offset measured from the rotation
-    between consecutive blocks (angle of sum z_k conj(z_k-1) over 35 ms) is within the
-    tolerance;
-  * runs of tone blocks (gaps of up to 3 blocks bridged: a phase reversal blanks one) are
-    timed; a reversal is the phasor 2 blocks back, advanced by the measured rotation,
-    pointing the other way (within 60 degrees of 180; V.25 allows 180 +-10) with both
-    blocks at full amplitude and the 35 ms rotation window behind it all inside the tone;
-    it is confirmed once the tone has continued 50 ms after it, and it counts only if on
-    the V.25 grid: 450 +-25 ms (+-20 ms slack) after the tone's onset or after the
-    previous reversal (or twice that, one missed). A lone phase jump elsewhere (a line
-    hit, packet-loss concealment) must not switch the echo canceller off;
-  * the 15 Hz AM index is the 15 Hz component of the block amplitudes |z_k| (DC projected
-    out) over the run, times 2, over their mean;
-  * 2100 Hz: with a reversal that counts, reported at 0.5 s of tone at the earliest
-    (spandsp reports ANS after 450+100 ms of unbroken tone, ANS/ after 3 good 450 ms
-    cycles); without one, after 1.0 s (reversals come every 450 +-25 ms, so a reversing
-    tone has shown two by then) and no reversal awaiting its partner. AM index >= 0.1
-    (V.8: 0.2 +-0.05) makes it ANSam. Reported once per tone (a tone interrupted for more
-    than 15 ms is a new tone);
-  * 1100 Hz: a run of 0.425 - 0.575 s whose 50 ms before and after carry at most -6 dB of
-    the burst's power (10 ms guard next to the burst) is CNG, reported 60 ms after it ends;
-  * V.21: per sample, |z|^2 at 1650 and 1850 Hz over a 5 ms sliding window (orthogonal
-    there) and a mark/space decision with hysteresis (|z_m|^2 vs |z_s|^2, 3:5); each run
-    of one symbol is measured in bits: a flag stream 01111110 01111110 ... is space runs
-    of 2 bits and mark runs of 6 bits, alternating. Five consecutive flags (spandsp's
-    HDLC_FRAMING_OK_THRESHOLD, back-to-back flags only) with the band carrying >= 60 % of
-    the energy and the level above the floor report V21_PREAMBLE, once per preamble.
-
-Event times are seconds since the detector's start (or reset), at the end of the block or
-sample where the decision was taken. Assumes linear 16-bit PCM (decode G.711 first),
-rate a multiple of 200 Hz from 8000 to 16000 Hz.
+All tones at once, one detector per port and direction: CNG (1100 Hz burst), CED (2100 Hz),
+CED_PR (with phase reversals), ANSAM and ANSAM_PR (15 Hz AM), V21_PREAMBLE (HDLC flags on
+V.21 channel 2, for faxes whose CED was clipped). Integer tables up to the per-block
+correlations, so the kernel matches exactly. Event times are seconds since start (or reset).
+Assumes 16-bit linear PCM, rate a multiple of 200 Hz from 8000 to 16000.
+Sources: ITU-T T.30 5.2.1, V.25, V.8, V.21; spandsp modem_connect_tones.c.
 """
 
 from __future__ import annotations
@@ -131,6 +87,12 @@ class _Track:
         self.pre_e = 0.0
 
     def block(self, b: int, z: complex, e: float) -> None:
+        """Block b: z its correlation with this tone's table (phase-referenced to the absolute
+        sample count: a steady tone gives a steady phasor), e its energy. It is tone when the
+        power, corrected for the block's sinc response at the offset, is above the floor
+        (-46 dBm0: detection to -43 dBm0, where spandsp's ANS detector cuts off) and SHARE of
+        the energy, and the offset (rotation between blocks over 35 ms) within tolerance.
+        Up to MAX_GAP blocks are bridged (a phase reversal blanks one)."""
         d = self.det
         self.prods = self.prods[1:] + [z * self.zs[-1].conjugate()]
         self.zs = self.zs[1:] + [z]
@@ -177,6 +139,8 @@ class _Track:
         self.am_n += 1
 
     def am_index(self) -> float:
+        """The 15 Hz component of the block amplitudes (DC projected out), x2, over their
+        mean (V.8 ANSam: 0.2 +-0.05)."""
         if self.am_n == 0 or self.am_s <= 0:
             return 0.0
         return 2 * abs(self.am_c - (self.am_s / self.am_n) * self.am_w) / self.am_s
@@ -192,6 +156,9 @@ class _AnsTrack(_Track):
     """2100 Hz: reversals, AM, and the CED/ANS/ANSam decision."""
 
     def _update(self, b: int) -> None:
+        """A reversal: the phasor 2 blocks back, advanced by the measured rotation, points
+        the other way (within 60 degrees of 180; V.25 allows 180 +-10), both blocks at full
+        amplitude and the rotation window inside the tone; confirmed 50 ms later."""
         d = self.det
         if self.rev_pending >= 0 and b - self.rev_pending >= d.rev_confirm:
             r = self.rev_pending
@@ -223,6 +190,9 @@ class _AnsTrack(_Track):
         self._decide(b)
 
     def _decide(self, b: int) -> None:
+        """With a reversal that counts: at 0.5 s of tone (spandsp: ANS after 450+100 ms);
+        without: at 1.0 s (a reversing tone has shown two by then) with none awaiting its
+        partner. AM index >= 0.1 makes it ANSam. Once per tone."""
         if self.decided:
             return
         d = self.det
@@ -240,7 +210,8 @@ class _AnsTrack(_Track):
 
 
 class _CngTrack(_Track):
-    """1100 Hz: one burst of the right length between silences."""
+    """1100 Hz: a burst of 0.425-0.575 s whose 50 ms either side (past a 10 ms guard) carry
+    at most -6 dB of its power is CNG, reported 60 ms after it ends (T.30: 0.5 s +-15 %)."""
 
     def reset(self):
         super().reset()
@@ -266,7 +237,10 @@ class _CngTrack(_Track):
 
 
 class _V21:
-    """V.21 channel 2 flag detector, sample by sample."""
+    """V.21 channel 2 flag detector, sample by sample: |z|^2 at 1650 and 1850 Hz over a 5 ms
+    sliding window, mark/space with 3:5 hysteresis; 0x7E flags are space runs of 2 bits and
+    mark runs of 6. Five back-to-back (spandsp's HDLC_FRAMING_OK_THRESHOLD), >= 60 % of the
+    energy in band, report V21_PREAMBLE once per preamble."""
 
     def __init__(self, det: ModemToneDetector):
         self.det = det

@@ -9,9 +9,11 @@ API (rpi-lgpio provides it on the Pi 5) and posts edges to the reactor.
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import ModuleType
 from typing import Protocol
 
 from foundation.errors import HardwareError
+from foundation.reactor import Reactor
 
 RISING = "rising"
 FALLING = "falling"
@@ -118,9 +120,9 @@ class RpiGpio:
 
     name = "rpi-gpio"
 
-    def __init__(self, reactor) -> None:
+    def __init__(self, reactor: Reactor) -> None:
         self.reactor = reactor
-        self._gpio = None
+        self._gpio: ModuleType | None = None
         self._pins: set[int] = set()
 
     def open(self) -> RpiGpio:
@@ -133,7 +135,7 @@ class RpiGpio:
         self._gpio = gpio
         return self
 
-    def _lib(self):
+    def _lib(self) -> ModuleType:
         if self._gpio is None:
             raise HardwareError("GPIO used before open(): a driver bug, please report it")
         return self._gpio
@@ -175,7 +177,7 @@ class RpiGpio:
         self._pins.clear()
 
 
-def _import_rpi_gpio():
+def _import_rpi_gpio() -> ModuleType:
     try:
         import RPi.GPIO as gpio  # noqa: N813 - only on the box
     except ImportError:

@@ -1,13 +1,8 @@
 """PCM: a port's audio as whole frames of signed 16-bit samples (8 kHz, 160 per 20 ms).
 
-`PcmPort` is what call control and the media path see: `read()` returns the next
-captured frame (or None when none is ready), `write()` queues a frame for playback.
-`SimPcmLink` is a pair of ends: the gateway's end is a PcmPort; the other end belongs to
-the virtual phone, central office line or headset. `AlsaPcm` is the real stream
-(pyalsaaudio, imported by `open()`). `TdmBus` turns the Pi's two-channel PCM stream into
-one port per 8-bit G.711 timeslot, following the clocking plan and frame layout of
-`drivers.bus.tdm` (four ports per bus, companded by the chips, decoded here with
-`cext.g711`); the box and the simulation run the same TdmBus over different streams.
+`PcmPort` is what call control and the media path see; `SimPcmLink` pairs a gateway end
+with a virtual device's end; `AlsaPcm` is the real stream; `TdmBus` splits the Pi's
+two-channel stream into one port per G.711 timeslot (plan in `drivers.bus.tdm`).
 """
 
 from __future__ import annotations
@@ -15,13 +10,15 @@ from __future__ import annotations
 import logging
 from collections import deque
 from errno import EAGAIN
-from typing import Protocol
+from types import ModuleType
+from typing import Any, Protocol
 
 import numpy as np
 
 from cext import g711
 from drivers.bus import tdm
 from foundation.errors import HardwareError
+from foundation.reactor import Reactor, Timer
 
 log = logging.getLogger(__name__)
 
@@ -29,20 +26,35 @@ LINE_RATE = 8000
 FRAME = 160  # 20 ms at 8 kHz
 
 
-class PcmPort(Protocol):
+class _Pcm(Protocol):
     name: str
     rate: int
-    period: int
-
-    def read(self) -> np.ndarray | None: ...
+    period: int  # samples per frame
 
     def write(self, frame: np.ndarray) -> None: ...
 
     def close(self) -> None: ...
 
 
+class PcmPort(_Pcm, Protocol):
+    """One port's mono audio: `read()` the next frame (None: none ready yet)."""
+
+    def read(self) -> np.ndarray | None: ...
+
+
+class PcmStream(_Pcm, Protocol):
+    """A stream of whole (period, channels) periods: `AlsaPcm` or a simulated highway's."""
+
+    channels: int
+
+    def read_all(self) -> np.ndarray | None: ...
+
+
+Frames = deque[np.ndarray]
+
+
 class _SimEnd:
-    def __init__(self, name: str, rate: int, period: int, rx: deque, tx: deque) -> None:
+    def __init__(self, name: str, rate: int, period: int, rx: Frames, tx: Frames) -> None:
         self.name, self.rate, self.period = name, rate, period
         self._rx, self._tx = rx, tx
 
@@ -65,9 +77,10 @@ class _SimEnd:
 class SimPcmLink:
     """A full-duplex virtual PCM wire: `gateway` end and `device` end (bounded queues)."""
 
-    def __init__(self, name: str, rate: int = LINE_RATE, period: int = FRAME, depth: int = 50):
-        a_to_b: deque = deque(maxlen=depth)
-        b_to_a: deque = deque(maxlen=depth)
+    def __init__(self, name: str, rate: int = LINE_RATE, period: int = FRAME,
+                 depth: int = 50) -> None:
+        a_to_b: Frames = deque(maxlen=depth)
+        b_to_a: Frames = deque(maxlen=depth)
         self.gateway = _SimEnd(name, rate, period, rx=b_to_a, tx=a_to_b)
         self.device = _SimEnd(name + ":device", rate, period, rx=a_to_b, tx=b_to_a)
 
@@ -118,7 +131,7 @@ class AlsaPcm:
         self._read_into_buffer()
         return self
 
-    def _pcm(self, alsa, kind):
+    def _pcm(self, alsa: Any, kind: int) -> Any:
         return alsa.PCM(type=kind, mode=alsa.PCM_NONBLOCK, device=self.device,
                         channels=self.channels, rate=self.rate,
                         format=alsa.PCM_FORMAT_S16_LE, periodsize=self.period)
@@ -218,7 +231,8 @@ class TdmBus:
     TX_DEPTH = 4  # frames a slot holds for playback beyond the window (80 ms)
     ACTIVE_PERIODS = 2  # a slot written this recently is waited for before a period is sent
 
-    def __init__(self, stream, law: str = "ulaw", reactor=None, prefill: int = 2) -> None:
+    def __init__(self, stream: PcmStream, law: str = "ulaw", reactor: Reactor | None = None,
+                 prefill: int = 2) -> None:
         if law not in tdm.LAWS:
             raise ValueError(f"PCM law {law!r}: use one of {', '.join(tdm.LAWS)}")
         if getattr(stream, "channels", tdm.ALSA_CHANNELS) != tdm.ALSA_CHANNELS:
@@ -227,16 +241,16 @@ class TdmBus:
         self.stream, self.law, self.reactor, self.prefill = stream, law, reactor, prefill
         self._encode, self._decode = _CODECS[law]
         self.silence = tdm.SILENCE[law]
-        self._rx: dict[int, deque] = {}
-        self._tx: dict[int, deque] = {}
+        self._rx: dict[int, Frames] = {}
+        self._tx: dict[int, Frames] = {}
         self._written: dict[int, int] = {}  # slot -> `captured` at its last write
         self.captured = self.sent = 0  # periods
-        self._timer = None
+        self._timer: Timer | None = None
         self._due = 0.0
         self.error = ""  # why the last pump failed ("" while the stream flows)
 
     @property
-    def pcm(self):
+    def pcm(self) -> PcmStream:
         """The stream (the name older callers use)."""
         return self.stream
 
@@ -261,7 +275,7 @@ class TdmBus:
         return self
 
     def close(self) -> None:
-        if self._timer is not None:
+        if self._timer is not None and self.reactor is not None:
             self.reactor.unregister_timer(self._timer)
             self._timer = None
         self.stream.close()
@@ -321,7 +335,7 @@ _CODECS = {"ulaw": (g711.ulaw_encode, g711.ulaw_decode),
            "alaw": (g711.alaw_encode, g711.alaw_decode)}
 
 
-def _import_alsaaudio():
+def _import_alsaaudio() -> ModuleType:
     try:
         import alsaaudio  # noqa: PLC0415 - only on the box
     except ImportError:

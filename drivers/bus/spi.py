@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+from types import ModuleType
 from typing import Protocol
 
 from foundation.errors import HardwareError
@@ -108,7 +109,7 @@ class SpidevDevice:
             self._spi = None
 
 
-def _import_spidev():
+def _import_spidev() -> ModuleType:
     try:
         import spidev  # noqa: PLC0415 - only on the box
     except ImportError:

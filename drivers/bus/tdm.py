@@ -1,39 +1,14 @@
 """The PCM highway between the Pi and the line chips: the clocking plan and the frame layout.
 
-Why this shape (the arithmetic, with its sources):
-- The Pi's PCM/I2S block is a two-channel interface (Linux sound/soc/bcm/bcm2835-i2s.c,
-  bcm2835_i2s_set_dai_tdm_slot: "The driver is limited to 2-channel setups"), with a
-  frame of at most 1024 bit clocks (BCM2835_I2S_MAX_FRAME_LENGTH) and it drives its bit
-  clock only while a stream runs (bcm2835_i2s_trigger starts the clock;
-  bcm2835_i2s_stop stops it unless the format is SND_SOC_DAIFMT_CONT).
-- As clock master the Pi derives the bit clock from its 19.2 MHz crystal oscillator by
-  an integer-plus-fraction divider; 2.048 MHz would be 19.2 MHz / 9.375 (a fractional,
-  jittery divider), while 256 kHz is 19.2 MHz / 75 exactly.
-- So the default plan: the Pi is bit-clock and frame-sync master, 8 kHz frame sync, a
-  32-bit frame (bit clock 8000 x 32 = 256 kHz = 19.2 MHz / 75), DSP mode B (data starts
-  on the frame-sync edge, one-clock sync pulse), two S16 channels packed into the frame
-  (FTXP/FRXP). Each 16-bit channel carries two 8-bit G.711 timeslots, MSB first on the
-  wire, so one bus carries four ports: slot n is bit clocks 8n..8n+7 after frame sync.
-- The ProSLIC and the DAA accept a 256 kHz PCLK (both list 256 kHz among their PCLK
-  rates; DAHDI's cards run them at 2.048 MHz, the OAK board feeds them from its own
-  clock). Each chip's transmit/receive start count is the slot's first bit clock
-  (DAHDI wctdm.c programs 8 x port into the ProSLIC's DR2-5 and the DAA's 34-37).
-- The alternative, the card as clock master (as the OAK board does), is `clock_master
-  = "card"`: the Pi is then bit-clock and frame-sync consumer and the card's oscillator
-  sets the rate; the frame layout stays 32 bits because the Pi still takes two 16-bit
-  channels. It is not the default: it needs an oscillator on the card, and with DSP
-  mode B data starts on the frame-sync edge, which bcm2835-i2s.c warns is only stable
-  when the Pi provides the frame clock ("Unstable consumer config detected, L/R may be
-  swapped", bcm2835_i2s_hw_params).
-- The clock must run before the chips are brought up (the ProSLIC's and the DAA's PLLs
-  lock to PCLK) and must not stop between streams: the overlay
-  (image/overlays/branchline-card-overlay.dts) sets the link's continuous-clock flag
-  (SND_SOC_DAIFMT_CONT, parsed by soc-core.c snd_soc_daifmt_parse_format; honoured by
-  bcm2835_i2s_stop), and the core starts the stream first and keeps it flowing
-  (drivers/bus/pcm.py TdmBus).
-
-`HighwayDevice` is what a chip on the highway does each frame; the simulated highway
-(drivers/sim/highway.py) drives the emulators through it, the real one is copper.
+The Pi masters an 8 kHz frame of 32 bit clocks (256 kHz = 19.2 MHz / 75 exactly, where
+2.048 MHz would need a jittery fractional divider), DSP mode B, two S16 channels each
+carrying two 8-bit G.711 slots: four ports, slot n at bit clocks 8n..8n+7, the start
+count each chip is programmed with. The clock runs continuously from before chip bring-up
+(the chips' PLLs lock to PCLK). `clock_master = "card"` is the alternative, not the
+default: bcm2835-i2s warns that consumer mode with DSP mode B is unstable.
+Sources: Linux sound/soc/bcm/bcm2835-i2s.c (2 channels, 1024-clock frames, the clock only
+while a stream runs unless SND_SOC_DAIFMT_CONT), soc-core.c; DAHDI wctdm.c (8 x port into
+the ProSLIC's DR2-5 and the DAA's 34-37); image/overlays/branchline-card-overlay.dts.
 """
 
 from __future__ import annotations

@@ -1,24 +1,10 @@
-"""The DAA's per-country line settings: the whole table of DAHDI's fxo_modes.h, row by row.
-
-DAHDI (drivers/dahdi/fxo_modes.h, "extracted from wctdm.c") keys its Si3050/Si3019 line-side
-settings by an operating-mode name ("FCC", "TBR21", "UK", "GERMANY"...); wctdm.c,
-wctdm24xxp/base.c and the OAK board's pitdm.c all program the DAA from the row the
-`opermode` module parameter names (wctdm_init_voicedaa). This module carries every row
-with every field, in the struct's own order, each row citing its source line:
-
-  ohs, ohs2, rz, rt, ilim, dcv, mini, acim   DAA fields: register 16 (OHS, RZ, RT),
-                                             31 (OHS2), 26 (DCV, MINI, ILIM), 30 (ACIM)
-  ring_osc, ring_x                           the ProSLIC's ring oscillator (FXS only:
-                                             pitdm.c uses them with fxshonormode)
-  battdebounce, battalarm (ms), battthresh   DAHDI's battery detection
-                                             (wctdm_voicedaa_check_hook: |LVS| below
-                                             battthresh volts means no battery)
-
-Our configuration names countries by the codes of `cext.toneplans` ("us", "uk"...):
-COUNTRY_MODES maps each to its fxo_modes.h row; a line may also name any row directly
-(lines.<fxo>.fxo_mode, e.g. "NEWZEALAND"). The register values a row gives are computed
-here exactly as wctdm_init_voicedaa computes them, so the driver, its selftest and the
-tests share one reading. Pure data: no I/O.
+"""The DAA's per-country line settings: every row of DAHDI's fxo_modes.h, every field in the
+struct's order, each citing its source line; the register values a row gives, computed as
+wctdm_init_voicedaa computes them, so the driver, its selftest and the tests share one
+reading. COUNTRY_MODES maps our country codes (cext.toneplans) to rows; a line may name a
+row directly (lines.<fxo>.fxo_mode). Pure data.
+Sources: DAHDI fxo_modes.h, wctdm.c (wctdm_init_voicedaa, wctdm_voicedaa_check_hook),
+wctdm24xxp/base.c; OAK pitdm.c.
 """
 
 from __future__ import annotations
@@ -198,7 +184,7 @@ def mode_names() -> tuple[str, ...]:
 def mode_for(country: str, fxo_mode: str = "") -> FxoMode:
     """The fxo_modes.h row of a line: its own `fxo_mode` if set, else its country's.
     KeyError (naming the choices) for a name or code with no row."""
-    name = fxo_mode.upper() if fxo_mode else COUNTRY_MODES.get(country or "us", "")
+    name = fxo_mode.upper() if fxo_mode else COUNTRY_MODES.get(country, "")
     if name not in FXO_MODES:
         what = f"fxo_mode {fxo_mode!r}" if fxo_mode else f"country {country!r}"
         raise KeyError(f"{what} has no row in fxo_modes.h; known: {', '.join(FXO_MODES)}")
@@ -206,4 +192,4 @@ def mode_for(country: str, fxo_mode: str = "") -> FxoMode:
 
 
 def ring_hz(country: str) -> tuple[float, float]:
-    return RING_HZ.get(country or "us", WIDEST_RING_HZ)
+    return RING_HZ.get(country, WIDEST_RING_HZ)

@@ -1,28 +1,25 @@
-"""The local agent's headset: ALSA audio at its native rate, seen by the gateway at 8 kHz
-(narrowband, like the lines) or 16 kHz (wideband calls: G.722 from the cloud).
+"""The local agent's headset: ALSA audio at its native rate (16-48 kHz), seen by the
+gateway in 20 ms frames at 8 kHz (like the lines) or 16 kHz (wideband G.722 calls).
 
-The headset (USB or I2S codec) runs at 16, 32, 44.1 or 48 kHz; the gateway side runs at
-`line_rate` (8000 by default; `set_line_rate(16000)` for a wideband call), so capture is
-resampled down and playback up with `cext.resample.Resampler` (stateful, so 20 ms frames
-join without clicks; none when the two rates are equal). Frames are 20 ms at the line
-rate: 160 samples at 8 kHz, 320 at 16 kHz. Mute silences the microphone; volume is a playback
-gain in dB, clamped. A USB headset can be unplugged and plugged while the gateway runs:
-a reactor timer polls `present()` (on the box: is the ALSA card still listed in
-/proc/asound/cards) and a PCM error counts as an unplug too; both raise
-HEADSET_UNPLUGGED / HEADSET_PLUGGED. The PCM itself comes from `open_pcm()` (AlsaPcm on
-the box, the virtual headset in simulation), so this module never sees a device node.
+Capture and playback go through stateful resamplers; a poll of `present()` and PCM errors
+raise HEADSET_UNPLUGGED / HEADSET_PLUGGED. The PCM comes from `open_pcm()` (AlsaPcm on
+the box, the virtual headset in simulation).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from drivers.bus.pcm import FRAME, LINE_RATE, PcmPort
 from foundation.errors import BranchlineError, HardwareError
 from foundation.events import HEADSET_PLUGGED, HEADSET_UNPLUGGED, LineEvent
+from foundation.reactor import Reactor, Timer
+
+T = TypeVar("T")
 
 RATES = (16000, 32000, 44100, 48000)
 LINE_RATES = (8000, 16000)  # narrowband (lines, G.711) and wideband (G.722)
@@ -36,6 +33,10 @@ def native_period(rate: int) -> int:
     return rate * FRAME // LINE_RATE
 
 
+class _Resampler(Protocol):
+    def process(self, samples: np.ndarray) -> np.ndarray: ...
+
+
 class _Same:
     """No resampling: the headset runs at the line rate already."""
 
@@ -44,7 +45,7 @@ class _Same:
         return np.asarray(samples, dtype=np.int16)
 
 
-def _resampler(rate_in: int, rate_out: int):
+def _resampler(rate_in: int, rate_out: int) -> _Resampler:
     if rate_in == rate_out:
         return _Same()
     from cext.resample import Resampler  # the tones engineer's kernel
@@ -74,23 +75,24 @@ class _Fifo:
 class Headset:
     """Capture/playback in 20 ms frames at the line rate, mute, volume, presence events."""
 
-    def __init__(self, name: str, reactor, settings: dict,
+    def __init__(self, name: str, reactor: Reactor, settings: dict[str, Any],
                  open_pcm: Callable[[int, int], PcmPort], present: Callable[[], bool],
                  on_event: Callable[[LineEvent], None]) -> None:
         self.name, self.reactor, self.on_event = name, reactor, on_event
-        self.rate = int(settings.get("rate", 48000))
+        self.rate = int(settings["rate"])
         if self.rate not in RATES:
             raise HardwareError(f"board.headset.rate: {self.rate} Hz is not supported; use one of {RATES}")
         self.period = native_period(self.rate)
         self._open_pcm, self._present = open_pcm, present
         self._pcm: PcmPort | None = None
-        self._timer = None
+        self._timer: Timer | None = None
         self.muted = False
         self._volume_db = 0.0
         self.error = ""
         self._cap_fifo, self._play_fifo = _Fifo(), _Fifo()
-        self._down = self._up = None
         self.line_rate = LINE_RATE
+        self._down = _resampler(self.rate, self.line_rate)
+        self._up = _resampler(self.line_rate, self.rate)
         self.frame = FRAME  # samples per 20 ms at the line rate
 
     # -- life cycle --
@@ -116,7 +118,7 @@ class Headset:
     def failed(self) -> bool:
         return False  # a missing headset is "absent", never a failed chip
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         return {"chip": "headset", "state": "ok" if self.present else "absent",
                 "present": self.present, "rate": self.rate, "line_rate": self.line_rate,
                 "muted": self.muted,
@@ -192,7 +194,7 @@ class Headset:
         self.error = reason
         self._emit(HEADSET_UNPLUGGED, {"reason": reason})
 
-    def _guard(self, fn, *args):
+    def _guard(self, fn: Callable[..., T], *args: Any) -> T | None:
         """Call the PCM; an error from it means the headset went away mid-stream."""
         try:
             return fn(*args)
@@ -207,7 +209,7 @@ class Headset:
         self._cap_fifo.clear()
         self._play_fifo.clear()
 
-    def _emit(self, kind: str, data: dict) -> None:
+    def _emit(self, kind: str, data: dict[str, Any]) -> None:
         self.on_event(LineEvent(self.name, kind, self.reactor.now(), data))
 
 

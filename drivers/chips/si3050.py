@@ -1,49 +1,9 @@
 """FXO port driver: an Si3050 DAA with its Si3018/Si3019 line side, on SPI + two GPIOs.
 
-It sees only an SpiDevice, a Gpio and the Reactor, so it runs unchanged on the box and
-on drivers.sim.si3050_sim. Assumes PCLK and FSYNC already run (the core starts the PCM
-stream first, drivers/bus/tdm.py): the line side is clocked across the isolation barrier
-from PCLK and never comes up without it.
-
-start() follows DAHDI's wctdm_init_voicedaa (wctdm.c; the same in wctdm24xxp/base.c and
-the OAK board's pitdm.c), each step cited where it is done:
-  RESET pulse; wctdm_voicedaa_insane (register 2 reads 0x03, register 11 the revision);
-  soft reset (1 = 0x80) and 100 ms; PCM on with the law (33); the country's row of
-  fxo_modes.h into 16, 26, 30 and 31 (31 with FULL, 0xa3 | OHS2), ring detector 18;
-  the timeslot into 34-37; line side up (6 = 0) and up to 2 s for LSID in 11; on-hook
-  line monitor (5 = 0x08); gains (38-41, wctdm_set_hwgain).
-Where we differ from DAHDI it is said beside the step: the chip's ring validation
-(22-24, DAHDI validates rings in software) and interrupts (DAHDI polls).
-Every access is three one-byte SPI transfers: control byte, register, data, with
-chip-select raised between bytes (si3050_regs.py has the references for that).
-It runs the reactor for up to 2 s while the line side comes up, so call it before the
-main loop, not from a timer.
-
-After start:
-- Interrupts (INT, active low) for ring detect (RDTI, both edges), polarity reversal
-  (POLI) and line-side drop-out (DODI); each edge makes it sample the line at once. A
-  50 ms reactor timer samples line voltage (LVS, signed: polarity) and loop current
-  (LCS2) anyway: drop-out, line-in-use and polarity are levels with debounce, and a
-  missed edge must not lose a ring.
-- Ring: the chip validates frequency and confirms the burst for RCC (largest step not
-  above ring_min_ms); where that is shorter than ring_min_ms the driver checks at
-  start + ring_min_ms that the ring is still on. RING_START per validated burst,
-  RING_STOP once no ring came for ring_timeout_ms (default 6 s, longer than any
-  country's off time). `ring_bursts` keeps (start, end) of the current call's bursts.
-- seize()/release() drive OH. seize() refuses with a HardwareError naming the port when
-  the line shows no battery (|LVS| below the row's battthresh, as DAHDI's
-  wctdm_voicedaa_check_hook judges it: PSTN line not plugged in): going off hook on a
-  dead line only hides the fault. While seized for a call, a loop-current drop longer
-  than loop_drop_ms (default 200) and a polarity reversal raise DISCONNECT when enabled
-  in settings["disconnect"]; one DISCONNECT per seizure. Tone disconnect is detected by
-  the DSP, which calls tone_disconnect().
-- On hook, the line voltage falling below half the idle voltage (but not to zero)
-  means a parallel phone is off hook: LINE_IN_USE, then LINE_FREE.
-Voltage-based checks pause while ring voltage is on the line and shortly after.
-- selftest() (branchline hw selftest) and pcm_loopback(on).
-settings: the line's config table plus country, timeslot (0..3), pcm_law and board
-(drivers/board.py line_settings); `fxo_mode` (an fxo_modes.h name) overrides the
-country's row; country "" falls back to "us".
+It sees only an SpiDevice, a Gpio and the Reactor, so it runs unchanged on the box and on
+drivers.sim.si3050_sim. Rings, polarity, disconnects and a parallel phone become
+LineEvents. `settings`: drivers.board.line_settings; `fxo_mode` (an fxo_modes.h name)
+overrides the country's row.
 """
 
 from __future__ import annotations
@@ -51,6 +11,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from drivers.bus import tdm
 from drivers.bus.gpio import FALLING, Gpio
@@ -80,7 +41,6 @@ HOOK_SETTLE_S = 0.1  # loop current and voltage settle after OH changes
 LOOP_DROP_MA = 5.0
 RTO_CODE = 1  # 128 ms: longer than a half cycle of the slowest ring (15 Hz)
 IRQ_ROUNDS = 4
-DEFAULT_DISCONNECT = ("loop_drop", "reversal", "tone")
 ON_HOOK_MONITOR = R.ONHM  # wctdm_init_voicedaa: "Enable on-hook line monitor", 5 = 0x08
 
 
@@ -108,7 +68,7 @@ class Si3050:
         self.name, self.spi, self.gpio = name, spi, gpio
         self.reset_pin, self.int_pin = reset_pin, int_pin
         self.reactor, self.settings, self.on_event = reactor, settings, on_event
-        self.country = settings.get("country") or "us"
+        self.country = settings["country"]
         self.mode = self._fxo_mode(settings)
         self._read_timing(settings)
         self.failed, self.error = False, ""
@@ -128,17 +88,17 @@ class Si3050:
 
     def _fxo_mode(self, settings: dict) -> D.FxoMode:
         try:
-            return D.mode_for(self.country, settings.get("fxo_mode", ""))
+            return D.mode_for(self.country, settings["fxo_mode"])
         except KeyError as exc:  # the schema prevents it; a hand-built settings dict may not
             log.warning("%s: %s; using fxo_modes.h \"FCC\"", self.name, exc.args[0])
             return D.FXO_MODES["FCC"]
 
     def _read_timing(self, settings: dict) -> None:
-        self.disconnect_signals = set(settings.get("disconnect", DEFAULT_DISCONNECT))
-        self.ring_min_s = settings.get("ring_min_ms", 200) / 1000.0
-        self.ring_timeout_s = settings.get("ring_timeout_ms", 6000) / 1000.0
-        self.loop_drop_s = settings.get("loop_drop_ms", 200) / 1000.0
-        self._rcc = R.rcc_code(settings.get("ring_min_ms", 200))
+        self.disconnect_signals = set(settings["disconnect"])
+        self.ring_min_s = settings["ring_min_ms"] / 1000.0
+        self.ring_timeout_s = settings["ring_timeout_ms"] / 1000.0
+        self.loop_drop_s = settings["loop_drop_ms"] / 1000.0
+        self._rcc = R.rcc_code(settings["ring_min_ms"])
         self._confirm_s = R.RCC_MS[self._rcc] / 1000.0
 
     def retune(self, settings: dict) -> None:
@@ -187,7 +147,12 @@ class Si3050:
 
     # ---- start / stop ----
     def start(self) -> None:
-        """Reset, identify, configure and power up; ChipFailed (one line) on failure."""
+        """Reset, identify, configure and power up; ChipFailed (one line) on failure.
+
+        As DAHDI's wctdm_init_voicedaa, each step cited where it is done; where we differ
+        it is said beside the step (ring validation and interrupts on the chip). Needs
+        PCLK (the line side is clocked across the barrier from it) and runs the reactor
+        for up to 2 s while the line side comes up: call it before the main loop."""
         try:
             self._reset()
             self._check_identity()
@@ -233,13 +198,13 @@ class Si3050:
         self._wait(SOFT_RESET_S)  # "Wait just a bit" (HZ/10); base.c msleep(100)
 
     def _pcm_mode(self) -> int:
-        law = self.settings.get("pcm_law", "ulaw")
+        law = self.settings["pcm_law"]
         if law not in R.PCM_LAW_BITS:
             raise ChipFailed(f"{self.name}: board.pcm.law = {law!r}: use \"ulaw\" or \"alaw\"")
         return R.PCM_LAW_BITS[law]  # wctdm.c: 33 = 0x28 (ulaw), 0x20 with alawoverride
 
     def _slot_start(self) -> int:
-        slot = int(self.settings.get("timeslot", 0))
+        slot = int(self.settings["timeslot"])
         try:
             return tdm.slot_start(slot)  # 8 bit clocks a slot (drivers/bus/tdm.py)
         except ValueError as exc:
@@ -331,7 +296,7 @@ class Si3050:
             log.info("%s: %s -> %s", self.name, self.state.value, state.value)
             self.state = state
 
-    def _emit(self, kind: str, **data) -> None:
+    def _emit(self, kind: str, **data: Any) -> None:
         self.on_event(LineEvent(port=self.name, kind=kind, time=self.reactor.now(), data=data))
 
     # ---- hook ----
@@ -351,7 +316,12 @@ class Si3050:
             raise HardwareError(f"{self.name}: the FXO port is not started")
 
     def seize(self, in_call: bool = True) -> None:
-        """Go off hook. in_call=False for a seizure where a reversal means answer, not hang-up."""
+        """Go off hook. in_call=False for a seizure where a reversal means answer, not hang-up.
+
+        Refused (HardwareError naming the port) when the line shows no battery, as DAHDI's
+        wctdm_voicedaa_check_hook judges it. While seized for a call, a loop-current drop
+        longer than loop_drop_ms or a reversal raises one DISCONNECT, when enabled in
+        settings["disconnect"]."""
         self._require_running()
         if self._seized:
             return
@@ -414,6 +384,11 @@ class Si3050:
                 return
 
     def _poll(self, eventtime: float) -> float:
+        """Every 50 ms, and at once on an interrupt (ring detect, polarity, drop-out): sample
+        line voltage and loop current, since drop-out, line-in-use and polarity are
+        debounced levels and a missed edge must not lose a ring. The chip validates
+        rings: RING_START per burst, RING_STOP after ring_timeout_ms without one. On hook,
+        the voltage below half the idle voltage is a parallel phone: LINE_IN_USE/FREE."""
         if self.state in (DaaState.STOPPED, DaaState.FAILED):
             return NEVER
         if not self.gpio.read(self.int_pin):
@@ -647,8 +622,8 @@ class Si3050:
                 R.PCM_RX_START_HI: start >> 8}
         got = {reg: self._read(reg) for reg in want}
         ok = got == want
-        law = self.settings.get("pcm_law", "ulaw")
-        return _check("pcm settings", ok, f"{law}, timeslot {self.settings.get('timeslot', 0)} "
+        law = self.settings["pcm_law"]
+        return _check("pcm settings", ok, f"{law}, timeslot {self.settings['timeslot']} "
                       f"(start bit {start}); read back " + " ".join(
                           f"{reg}=0x{got[reg]:02X}" for reg in got),
                       "" if ok else "the DAA did not keep its PCM settings: check the SPI wiring")

@@ -1,32 +1,17 @@
 """Si3050 system-side DAA (with Si3018/Si3019 line side): register numbers, bits, scaling.
 
-The driver's register file (drivers/chips/si3050.py). The emulator
-(drivers/sim/si3050_sim.py) must not import it: it keeps its own table, written from
-the same references, so that it can disagree with the driver. Names follow the Si3050
-datasheet register map; reset values are the datasheet's where we could confirm them
-(Control 2 = 0x03, DAA Control 2 = 0x10, ring validation 0x96 / 0x19, register 31 =
-0x20) and plausible otherwise.
-
-SPI framing (finding 7): every register access is three bytes, control byte, register
-address, data, and chip-select goes high after EACH byte, so each byte is its own
-chip-select frame (one `SpiDevice.transfer()` per byte):
-- DAHDI wctdm.c __wctdm_setreg/__wctdm_getreg: for MOD_TYPE_FXO, __write_8bits(0x20 or
-  0x60), __write_8bits(reg & 0x7f), then __write_8bits(value) / __read_8bits(); each of
-  __write_8bits/__read_8bits drops CS, clocks 8 bits and raises CS ("Finally raise CS
-  back high again").
-- OAK pitdm.c __wctdm_setreg/__wctdm_getreg: ___spi_write(0x20 | cs) / (0x60 | cs),
-  ___spi_write(reg & 0x7f), then the value / ___spi_read(); pidma.c __spi_write and
-  __spi_read each clr_codec_cs(), move one byte, set_codec_cs(); a read clocks out 0xff.
-- DAHDI wctdm24xxp/base.c _cmd_dequeue: FXO commands are 0x20 (write) / 0x60 (read) |
-  the daisy-chain address, then register, then data, in three command byte slots.
-The control byte: bit 5 always 1, bit 6 = read, low bits the daisy-chain channel id
-(bit-reversed: pitdm.c swaps the cs bits, base.c ADDRS = {0x00, 0x08, 0x04, 0x0c});
-one DAA per chip-select here, so channel 0: 0x20 write, 0x60 read.
+The driver's register file (drivers/chips/si3050.py); the twin keeps its own table so that
+it can disagree. Names follow the Si3050 datasheet register map; reset values are the
+datasheet's where confirmed (Control 2 = 0x03, DAA Control 2 = 0x10, ring validation
+0x96 / 0x19, register 31 = 0x20), plausible otherwise.
 """
 
 from __future__ import annotations
 
-# -- SPI framing: control byte 0x20 (bit 5 is always 1), bit 6 set for a read --
+# -- SPI framing: control byte, register, data; chip-select rises after EACH byte (one
+# SpiDevice.transfer() per byte): wctdm.c __write_8bits/__read_8bits, OAK pidma.c
+# __spi_write/__spi_read, wctdm24xxp/base.c _cmd_dequeue (three command byte slots).
+# Control byte: bit 5 always 1, bit 6 read, low bits the daisy-chain channel (0 here). --
 SPI_CTRL_WRITE = 0x20  # wctdm.c __wctdm_setreg, pitdm.c __wctdm_setreg (0x20 | cs)
 SPI_CTRL_READ = 0x60  # wctdm.c __wctdm_getreg, pitdm.c __wctdm_getreg (0x60 | cs)
 SPI_READ_FILL = 0xFF  # pidma.c __spi_read clocks 0xff out while it reads

@@ -1,74 +1,25 @@
 """FXS port driver for the Si3215/Si3210 ProSLIC: one analog phone line.
 
-The driver sees only an SpiDevice, a Gpio and the Reactor, so the same code runs on the
-box and against `drivers.sim.si3215_sim`. `start()` follows the bring-up that has run
-DAHDI's FXS modules for twenty years (wctdm.c wctdm_init_proslic, the same in
-wctdm24xxp/base.c and the OAK Pi board's pitdm.c), step by step, each step citing it:
-  reset; sanity and part detection (wctdm_proslic_insane: DR1 bit 7 = Si3215);
-  the whole indirect table (wctdm_proslic_init_indirect_regs; receive gain 0 dB, see
-  RECV_DIGITAL_GAIN_0DB), through the Si3215's own
-  indirect addresses on that part (translate_3215); scratch pad, loopback, DR108;
-  automatic battery switching off and Q7 off (DR67/DR66) unless the board is built for
-  it; the filter registers flushed; DC-DC power-up with the board's PWM period (DR92)
-  and DR93 (wctdm_powerup_proslic); the power-leak test; power-up again; calibration
-  (auto, twice, then the whole init again with manual calibration, as
-  wctdm_hardware_init falls back; manual only when the board says so, as the OAK driver
-  does); the DC-DC calibration with its DR107 check; the filters restored; the table
-  read back and verified (a mismatch is ChipFailed); PCM (DR1 law and enable, DR2-5
-  start counts from the line's timeslot, drivers.bus.tdm.slot_start); the ring
-  generator (wctdm_init_ring_generator_mode); then this product's feed, debounce and
-  interrupt settings and the idle linefeed.
-
-Everything indirect, the calibration and the DC-DC converter need PCLK: a chip whose
-indirect access never completes is reported as "no PCLK: the PCM stream is not running
-(check the card's PCM link / overlay)". The core starts the PCM stream first.
-
-Hook handling: the chip interrupts (INT, active low) on every debounced loop-closure
-change; the driver timestamps each change with the reactor clock and classifies it:
-  * on hook -> loop closed for `debounce_ms`                         -> OFF_HOOK
-  * off hook, loop open, then closed again after a break of
-      < break debounce (min(debounce_ms, 25) ms)                     -> contact bounce, ignored
-      < flash_min_ms                                                 -> one dial pulse
-      flash_min_ms .. flash_max_ms                                   -> FLASH
-  * loop still open at flash_max_ms after it opened                  -> ON_HOOK (then)
-A make (loop closed) shorter than the make debounce (min(debounce_ms, 10) ms) inside a
-break is bounce and the break goes on. The two debounces are deliberately shorter than
-the full hook debounce: at 20 pps 66/33 a break lasts 33 ms and a make only 17 ms, so
-a 20 ms debounce applied to makes would swallow every pulse. Pulses are counted into a
-digit (10 pulses = "0") that ends when the loop stays closed for `interdigit_ms`
-(default 300 ms) -> DIGIT {"digit", "method": "pulse"}.
-
-Ringing: a two-step cadence (on, off) that fits the chip's 16-bit timers runs on the
-chip's ring oscillator timers; longer cadences (UK 0.4/0.2/0.4/2.0) switch the linefeed
-between ringing and on-hook transmission on reactor timers, so caller ID can pass in
-the gaps. Ring trip (the phone answers while ringing) stops ringing and raises
-OFF_HOOK at once (the chip has debounced it).
-
-Power alarms (a feed transistor overheating: a short, a foreign voltage) open the line;
-as DAHDI's wctdm_proslic_recheck_sanity does, the linefeed is re-applied at the next
-256 ms sanity check, at most MAX_ALARMS (10) times, one alarm forgiven every 10 s; the
-loop break this makes is no flash. Past that the port is marked failed with the reason
-and CHIP_FAILED is raised (call control takes a port out of service on CHIP_FAILED and
-POWER_ALARM alike, so a recovered alarm raises neither: it is logged and counted in
-status()["power_alarms"]).
-
-Assumes: settings is the line's config table plus `country`, `timeslot`, `pcm_law` and
-`board` (the chip's board.chips table: slic_dcdc_period, slic_dcdc_engage,
-slic_auto_battery, slic_calibration); events go to `on_event` on the reactor thread.
+It sees only an SpiDevice, a Gpio and the Reactor, so the same code runs on the box and
+against `drivers.sim.si3215_sim`. The bring-up follows DAHDI's wctdm.c step by step;
+hook, pulse dialling, flash, ringing and power alarms become LineEvents on the reactor.
+`settings`: drivers.board.line_settings (validated line, country, pcm_law, chip as board).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from drivers.bus import tdm
-from drivers.bus.gpio import FALLING
+from drivers.bus.gpio import FALLING, Gpio
+from drivers.bus.spi import SpiDevice
 from drivers.chips import si3215_regs as R
 from foundation.errors import ChipFailed
 from foundation.events import CHIP_FAILED, DIGIT, FLASH, OFF_HOOK, ON_HOOK, LineEvent
-from foundation.reactor import NEVER
+from foundation.reactor import NEVER, Reactor, Timer
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +85,6 @@ ALARM_FORGIVE_S = 10.0  # wctdm.c "Accept an alarm once per 10 seconds"
 ALARM_BREAK_S = 0.1  # a loop opening this soon after a power alarm is the alarm's doing
 
 NO_PCLK = "no PCLK: the PCM stream is not running (check the card's PCM link / overlay)"
-CAL_MODES = ("auto", "manual")
 
 
 class CalibrationFailed(ChipFailed):
@@ -165,8 +115,9 @@ def _check(name: str, ok: bool, detail: str, fix: str = "") -> dict:
 class Si3215:
     """One FXS line on a ProSLIC; see the module docstring for the sequence and the rules."""
 
-    def __init__(self, name: str, spi, gpio, reset_pin: int, int_pin: int, reactor,
-                 settings: dict, on_event: Callable[[LineEvent], None]) -> None:
+    def __init__(self, name: str, spi: SpiDevice, gpio: Gpio, reset_pin: int, int_pin: int,
+                 reactor: Reactor, settings: dict[str, Any],
+                 on_event: Callable[[LineEvent], None]) -> None:
         self.name, self.spi, self.gpio, self.reactor = name, spi, gpio, reactor
         self.reset_pin, self.int_pin = reset_pin, int_pin
         self.settings, self.on_event = settings, on_event
@@ -206,42 +157,48 @@ class Si3215:
         self._read_timing(settings)
 
     def _read_timing(self, s: dict) -> None:
-        debounce_ms = float(s.get("debounce_ms", 20))
+        debounce_ms = float(s["debounce_ms"])
         self.debounce = debounce_ms / 1000
         self.break_debounce = min(debounce_ms, 25.0) / 1000
         self.make_debounce = min(debounce_ms, 10.0) / 1000
-        self.flash_min = float(s.get("flash_min_ms", 100)) / 1000
-        self.flash_max = float(s.get("flash_max_ms", 800)) / 1000
-        self.interdigit = float(s.get("interdigit_ms", 300)) / 1000
+        self.flash_min = float(s["flash_min_ms"]) / 1000
+        self.flash_max = float(s["flash_max_ms"]) / 1000
+        self.interdigit = float(s["interdigit_ms"]) / 1000
 
     # ------------------------------------------------------------------ board settings
     @property
     def board(self) -> dict:
-        return self.settings.get("board") or {}
+        return dict(self.settings["board"])
 
     def _board_where(self, key: str) -> str:
-        return f"board.chips.{self.settings.get('chip') or '<chip>'}.{key}"
+        return f"board.chips.{self.settings['chip']}.{key}"
 
     @property
     def dcdc_period(self) -> int:
-        return int(self.board.get("slic_dcdc_period", R.DCDC_PERIOD_DEFAULT)) & 0xFF
+        return int(self.board["slic_dcdc_period"]) & 0xFF
 
     @property
     def dcdc_engage(self) -> int:
-        return int(self.board.get("slic_dcdc_engage", R.DCDC_ENGAGE_DEFAULT)) & 0x7F
+        return int(self.board["slic_dcdc_engage"]) & 0x7F
 
     @property
     def auto_battery(self) -> bool:
-        return bool(self.board.get("slic_auto_battery", False))
+        return bool(self.board["slic_auto_battery"])
 
     @property
     def cal_mode(self) -> str:
-        mode = str(self.board.get("slic_calibration", "auto"))
-        return mode if mode in CAL_MODES else "auto"
+        return str(self.board["slic_calibration"])
 
     # ------------------------------------------------------------------ bring-up
     def start(self) -> None:
-        """Reset, identify, program, power up, calibrate; raise ChipFailed on failure."""
+        """Reset, identify, program, power up, calibrate; raise ChipFailed on failure.
+
+        As wctdm.c wctdm_init_proslic: sanity and part detection, the indirect table
+        (through translate_3215 on an Si3215), battery switching per the board, DC-DC
+        power-up (DR92/DR93), the power-leak test, calibration (auto twice, then manual, as
+        wctdm_hardware_init falls back), the table read back (a mismatch is ChipFailed),
+        PCM, the ring generator, then this product's feed, debounce and interrupts.
+        Indirect access needs PCLK: without it the error says "no PCLK"."""
         self.failed, self.error, self.running = False, "", False
         self._palarms, self._forgive_at, self._alarm, self._loopback = 0, NEVER, "", False
         try:
@@ -305,7 +262,7 @@ class Si3215:
                 f"DR11=0x{hybrid:02X} after reset (a ProSLIC reads 0x02/0x00/0x33): another "
                 "chip on this chip-select? check spi_bus/spi_cs in board.chips")
         self._write(R.DR_IAA, 0)  # wctdm.c proslic_insane: "Just be sure it's setup right."
-        if self.board.get("type") in ("si3215", "si3210") and self.board["type"] != self.chip:
+        if self.board["type"] != self.chip:
             log.warning("%s: board.chips says %s but the chip reads as %s (DR1=0x%02X): "
                         "using %s", self.name, self.board["type"], self.chip, pcm_mode, self.chip)
 
@@ -486,8 +443,8 @@ class Si3215:
     def _setup_pcm(self) -> None:
         """wctdm.c init_proslic DR1 (0x28 mu-law, 0x20 A-law: PCM on, 8-bit companded) and
         wctdm24xxp wctdm_proslic_set_ts: DR2-5 = start count of the line's timeslot."""
-        law = R.PCM_ALAW if self.settings.get("pcm_law") == "alaw" else R.PCM_ULAW
-        start = tdm.slot_start(int(self.settings.get("timeslot", 0)))
+        law = R.PCM_ALAW if self.settings["pcm_law"] == "alaw" else R.PCM_ULAW
+        start = tdm.slot_start(int(self.settings["timeslot"]))
         for reg, value in ((R.DR_PCM_MODE, R.PCM_ENABLE | law),
                            (R.DR_PCM_TX_LO, start & 0xFF), (R.DR_PCM_TX_HI, start >> 8),
                            (R.DR_PCM_RX_LO, start & 0xFF), (R.DR_PCM_RX_HI, start >> 8)):
@@ -663,7 +620,9 @@ class Si3215:
         """A feed transistor overheats: the line is opened now (the chip's AOPN does the
         same) and the next sanity check re-applies the linefeed, as DAHDI does. No event
         yet: call control takes a port out of service on POWER_ALARM/CHIP_FAILED, and a
-        recovered alarm must not drop the call; only giving up is reported."""
+        recovered alarm must not drop the call; only giving up is reported: after
+        MAX_ALARMS re-applications (one forgiven every 10 s) the port is failed with
+        CHIP_FAILED."""
         names = [f"Q{q + 1}" for q in range(6) if bits & (1 << (q + R.IRQ2_PQ_SHIFT))]
         self._alarm, self._alarm_q = f"power alarm on {', '.join(names)}", names
         self._alarm_at = self.reactor.now()
@@ -725,6 +684,11 @@ class Si3215:
 
     # ------------------------------------------------------------------ hook state machine
     def _loop_changed(self, closed: bool, now: float) -> None:
+        """A debounced loop change, stamped with the reactor clock. On hook, a closure for
+        debounce_ms is OFF_HOOK. Off hook, a break shorter than min(debounce_ms, 25) ms is
+        bounce, shorter than flash_min_ms a dial pulse, up to flash_max_ms a FLASH, longer
+        ON_HOOK. A make shorter than min(debounce_ms, 10) ms inside a break is bounce (at
+        20 pps a make lasts 17 ms). Pulses end as a DIGIT after interdigit_ms closed."""
         if closed == self._loop:
             return
         self._loop = closed
@@ -795,12 +759,15 @@ class Si3215:
         self._emit(ON_HOOK)
         return NEVER
 
-    def _arm(self, timer, waketime: float) -> None:
+    def _arm(self, timer: Timer, waketime: float) -> None:
         self.reactor.update_timer(timer, waketime)
 
     # ------------------------------------------------------------------ ringing
     def ring(self, cadence: tuple[float, ...] | list[float] | None = None) -> bool:
-        """Ring with `cadence` (on, off, ...) seconds; False if the phone is already off hook."""
+        """Ring with `cadence` (on, off, ...) seconds; False if the phone is already off hook.
+
+        One on/off pair runs on the chip's ring timers; longer cadences switch the linefeed
+        on reactor timers, so caller ID passes in the gaps. Ring trip raises OFF_HOOK."""
         if not self.running or self._hook == "off":
             return False
         cadence = self._cadence_for(cadence)
@@ -814,7 +781,7 @@ class Si3215:
             self._arm(self._t_cadence, self._cadence_step(self.reactor.now()))
         return True
 
-    def _cadence_for(self, cadence) -> tuple[float, ...]:
+    def _cadence_for(self, cadence: Sequence[float] | None) -> tuple[float, ...]:
         if not cadence:
             cadence = self.settings.get("ring_cadence") or self._country_cadence()
         cadence = tuple(float(x) for x in cadence)
@@ -826,7 +793,7 @@ class Si3215:
     def _country_cadence(self) -> tuple[float, ...]:
         from cext import toneplans  # pure data; imported late to keep start-up light
 
-        code = self.settings.get("country") or "us"
+        code = self.settings["country"]
         return toneplans.plan(code).ring_cadence if code in toneplans.PLANS else (2.0, 4.0)
 
     def _ring_on_chip_timers(self, cadence: tuple[float, ...]) -> None:
@@ -1074,14 +1041,14 @@ class Si3215:
                       "wiring, then restart the port")
 
     def _check_pcm(self) -> dict:
-        law = R.PCM_ALAW if self.settings.get("pcm_law") == "alaw" else R.PCM_ULAW
-        start = tdm.slot_start(int(self.settings.get("timeslot", 0)))
+        law = R.PCM_ALAW if self.settings["pcm_law"] == "alaw" else R.PCM_ULAW
+        start = tdm.slot_start(int(self.settings["timeslot"]))
         want = [R.PCM_ENABLE | law, start & 0xFF, start >> 8, start & 0xFF, start >> 8]
         got = [self._read(r) for r in (R.DR_PCM_MODE, R.DR_PCM_TX_LO, R.DR_PCM_TX_HI,
                                        R.DR_PCM_RX_LO, R.DR_PCM_RX_HI)]
         got[0] &= ~R.PCM_MODE_SI3215 & 0xFF
         detail = ("DR1..5 " + " ".join(f"{v:02X}" for v in got)
-                  + f" (timeslot {self.settings.get('timeslot', 0)}, {self.settings.get('pcm_law', 'ulaw')})")
+                  + f" (timeslot {self.settings['timeslot']}, {self.settings['pcm_law']})")
         return _check("pcm", got == want, detail,
                       "the PCM settings were lost: restart the port")
 

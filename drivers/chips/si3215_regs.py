@@ -1,19 +1,12 @@
 """Register map of the Si3210/Si3215 ProSLIC as the FXS driver programs it.
 
-Names follow DAHDI's proslic.h and the Si3210/Si3215 datasheet's direct-register (DR)
-and indirect-register (IR) tables; every value the bring-up writes carries its source
-(DAHDI wctdm.c, wctdm24xxp/base.c, the OAK board's pitdm.c, Xorcom's xpp
-init_card_1_30). Bit positions marked "(confirm on hardware)" could not be confirmed
-from public text; they are the first thing to check with a logic analyser.
-
-The emulator (drivers/sim/si3215_sim.py with drivers/sim/proslic_model.py) is written
-from the references itself and must not import this file: where the two disagree, one
-of them misread a source, and the tests show it.
-
-SPI framing: every byte is its own chip-select frame. A control byte (bit 7 = read,
-bits 6..0 = direct register address) is followed by one data byte; on a read the chip
-shifts the register out during the data frame (wctdm.c __wctdm_setreg/__wctdm_getreg:
-address byte, then data byte).
+Names follow DAHDI's proslic.h and the datasheet's direct (DR) and indirect (IR) tables;
+every value the bring-up writes carries its source. "(confirm on hardware)" marks bits no
+public text confirms. The twin (drivers/sim/) never imports this file: where the two
+disagree, one misread a source, and the tests show it. SPI: every byte is its own
+chip-select frame, a control byte (bit 7 read, bits 6..0 the DR address) then one data byte.
+Sources: DAHDI wctdm.c (__wctdm_setreg/__wctdm_getreg), wctdm24xxp/base.c; OAK pitdm.c;
+Xorcom xpp init_card_1_30.
 """
 
 # -- SPI control byte --
@@ -146,9 +139,6 @@ HOOK_LCR = 0x01
 HOOK_RTP = 0x02
 
 # -- DR92 / DR93 / DR107: DC-DC converter (wctdm.c powerup_proslic and init_proslic) --
-DCDC_PERIOD_DEFAULT = 0xFF  # wctdm.c, OAK pitdm.c "1/64 khz" (255 x 61 ns); base.c 0xC0;
-# Silicon Labs' reference init 0x7F (0x60 for the Si3210M transformer version)
-DCDC_ENGAGE_DEFAULT = 0x19  # wctdm.c powerup_proslic "Engage DC-DC converter" (SiLabs 0x14/0x19)
 DCDC_CAL = 0x80  # wctdm.c init_proslic "Perform DC-DC calibration": DR93 = 0x99 = 0x19 | 0x80
 DCDC_PEAK_MIN, DCDC_PEAK_MAX = 0x02, 0x0D  # wctdm.c: outside -> "surprising direct 107"
 DCDC_PEAK_FALLBACK = 0x08  # wctdm.c init_proslic: DR107 = 0x8 then

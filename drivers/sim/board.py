@@ -1,42 +1,28 @@
 """The simulated board: the real chip drivers wired to emulated chips and virtual devices.
 
-Built from the same config document as the box: one SimGpio for every pin, one chip
-emulator per configured chip behind a SimSpiDevice at its bus/chip-select, a VirtualPhone
-on each FXS line, a VirtualCO on each FXO line and a virtual headset. Audio follows the
-box's plan (drivers/bus/tdm.py) through the box's code: one SimHighway per alsa_device,
-started before any driver is built (it is the Pi starting its PCM stream: PCLK for the
-chips' bring-up), every chip emulator wired to it as a `HighwayDevice`, and the lines'
-ports are `TdmBus` slots over a SimPcmStream, exactly as RealBoard's are over ALSA. A
-phone or CO is wired to its chip's analog side (`emulator.analog.device`), so audio only
-flows through a chip that was programmed for it; with board.pcm.clock_master = "card"
-the highway's clock runs from power-up and outlives the stream. Chips named in `unseated`
-are put in their emulator's not-seated mode (every read answers 0xFF, as MISO floats
-high) to rehearse a card out of its slot. Exposes `.phones[line]`, `.cos[line]`,
-`.headset` (the virtual one), `.emulators[chip]`, `.highways[alsa_device]`, and from
-`Board`: `.drivers[line]`, `.pcm[line]` (the TdmBus port), `.tdm[alsa_device]`, `.headset_driver`,
-`.lifeline` (the relay's driver on the SimGpio). With `lifeline_bypass=True` (the
-simulated box, `branchline run --sim`) the relay's twin and its contacts
-(drivers/sim/lifeline_sim.py: `.relay`, `.bypass`) sit between the lifeline's phone and
-CO, as on the card: until something energises the relay (the Gateway once its ports are
-up) the phone on fxs1 is on the CO's line, and a reactor that stops for longer than the
-monostable's hold (1 s) drops it there, as a hung core would. Harnesses that run the
-reactor only in bursts between their own steps (the e2e and demo scripts) leave the
-bypass out, since their pauses would play a hung core; the default wires that phone
-straight to its SLIC.
+Built from the box's config document: one SimGpio, one chip emulator per chip behind a
+SimSpiDevice, a VirtualPhone per FXS line, a VirtualCO per FXO line, a virtual headset,
+and the box's audio plan (one SimHighway per alsa_device, `TdmBus` slots over it), so
+audio only flows through a chip programmed for it. Exposes `.phones`, `.cos`, `.headset`,
+`.emulators`, `.highways` besides what every `Board` has.
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
-from drivers.board import Board
+from drivers.board import BaseBoard, Doc, line_settings
 from drivers.bus.gpio import SimGpio
 from drivers.bus.pcm import TdmBus
 from drivers.bus.spi import SimSpiDevice
 from drivers.chips.headset import Headset
 from drivers.sim import lifeline_sim
+from drivers.sim.central_office import VirtualCO
 from drivers.sim.headset_sim import SimHeadset
 from drivers.sim.highway import SimHighway, SimPcmStream
+from drivers.sim.phone import VirtualPhone
+from foundation.reactor import Reactor
 
 # chip type -> the emulator class name in its drivers.sim module
 EMULATORS = {
@@ -59,20 +45,32 @@ def _unseat(emulator) -> None:
         emulator.seated = False
 
 
-class SimBoard(Board):
-    def __init__(self, reactor, doc: dict, unseated: tuple[str, ...] | set[str] = (),
+class SimBoard(BaseBoard):
+    """`unseated` chips answer 0xFF to every read (a card out of its slot). With
+    `lifeline_bypass` (`branchline run --sim`) the relay's twin (drivers/sim/lifeline_sim.py:
+    `.relay`, `.bypass`) sits between the lifeline's phone and CO as on the card, so a
+    reactor stalled past the monostable's hold drops the phone onto the CO; harnesses that
+    run the reactor in bursts leave it out, and the phone goes straight to its SLIC."""
+
+    def __init__(self, reactor: Reactor, doc: Doc,
+                 unseated: tuple[str, ...] | set[str] = (),
                  lifeline_bypass: bool = False) -> None:
         super().__init__(reactor, doc)
         self.gpio = SimGpio()
         self.unseated = set(unseated)
-        self.emulators: dict[str, object] = {}
+        self.emulators: dict[str, Any] = {}
         self.spi: dict[str, SimSpiDevice] = {}
         self.highways: dict[str, SimHighway] = {}
-        self.phones: dict[str, object] = {}
-        self.cos: dict[str, object] = {}
-        wiring = (lifeline_sim.build(reactor, self.gpio, doc["board"].get("lifeline"))
+        self.sim_tdm: dict[str, TdmBus] = {}  # `tdm` without the None of a failed device
+        self.phones: dict[str, VirtualPhone] = {}
+        self.cos: dict[str, VirtualCO] = {}
+        self.headset: SimHeadset | None = None
+        wiring = (lifeline_sim.build(reactor, self.gpio, doc["board"]["lifeline"])
                   if lifeline_bypass else None)
-        self.relay, self.bypass = wiring or (None, None)
+        self.relay: lifeline_sim.SimRelay | None = None
+        self.bypass: lifeline_sim.LifelineBypass | None = None
+        if wiring is not None:
+            self.relay, self.bypass = wiring
         self._start_pcm()  # the Pi starts its streams before any chip is brought up
         for name, line, chip_name, chip in self.lines():
             self._build_line(name, line, chip_name, chip)
@@ -86,30 +84,28 @@ class SimBoard(Board):
             _unseat(emulator)
         spi = SimSpiDevice(chip["spi_bus"], chip["spi_cs"], emulator)
         self.spi[chip_name] = spi
-        device = line.get("alsa_device", "")
-        self.pcm[name] = self.tdm[device].port(int(line.get("timeslot", 0)), name)
+        device = line["alsa_device"]
+        self.pcm[name] = self.sim_tdm[device].port(line["timeslot"], name)
         analog = self._wire_pcm(emulator, self.highways[device])
         self.build_driver(name, line, chip, spi, self.gpio)
         if line["kind"] == "fxs":
-            phone_cls = _class("drivers.sim.phone", "VirtualPhone")
             slic, end = lifeline_sim.wire(self.bypass, name, emulator, analog)
-            self.phones[name] = phone_cls(self.reactor, slic, end, name=f"phone-{name}")
+            self.phones[name] = VirtualPhone(self.reactor, slic, end, name=f"phone-{name}")
         else:
-            co_cls = _class("drivers.sim.central_office", "VirtualCO")
             daa, end = lifeline_sim.wire(self.bypass, name, emulator, analog)
-            self.cos[name] = co_cls(self.reactor, daa, end,
-                                    country=self.line_settings(line)["country"],
-                                    number=line.get("number") or DEFAULT_CO_NUMBER)
+            self.cos[name] = VirtualCO(self.reactor, daa, end,
+                                    country=line_settings(self.doc, line)["country"],
+                                    number=line["number"] or DEFAULT_CO_NUMBER)
 
     def _start_pcm(self) -> None:
         """One highway and TdmBus per alsa_device, running from now until close()."""
-        pcm = self.doc["board"].get("pcm", {})
-        card_clock = pcm.get("clock_master", "pi") == "card"
-        for device in dict.fromkeys(ln.get("alsa_device", "") for ln in self.doc["lines"].values()):
+        pcm = self.doc["board"]["pcm"]
+        card_clock = pcm["clock_master"] == "card"
+        for device in dict.fromkeys(ln["alsa_device"] for ln in self.doc["lines"].values()):
             highway = SimHighway(self.reactor, device, card_clock=card_clock)
             self.highways[device] = highway
-            self.tdm[device] = TdmBus(SimPcmStream(highway), pcm.get("law", "ulaw"),
-                                      self.reactor).start()
+            bus = TdmBus(SimPcmStream(highway), pcm["law"], self.reactor).start()
+            self.tdm[device] = self.sim_tdm[device] = bus
 
     def _wire_pcm(self, emulator, highway: SimHighway):
         """PCLK, FSYNC, DTX and DRX to the chip; its analog end for the phone or CO."""
@@ -119,7 +115,7 @@ class SimBoard(Board):
 
     def close(self) -> None:
         super().close()
-        for bus in self.tdm.values():
+        for bus in self.sim_tdm.values():
             bus.close()  # the Pi's streams end: the highways' clocks stop
 
     def _emulator(self, chip: dict):
@@ -128,12 +124,12 @@ class SimBoard(Board):
         return cls(self.reactor, self.gpio, chip["reset_gpio"], chip["int_gpio"], **extra)
 
     def _build_headset(self) -> None:
-        settings = self.doc["board"].get("headset", {})
-        if not settings.get("enabled", False):
+        settings = self.doc["board"]["headset"]
+        if not settings["enabled"]:
             self.headset = None
             return
-        self.headset = SimHeadset(self.reactor, rate=int(settings.get("rate", 48000)),
-                                  device=settings.get("alsa_device", "default"))
+        self.headset = SimHeadset(self.reactor, rate=settings["rate"],
+                                  device=settings["alsa_device"])
         self.headset_driver = Headset("headset", self.reactor, settings,
                                       open_pcm=self.headset.open_pcm,
                                       present=self.headset.present, on_event=self.emit)

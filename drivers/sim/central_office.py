@@ -1,35 +1,11 @@
-"""Virtual central office (CO) on the far side of an FXO port: the PSTN line, scripted.
+"""Virtual central office on the far side of an FXO port: the PSTN line, scripted.
 
-It drives the line side of an Si3050Emulator (battery, polarity, ring voltage, parallel
-phone, loop drop) and the device end of the port's SimPcmLink (line audio, 160-sample
-frames every 20 ms on the reactor). What it offers, after the country's plan in
-cext.toneplans:
-
-- ring(callerid, cadence, count): ring cadence bursts at the country's ring frequency;
-  caller ID as audio from `cid_audio(callerid, standard)` (default: cext.callerid's
-  encode + modulate, or its DTMF-CLIP for "dtmf" countries). US style (callerid_when
-  "after_first_ring"): the burst starts CID_DELAY_S after the end of the first ring and
-  must end CID_GUARD_S before the second (else it is not sent: ("cid_too_long", t)). UK style ("before_ring"):
-  polarity reversal, alert tone (2130+2750 Hz; none before DTMF-CLIP), the burst,
-  polarity back, then ringing.
-- Answer detection: the DAA seizing while ringing stops the ring (ring trip).
-- Line audio: dial tone when seized without a call, busy tone after a tone disconnect,
-  reorder some seconds after any other disconnect, and in a call whatever `play()`
-  queued. What the gateway sends while seized is kept in `heard`.
-- disconnect(signal): "loop_drop" (battery off for `seconds`, then back),
-  "reversal" (polarity reversed), "tone" (busy tone).
-- `events`: (what, time) of everything the CO did, for tests and the demo.
-- Line conditions for commissioning: `set_line(battery_v, loop_ohm)` (idle volts and
-  loop current), `set_echo(h)` (the hybrid: what the gateway sends comes back
-  convolved with h, one frame later, added to whatever the CO sends; see
-  drivers/sim/echo_paths), `callerid_standard` (bell202, v23 or dtmf instead of the
-  plan's), `disconnect("tone", tone=Tone(...))` (a tone the plan does not know, whose
-  cadence the gateway has to learn). A DTMF digit heard while the CO gives dial tone
-  stops it (state "dialing"; the digits are kept in `dialed`), as a real exchange does.
-
-Tones are numpy sinusoids at the plan's levels (0 dBm0 = 22 800 peak, 16-bit linear);
-the line carries raw PCM, the DSP decodes it later. Audio only reaches the gateway
-when the DAA passes it (off hook, or on-hook line monitor on).
+It drives the line side of an Si3050Emulator (battery, polarity, ring voltage, loop drop)
+and the device end of the port's SimPcmLink (20 ms frames on the reactor) after the
+country's plan in cext.toneplans: ringing with caller ID (after the first ring, or before
+it with polarity reversal and alert tone), ring trip on answer, dial/busy/reorder tones,
+disconnect signals, and line conditions and an echo hybrid for commissioning. `events`
+records what it did; tones are at the plan's levels (0 dBm0 = 22 800 peak).
 """
 
 from __future__ import annotations
@@ -273,6 +249,8 @@ class VirtualCO:
         self._after(ring_at, self._ring_on)
 
     def _make_cid(self) -> np.ndarray | None:
+        if self._callerid is None:
+            return None
         try:
             audio = self.cid_audio(self._callerid, self.callerid_standard or self.plan.callerid)
         except ImportError:

@@ -1,19 +1,11 @@
-"""The Si3050 + Si3018/19 register model the FXO emulator runs on: its own table, written
-from the sources, never from the driver's register file (drivers/chips/si3050_regs.py).
-
-Every register the system-side Si3050 has (1..59) with its reset value, the bits a write
-can change, the named fields and where each fact comes from. The sources, cited per entry:
-- "DS" = Silicon Labs Si3050+Si3018/19 datasheet, register descriptions (section
-  "Control Registers"). Where the stored copies reachable from here only carry the Si3056
-  datasheet, whose DAA registers 1..59 share the layout, the entry says "Si3056 DS".
-- "24xxp" = DAHDI drivers/dahdi/wctdm24xxp/base.c, "wctdm" = DAHDI wctdm.c,
-  "fxo_modes" = DAHDI fxo_modes.h, "OAK" = the OAK board's pitdm.c / pidma.c.
-Facts no reachable copy of the datasheet confirms are marked "(confirm on hardware)".
-
-Also here: the SPI framing rules, the PCM formats of register 33, the DC termination
-arithmetic of register 26, the ring validation timing codes of registers 22-24, and
-fxo_modes.h's country table (FXO_MODES), so a twin can say what the references would
-have programmed for a country.
+"""The Si3050 + Si3018/19 register model the FXO twin runs on, written from the sources, never
+from the driver's drivers/chips/si3050_regs.py: registers 1..59 with reset values, writable
+bits and fields; SPI framing, PCM formats, DC termination and ring validation arithmetic;
+and fxo_modes.h's country table (FXO_MODES). Unconfirmed facts say "(confirm on hardware)".
+Sources, as entries cite them: "DS" = the Si3050+Si3018/19 datasheet, "Control Registers"
+("Si3056 DS" where only the Si3056 sheet, same layout, was reachable); "24xxp" = DAHDI
+wctdm24xxp/base.c; "wctdm" = DAHDI wctdm.c; "fxo_modes" = DAHDI fxo_modes.h; "OAK" =
+pitdm.c / pidma.c.
 """
 
 from __future__ import annotations

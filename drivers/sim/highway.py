@@ -1,23 +1,10 @@
 """The simulated PCM highway: the Pi's PCM block as clock master, the wire, and the chips on it.
 
-It follows the plan in drivers/bus/tdm.py: 8 kHz frame sync, 32 bit clocks a frame,
-two S16 channels. Nothing is clocked until `start()` (the Pi drives its bit clock only
-while a stream runs): emulators ask `clock_running` before they do anything that needs
-PCLK. While running, a reactor timer exchanges one period (160 frames, 20 ms) with every
-attached chip (`HighwayDevice`) on a fixed grid (a late wake-up exchanges every period
-that fell due, as the Pi's DMA would have clocked them, so the highway keeps the rate
-of real time with a MonotonicClock): what the chips drive onto DTX becomes the Pi's capture
-period, and the Pi's queued playback period (silence when none: an underrun) is what
-every chip sees on DRX. Two chips driving the same bit clocks garble each other (their
-bits are AND-ed, as two open drivers would fight) and the clash is counted.
-
-With `card_clock` the card is the clock master (board.pcm.clock_master = "card"): the
-clock runs from power-up whatever the Pi's stream does, and closing the stream leaves it
-running.
-
-`SimPcmStream` is the Pi's side with the same shape as `drivers.bus.pcm.AlsaPcm`
-(`read_all()`/`write()` of (period, 2) int16, `start()`, `frames`), so `TdmBus` runs
-unchanged on both.
+8 kHz frame sync, 32 bit clocks a frame, two S16 channels (the plan of drivers/bus/tdm.py).
+The clock runs only while the Pi's stream does (from power-up with `card_clock`); a reactor
+timer then exchanges one 20 ms period with every attached HighwayDevice on a fixed grid, and
+two chips driving the same bits garble each other (counted). `SimPcmStream` has the shape of
+drivers.bus.pcm.AlsaPcm, so TdmBus runs unchanged on both.
 """
 
 from __future__ import annotations

@@ -1,36 +1,16 @@
-"""The lifeline relay's twin: its coil drive (level, or a retriggerable monostable) and
-the copper it switches between the virtual phone on FXS port 1 and the virtual CO of the
-FXO line.
+"""The lifeline relay's twin: its coil drive and the copper it switches between the
+virtual phone on FXS port 1 and the virtual CO of the FXO line.
 
-`SimRelay` watches the GPIO the driver writes (SimGpio.watch_output). "level": the coil
-follows the pin. "pulse": the coil follows a retriggerable monostable: each rising edge
-of the pin holds the output high for `hold_s` (restarting the time if it was already
-high), so a pin that stops toggling, high or low, drops the relay `hold_s` after its last
-rising edge (74HC123-style, as drivers/lifeline.py describes the card).
-
-`LifelineBypass` is the changeover contact. It sits between the phone and its SLIC twin
-and between the CO and its DAA twin, using only what the phone and the CO already use:
-the phone calls slic.set_loop()/add_ring_listener(), reads slic.ring_voltage and writes
-its PCM end; the CO calls daa.watch_hook()/daa.line_*(), reads daa.offhook /
-daa.audio_path and writes its PCM end. `wire(bypass, line, chip, pcm)` hands the phone
-and the CO stand-ins for (chip, pcm); everything the stand-ins do not intercept goes to
-the real twin unchanged.
-- Energised: the phone is on its SLIC (set_loop, the SLIC's ring, the SLIC's audio), and
-  the CO sees only the DAA.
-- Released: the SLIC sees an open loop; the phone's hook is a loop on the CO's line (the
-  CO's hook watchers see it, its dial tone and ringing reach the phone, ring trip works),
-  the DAA, which stays across the pair, sees it as a parallel phone off hook, and line
-  audio flows between the CO and the phone directly, both ways (what the DAA sends onto
-  the line is heard too). Contact bounce and the relay's few ms of travel are not
-  modelled: the contacts change at the coil's edge.
-It assumes the phone and CO twins take (reactor, chip, pcm) and use nothing else of the
-chip for hook, ring and audio; it imports neither the chip drivers nor their registers.
+`SimRelay` is the coil as the GPIO drives it (level, or a retriggerable monostable).
+`LifelineBypass` is the changeover contact, standing in for the SLIC before the phone and
+for the DAA before the CO (see `wire`). Contact bounce and travel are not modelled.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -75,13 +55,19 @@ class SimRelay:
 
 
 class LifelineBypass:
-    """The changeover contacts between the fxs phone/SLIC and the fxo CO/DAA."""
+    """The changeover contacts between the fxs phone/SLIC and the fxo CO/DAA.
+
+    Energised: the phone is on its SLIC and the CO sees only the DAA. Released: the SLIC
+    sees an open loop; the phone is a loop on the CO's line (hook, dial tone, ringing, ring
+    trip), the DAA sees it as a parallel phone, and audio flows between CO and phone."""
 
     def __init__(self, reactor, fxs: str = "fxs1", fxo: str = "fxo1") -> None:
         self.reactor, self.fxs, self.fxo = reactor, fxs, fxo
         self.energised = False
-        self.slic = self.daa = None
-        self.slic_pcm = self.daa_pcm = None
+        self.slic: Any = None
+        self.daa: Any = None
+        self.slic_pcm: Any = None
+        self.daa_pcm: Any = None
         self.phone_closed = False
         self.co_parallel = False  # the CO's own scripted parallel phone
         self.line_ring_hz = 0.0
@@ -131,6 +117,10 @@ class LifelineBypass:
             return bool(self.slic.ring_voltage)
         return self.line_ring_hz > 0
 
+    def add_phone_ring_listener(self, fn: Callable[[bool, float], None]) -> None:
+        """`fn(on, time)` when the phone's ring voltage comes or goes (SLIC or line)."""
+        self._phone_rings.append(fn)
+
     def _slic_ring(self, _on: bool, _t: float) -> None:
         self._update_phone_ring()
 
@@ -164,6 +154,10 @@ class LifelineBypass:
     def parallel_phone(self, offhook: bool) -> None:
         self.co_parallel = bool(offhook)
         self._line_changed()
+
+    def add_co_hook_watcher(self, fn: Callable[[bool], None]) -> None:
+        """`fn(offhook)` when the CO's loop changes (the DAA or the phone on the line)."""
+        self._co_hooks.append(fn)
 
     def _daa_hook(self, _offhook: bool) -> None:
         self._update_co_hook()
@@ -206,7 +200,7 @@ class _SlicSide(_Proxy):
         self._bypass.phone_loop(closed, bounce)
 
     def add_ring_listener(self, fn: Callable[[bool, float], None]) -> None:
-        self._bypass._phone_rings.append(fn)
+        self._bypass.add_phone_ring_listener(fn)
 
     @property
     def ring_voltage(self) -> bool:
@@ -217,7 +211,7 @@ class _DaaSide(_Proxy):
     """The DAA as the CO sees it: its line now also carries the phone when released."""
 
     def watch_hook(self, fn: Callable[[bool], None]) -> None:
-        self._bypass._co_hooks.append(fn)
+        self._bypass.add_co_hook_watcher(fn)
 
     @property
     def offhook(self) -> bool:
@@ -272,18 +266,19 @@ class _CoPcm(_Proxy):
         return np.clip(mixed, -32768, 32767).astype(np.int16)
 
 
-def build(reactor, gpio, settings: dict | None) -> tuple[SimRelay, LifelineBypass] | None:
+def build(reactor, gpio, settings: dict) -> tuple[SimRelay, LifelineBypass] | None:
     """The relay and its contacts for a board.lifeline table (None when disabled)."""
-    if not settings or not settings.get("enabled", False):
+    if not settings["enabled"]:
         return None
-    bypass = LifelineBypass(reactor, settings.get("fxs", "fxs1"), settings.get("fxo", "fxo1"))
-    relay = SimRelay(reactor, gpio, int(settings["gpio"]), settings.get("drive", "pulse"),
-                     float(settings.get("pulse_hold_ms", 1000)) / 1000, bypass.set_energised)
+    bypass = LifelineBypass(reactor, settings["fxs"], settings["fxo"])
+    relay = SimRelay(reactor, gpio, settings["gpio"], settings["drive"],
+                     settings["pulse_hold_ms"] / 1000, bypass.set_energised)
     return relay, bypass
 
 
 def wire(bypass: LifelineBypass | None, line: str, chip, pcm):
-    """What the phone (fxs line) or the CO (fxo line) of `line` should be built with."""
+    """What the phone (fxs line) or the CO (fxo line) of `line` should be built with:
+    (chip, pcm) or stand-ins for them; the stand-ins forward all they do not intercept."""
     if bypass is None:
         return chip, pcm
     if line == bypass.fxs:

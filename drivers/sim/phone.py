@@ -1,13 +1,10 @@
 """A virtual analog phone on an FXS port: hook switch, dials, bell, earpiece, mouthpiece.
 
 It drives the SLIC twin's loop (`Si3215Emulator.set_loop`) and its end of the line's
-SimPcmLink. Everything happens on the reactor: `dial_pulse`, `flash` and `dial_dtmf`
-schedule their steps one after another (an action starts when the previous one ends),
-`off_hook`/`on_hook` act at once (hanging up cancels what is still scheduled). A 20 ms timer carries audio: while off hook it sends
-one 160-sample frame (queued speech or DTMF, else silence), and at every tick it reads
-what the line sent (`heard`, the last minute kept). DTMF is real audio: the two
-sinusoids at about -9 dBm0 (low group) and -7 dBm0 (high group), 100 ms on, 100 ms off
-by default. Until the DSP issue lands, audio is raw 16-bit linear PCM.
+SimPcmLink, on the reactor: dial, flash and DTMF steps run one after another, hook changes
+act at once (hanging up cancels what is scheduled), and a 20 ms timer sends one 160-sample
+frame of 16-bit linear audio while off hook and keeps what the line sent (`heard`, the last
+minute). DTMF is real audio: about -9/-7 dBm0 (low/high group), 100 ms on, 100 ms off.
 """
 
 from __future__ import annotations

@@ -1,25 +1,13 @@
-"""The ProSLIC emulator's own register tables (Si3210 and Si3215), written from the references.
-
-This file is the twin's reading of the chip, kept apart from the driver's register file
-(drivers/chips/si3215_regs.py) on purpose: if the driver misreads a register, the twin
-must not misread it the same way. Every entry names its source:
-  - proslic.h      DAHDI drivers/dahdi/proslic.h (register names and numbers)
-  - wctdm.c        DAHDI drivers/dahdi/wctdm.c (indirect_regs[] with the Si3215 altaddr
-                   column, translate_3215, proslic_insane, powerup/calibrate/init_proslic)
-  - base.c         DAHDI drivers/dahdi/wctdm24xxp/base.c (the same bring-up, Si3215 only)
-  - SiLabs API     Silicon Labs' ProSLIC API for Si321x as shipped in the AC495L vendor
-                   tree (Si321x_Registers.h, Si321x_Intf.c, si321x_constants.c), read
-                   through the search tool: reset/initial values and bit names; the same
-                   API in hanwckf/rt-n56u trunk/linux-2.6.21.x/drivers/char/pcm/si321x/
-                   (proslic_api/si321x_intf.c, si321x_constants.c: the audio gain presets)
-  - daytona        a vendor Linux FXS driver for the Si3215 ("daytona" board, PKH_* names:
-                   Pika Technologies' by the look of it), read through the search tool:
-                   "unity digital gain = 0x4000", the table loaded first after reset
-Where no reference gives a bit or a value, the entry says "(twin)": the twin's own
-assumption, to be confirmed with a logic analyser on a real card.
-
-What it assumes: one ProSLIC per chip-select (no daisy chain), PCLK from the PCM
-highway of drivers/bus/tdm.py.
+"""The ProSLIC twin's own register tables (Si3210 and Si3215), written from the references
+and kept apart from the driver's drivers/chips/si3215_regs.py on purpose: a register the
+driver misreads must not be misread the same way here. Every entry names its source;
+"(twin)" marks the twin's own assumption, to confirm with a logic analyser on a real card.
+One ProSLIC per chip-select; PCLK from the highway of drivers/bus/tdm.py.
+Sources, as entries cite them: proslic.h, wctdm.c (indirect_regs[] and the Si3215 altaddr
+column, translate_3215, proslic_insane, init_proslic) and base.c (wctdm24xxp) from DAHDI;
+"SiLabs API" = Si321x_Registers.h, Si321x_Intf.c, si321x_constants.c (AC495L vendor tree;
+hanwckf/rt-n56u drivers/char/pcm/si321x for the gain presets); "daytona" = a vendor Si3215
+driver (PKH_* names): unity digital gain 0x4000, the table loaded first after reset.
 """
 
 from __future__ import annotations
@@ -27,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import Enum, IntEnum
+from typing import Any
 
 # -- SPI control byte (wctdm.c __wctdm_getreg: `reg | 0x80` for a read, `reg & 0x7f` to write)
 SPI_READ = 0x80
@@ -432,7 +421,7 @@ class BoardParts:
         unknown = set(parts) - known
         if unknown:
             raise ValueError(f"ProSLIC board parts: unknown {sorted(unknown)}; known: {sorted(known)}")
-        kw = {k: tuple(v) if k != "battery_switching" else bool(v) for k, v in parts.items()}
+        kw: dict[str, Any] = {k: tuple(v) if k != "battery_switching" else bool(v) for k, v in parts.items()}
         return cls(**kw)
 
     def period_ok(self, value: int) -> bool:

@@ -1,41 +1,12 @@
 """Register-level twin of an Si3050 DAA with its Si3019 line side: SPI, pins, PCM and line.
 
-Written from the sources in drivers/sim/daa_model.py (its own register table; it never
-imports the driver's register file), it behaves as a real chip does, including when it
-is driven wrong. Each broken rule is kept as a readable line in `violations` (rule and
-source) besides its physical consequence:
-
-- SPI: every `spi_transfer()` is one chip-select frame. The part takes one byte per
-  frame (control byte, register address, data: three frames per access, chip-select
-  raised between them, as wctdm.c, OAK pidma.c and 24xxp do). A frame of more than one
-  byte is not understood: MISO stays high, nothing is written. Bit 5 of a control byte
-  is always 1; channel bits 3:0 address another chip of a daisy chain (access ignored).
-- RESET pin (held low: registers at reset values, SPI ignored) and soft reset (SR).
-- PCLK comes from the PCM highway it is attached to (`attach_highway`): without a
-  running bit clock at a rate the chip locks to, the isolation link never comes up (LSID
-  reads 0, FDT stays clear), and it drops when the clock stops.
-- Line side: registers 16, 17, 18, 26, 30, 31 are kept and have consequences: DC
-  termination voltage (DCV, DCR), the 60 mA loop current limit (ILIM), LVS forced to 0
-  below 3 V unless LVFD, the ADC/DAC full scale (FULL: +3.2 dBm, else 0 dBm: the line
-  audio is 3.2 dB hotter into PCM and clips, and 3.2 dB quieter onto the line).
-  `line_settings()` reads back what was programmed; `expect_country(NAME)` makes going
-  off hook with other values than fxo_modes.h NAME a violation.
-- Ring detection and validation (RDTP/RDTN follow the ring voltage; RNGV with
-  RAS/RMX/RCC/RDLY/RTO), interrupts latched (write 0 to clear) with INT driven low.
-- PCM (`HighwayDevice`): with PCME set and PCLK running, in the law of PCMF, at exactly
-  the TX/RX start counts of registers 34-37; line audio only with the line side up and
-  the audio path open (off hook, or on-hook line monitor ONHM). PCML (register 33) and
-  DDL (register 10) loop the received PCM back onto the transmit slot one period later.
-  The digital gains of registers 38-41 (as wctdm_set_hwgain writes them) and the mutes
-  of register 15 apply to the line audio.
-  The analog side is `analog` (a SimPcmLink): its `device` end belongs to the central
-  office; what it writes goes out on DTX, what comes in on DRX is written back to it.
-
-What it assumes: the ring is a sine of `ring_freq` Hz whose TIP/RING events come twice a
-cycle and is not stepped sample by sample; 16-bit linear PCM is driven as its high byte
-only (the highway's `HighwayDevice` carries one byte a frame); PHCF (two PCLKs a bit) is
-not modelled; time comes from the reactor. `seated=False` answers 0xFF to everything
-(a card that is not seated); `line_side=False` never brings the isolation link up.
+It runs on its own table (drivers/sim/daa_model.py), never the driver's register file, and
+behaves as the chip does when driven wrong: each broken rule (one byte per chip-select
+frame, PCLK from the attached highway, line-side DC termination and ILIM, ring validation,
+PCM slots, gains and loopbacks) lands in `violations` with its source. Assumed: the ring is
+a sine whose TIP/RING events come twice a cycle; 16-bit PCM travels as its high byte; PHCF
+is not modelled; time comes from the reactor.
+Sources: Si3050/Si3018/19 datasheet; DAHDI wctdm.c, wctdm24xxp/base.c, fxo_modes.h; OAK pidma.c.
 """
 
 from __future__ import annotations
@@ -74,7 +45,9 @@ class SpiPhase(enum.Enum):
 
 
 class Si3050Emulator:
-    """An Si3050 + Si3019 as seen on the SPI bus, the INT/RESET pins, PCM and the line."""
+    """An Si3050 + Si3019 as seen on the SPI bus, the INT/RESET pins, PCM and the line.
+    `seated=False` answers 0xFF to everything (a card not seated); `line_side=False` never
+    brings the isolation link up."""
 
     def __init__(self, reactor: Reactor, gpio: SimGpio, reset_pin: int, int_pin: int,
                  seated: bool = True, line_side: bool = True) -> None:
@@ -273,7 +246,7 @@ class Si3050Emulator:
         elif not self._link and self.line_side:
             if not self.pclk:
                 self._violate("line side powered up (PDL cleared) without PCLK: the isolation "
-                              "link waits for the clock", "issue 9; " + DATASHEET + " PCM highway")
+                              "link waits for the clock", DATASHEET + " PCM highway")
             when = self.reactor.now() + M.LINE_SIDE_POWER_UP_S
             self.reactor.update_timer(self._link_timer, when)
 

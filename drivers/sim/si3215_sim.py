@@ -1,52 +1,13 @@
 """Register-level twin of the Si3215/Si3210 ProSLIC that can tell when it is driven wrong.
 
-The twin is written from the references through its own tables (drivers/sim/proslic_model.py:
-DAHDI proslic.h, wctdm.c, wctdm24xxp base.c, the Silicon Labs Si321x API); it never
-imports the driver's register file, so a driver that misreads the chip is refused here
-instead of being agreed with. Each rule a driver breaks is recorded as a sentence in
-`violations` (rule and source), beside its physical consequence:
-
-- SPI: one byte per chip-select frame, a control byte (read bit + address) then a data
-  byte; a longer frame is refused. RESET on a GPIO; ID and sanity values per `part`
-  ("si3215": DR1 bit 7 set, as wctdm.c proslic_insane detects it; "si3210").
-- PCLK exists only while the attached highway runs (`attach_highway`, SimHighway's
-  `clock_running`). Without it an indirect access never completes (DR31 stays busy),
-  calibration never finishes, the DC-DC converter does not switch.
-- DC-DC: no battery unless DR92 (PWM period) was written before DR14 powered the
-  converter up; values outside the board's window (`BoardParts`) sag the battery, raise
-  power alarms and give a DR107 out of range after the DC-DC calibration (DR93 bit 7).
-  The battery ramps and leaks away in reactor time.
-- The part's own indirect map: an Si3215 accessed at Si3210 addresses stores the values
-  where its own map puts other registers (ring coefficients land on power-alarm
-  thresholds); the ring oscillator is read at the part's own addresses.
-- Calibration DR96/DR97 needs PCLK and battery, fills DR98..107; the manual path
-  (DR96 0x47, then the DR98/DR99 searches against the DR88/DR89 comparators) works.
-  `stuck_calibration` hangs every calibration, `auto_calibration_stuck` only the
-  automatic one (what wctdm.c's fall-back to manual calibration is for).
-- Automatic battery switching (DR67 bit 3) or Q7 left on (DR66 bit 1) on a board without
-  battery switching heats Q7: power alarms follow.
-- Power alarms from the thresholds in the indirect registers; DR67 bit 0 opens the line.
-- The indirect registers read 0 after RESET (M.IR_RESET: no reference gives their
-  power-on values; every one loads the table first). Feeding the line (active, OHT,
-  ringing) before the table's thresholds and gains were written is a violation
-  (M.LOADED_BEFORE_FEED; wctdm.c wctdm_init_proslic loads the table before anything
-  else); so is reading DR107 before a DC-DC calibration (DR93 bit 7) finished, since its
-  reset value 0x08 passes wctdm.c's 0x2..0xd check with no calibration behind it.
-- PCM (drivers.bus.tdm.HighwayDevice): audio only with DR1 PCM enabled, in the DR1 law,
-  at the DR2-5 start counts, while PCLK runs and the linefeed carries audio; the phone's
-  side is `analog` (a SimPcmLink whose `.device` end the VirtualPhone holds). The codec's
-  digital gains scale the speech: RECV_DIGITAL_GAIN toward the phone, XMIT_DIGITAL_GAIN
-  toward DTX, at the part's own addresses, 0x4000 = 0 dB (M.GAIN_UNITY); with an unloaded
-  table both read 0 and the line is mute both ways. DR8 bit 1 (digital loopback, set at
-  reset) sends what DRX brought back on DTX, byte for byte, before the gains (twin).
-
-Line model (for the GR-909 line tests of firmware/diag/commission.py), unchanged: tip
-and ring are two nodes solved by nodal analysis at every sense read; the SLIC drives each
-fed wire through half its feed resistance with the loop current limited to DR71; each
-wire sees its sense network (R_SENSE_OHM to -VCM); `set_line()` adds foreign sources,
-resistive faults, a receiver off hook and the ringer load (`ren`). Listeners registered
-with `add_ring_listener(fn(on, time))` hear ring voltage start and stop. All time comes
-from the reactor.
+It runs on its own tables (drivers/sim/proslic_model.py), never the driver's register file,
+so a driver that misreads the chip is refused instead of agreed with: each broken rule (SPI
+framing, PCLK, DC-DC, the part's indirect map, calibration, power alarms, feeding the line
+before the table is loaded, PCM) lands in `violations` with its source, beside its physical
+consequence. The line model (tip and ring solved by nodal analysis at every sense read,
+faults and ringer load from `set_line()`) serves the GR-909 line tests of
+firmware/diag/commission.py. Time comes from the reactor.
+Sources: DAHDI proslic.h, wctdm.c, wctdm24xxp/base.c; the Silicon Labs Si321x API.
 """
 
 from __future__ import annotations

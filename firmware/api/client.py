@@ -1,21 +1,15 @@
 """ApiClient: how the web, console and agent processes talk to the core.
 
-    api = ApiClient(unix_path="/run/branchline/core.sock")   # on the box
-    api = ApiClient(tcp="127.0.0.1:8080")                    # sim mode
-    api.status()["ports"]; api.patch_config({"lines.fxs1.flash_max_ms": 600}, "longer flash")
-
-One method per endpoint of firmware/api/openapi.json, returning the decoded JSON. Any
-answer other than 200 raises ApiError (a BranchlineError) carrying the server's one-line
-error, `.status`, `.field` and `.problems`; a core that is not running raises ApiError
-with status 0 and a hint. Stdlib http.client only (a new connection per request, so a
-client in a forking or threaded server needs no locking). Timeouts are per request.
-"""
+One method per endpoint of openapi.json, returning the decoded JSON; `events()` reads the
+live event stream. A refusal raises ApiError (the server's one line, .status, .field,
+.problems); a core that does not answer raises CoreDown. A new connection per request."""
 
 from __future__ import annotations
 
 import http.client
 import json
 import socket
+from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -25,6 +19,7 @@ BASE = "/api/v1"
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_SOCKET = "/run/branchline/core.sock"  # where the core listens on the box
 LINE_TEST_TIMEOUT_S = 130.0
+EVENTS_TIMEOUT_S = 60.0  # the core pings every 15 s: a minute of silence is a dead link
 
 
 class ApiError(BranchlineError):
@@ -34,6 +29,47 @@ class ApiError(BranchlineError):
                  problems: list[str] | None = None) -> None:
         super().__init__(message)
         self.status, self.field, self.problems = status, field, list(problems or [])
+
+
+class CoreDown(ApiError):
+    """The control API does not answer (core stopped, socket missing, timeout)."""
+
+
+class EventStream(Iterator[dict[str, Any]]):
+    """The parsed events of GET /events: CoreEvent.to_json() dicts with the stream's "id"
+    (a `dropped` notice is {"kind": "dropped", "count": n}). close() may be called from
+    another thread to end a reader blocked waiting for the next event."""
+
+    def __init__(self, conn: http.client.HTTPConnection,
+                 response: http.client.HTTPResponse) -> None:
+        self.conn, self.response = conn, response
+
+    def __next__(self) -> dict[str, Any]:
+        fields: dict[str, str] = {}
+        while True:
+            try:
+                line = self.response.readline()
+            except (OSError, ValueError, http.client.HTTPException):
+                line = b""
+            if not line:
+                self.close()
+                raise StopIteration
+            text = line.decode("utf-8", "replace").rstrip("\r\n")
+            if not text and "data" in fields:
+                event = json.loads(fields["data"])
+                return {**event, "id": int(fields["id"])} if "id" in fields else event
+            name, _, value = text.partition(":")
+            if name:  # a line starting with ':' is a comment (ping)
+                fields[name] = value.removeprefix(" ")
+
+    def close(self) -> None:
+        sock = self.conn.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.conn.close()
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -86,13 +122,32 @@ class ApiClient:
             response = conn.getresponse()
             payload = response.read()
         except (OSError, http.client.HTTPException) as exc:
-            raise ApiError(f"the core's control API at {self.where} does not answer ({exc}); "
-                           "is `branchline run` running with --api?") from None
+            raise self._down(exc) from None
         finally:
             conn.close()
         if response.status != 200:
             raise _error(response.status, payload)
         return payload if raw else json.loads(payload or b"null")
+
+    def _down(self, exc: Exception) -> CoreDown:
+        return CoreDown(f"the core's control API at {self.where} does not answer ({exc}); "
+                        "is `branchline run` running with --api?")
+
+    def events(self, kinds: Iterable[str] = (), timeout: float = EVENTS_TIMEOUT_S) -> EventStream:
+        """The live event stream (GET /events), only `kinds` when given."""
+        query = f"?{urlencode({'kinds': ','.join(kinds)})}" if kinds else ""
+        conn = self._connection(timeout)
+        try:
+            conn.request("GET", f"{BASE}/events{query}", headers={"Accept": "text/event-stream"})
+            response = conn.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise self._down(exc) from None
+        if response.status != 200:
+            payload = response.read()
+            conn.close()
+            raise _error(response.status, payload)
+        return EventStream(conn, response)
 
     # ---- status, config ----
     def status(self) -> dict:

@@ -1,13 +1,6 @@
-"""The last few thousand log records of the core, kept in memory for GET /logs.
-
-A logging.Handler on the root logger keeps (time, level, source, message) tuples in a
-bounded deque; emit() only formats the message and appends, so a log call on the
-reactor thread costs microseconds and a flood of records never grows memory. Reading
-copies the deque under its lock and pages newest first, filtered by minimum level.
-
-Assumes record times are wall-clock epoch seconds (logging's own `created`): these
-are for people reading logs, not for logic.
-"""
+"""The core's recent log records in memory for GET /logs: a logging.Handler appending
+(time, level, source, message) to a bounded deque (cheap on the reactor thread), read
+newest first by minimum level."""
 
 from __future__ import annotations
 

@@ -1,13 +1,6 @@
-"""A small JSON-schema checker for request bodies and query strings: the subset the
-OpenAPI document in spec.py uses (type, nullable, properties, required,
-additionalProperties, enum, minimum/maximum, minLength/maxLength, pattern,
-minProperties/maxProperties, items). No $ref: request schemas are written inline.
-
-`check(value, schema, path)` raises BadInput naming the field (a dotted path) and the
-rule, e.g. `seconds: "abc" must be a number`. Booleans are not numbers here (JSON
-true is not 1), and a float with no fraction is not an integer unless it is one in
-the text (1.0 is refused where an integer is wanted, as OpenAPI tools do).
-"""
+"""A small JSON-schema checker for request bodies and query strings: the subset spec.py
+uses (no $ref). `check(value, schema, path)` raises BadInput naming the field and the rule;
+booleans are not numbers and 1.0 is not an integer, as OpenAPI tools have it."""
 
 from __future__ import annotations
 

@@ -1,24 +1,9 @@
-"""The control API's HTTP/1.1 server: routing, request checks, JSON errors.
+"""The control API's HTTP/1.1 server: routing by the OpenAPI document, request checks,
+JSON errors ({"error": one line, "field", "problems"}), the event stream.
 
-`ApiServer(core, store, tcp="127.0.0.1:8080", unix_path="/run/branchline/core.sock")`
-listens on a Unix socket (mode 0660) and/or loopback TCP; a non-loopback TCP address
-is refused (the web page is what faces the LAN). `start()` runs each listener in a
-daemon thread (one thread per connection, stdlib ThreadingMixIn); `stop()` closes them
-and removes the socket file.
-
-Every request under /api/v1 is routed by the OpenAPI document (spec.py /
-openapi.json): unknown path -> 404, known path with another method -> 405 with Allow;
-the query string and the JSON body are checked against the operation's schemas (400
-naming the field; unknown fields and parameters are refused too); a body needs
-Content-Type application/json (415) and at most 1 MiB (413). Handlers that touch the
-core hop onto the reactor thread (CoreAdapter.hop). A handler bug answers 500 with one
-line and is logged with its traceback; bad input never reaches that path.
-
-Errors are {"error": one line, "field": path or null, "problems": [...]}. The /sim
-routes answer 404 unless the board is the simulated one.
-
-Assumes the reactor runs in its own thread (`branchline run`), never this one.
-"""
+It listens on a Unix socket (mode 0660: that is its access control) and/or loopback TCP
+only; the web page is what faces the LAN. A thread per connection (stdlib), a cap on
+event streams; handlers that touch the core hop onto the reactor thread."""
 
 from __future__ import annotations
 
@@ -33,19 +18,33 @@ import socket
 import socketserver
 import stat
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from firmware.api import spec
-from firmware.api.adapter import LINE_TEST_TIMEOUT_S, ApiFailure, CoreAdapter
+from firmware.api.adapter import LINE_TEST_TIMEOUT_S, CoreAdapter
+from firmware.api.errors import ApiFailure, ErrorKind
 from firmware.api.logbuffer import LogBuffer
 from firmware.api.schema import BadInput, check, query_value
+from firmware.api.stream import (
+    MAX_STREAMS,
+    EventStreams,
+    StreamsFull,
+    Subscription,
+    core_events,
+    parse_kinds,
+)
 from firmware.api.watch import StoreWatcher
-from firmware.core.config import ConfigError
+from firmware.core.config import ConfigError, ConfigStore
 from foundation.errors import BranchlineError
+
+if TYPE_CHECKING:
+    from firmware.core.runtime import Core
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +53,7 @@ MAX_DISCARD = 16 << 20  # oversize bodies up to this are read and dropped
 IDLE_TIMEOUT_S = 30.0
 SOCKET_MODE = 0o660
 SIM_PREFIX = "/sim/"
+STREAM_SNDBUF = 32 << 10  # a stalled reader backs up into its queue soon, not the kernel
 
 
 class ApiSetupError(BranchlineError):
@@ -79,109 +79,90 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 # ---- routes: the spec's paths, each method mapped to a handler ----------------------
 
-def _template(path: str) -> re.Pattern:
+def _template(path: str) -> re.Pattern[str]:
     return re.compile("^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(path)) + "$")
 
 
 class Route:
-    def __init__(self, path: str, methods: dict[str, dict]) -> None:
+    def __init__(self, path: str, methods: dict[str, dict[str, Any]]) -> None:
         self.path, self.methods = path, methods
         self.pattern = _template(path)
         self.sim_only = path.startswith(SIM_PREFIX)
 
 
-def _csv_filters(q: dict) -> dict:
+@dataclass(frozen=True)
+class Request:
+    """What a handler gets: the checked body, query and path parameters."""
+
+    api: ApiServer
+    body: Any = None
+    query: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+
+
+Handler_ = Callable[[CoreAdapter, Request], Any]
+
+
+def _csv_filters(q: dict[str, Any]) -> dict[str, Any]:
     return {k: q[k] for k in ("since", "until", "port", "direction", "q") if k in q}
 
 
-def _h_status(a: CoreAdapter, **_):
-    return {**a.hop(a.status), "outbox": a.outbox()}  # the outbox read stays off the reactor
-
-
-def _h_config(a: CoreAdapter, **_):
-    return a.config()
-
-
-def _h_put(a: CoreAdapter, body, **_):
-    return a.put(body["document"], body.get("reason", ""))
-
-
-def _h_patch(a: CoreAdapter, body, **_):
-    return a.patch(body["set"], body.get("reason", ""))
-
-
-def _h_rollback(a: CoreAdapter, body, **_):
-    return a.rollback(body.get("version"))
-
-
-def _h_diff(a: CoreAdapter, query, **_):
-    return a.diff(query["against"])
-
-
-def _h_ring(a: CoreAdapter, body, **_):
-    return a.hop(a.ring, body["port"], float(body.get("seconds", 5.0)))
-
-
-def _h_tone(a: CoreAdapter, body, **_):
-    return a.hop(a.tone, body["port"], body["tone"], float(body.get("seconds", 5.0)))
-
-
-def _h_echo(a: CoreAdapter, body, **_):
-    return a.hop(a.dtmf_echo, body["port"], float(body.get("seconds", 10.0)))
-
-
-def _h_line_test(a: CoreAdapter, body, **_):
-    wait = float(body.get("test_call_s", 0.0))
-    return a.hop(a.line_test, body["port"], wait, timeout=LINE_TEST_TIMEOUT_S + wait)
-
-
-def _h_cdrs(a: CoreAdapter, query, **_):
-    return a.cdrs(query.get("offset", 0), query.get("limit", 50), **_csv_filters(query))
-
-
-def _h_cdrs_csv(a: CoreAdapter, query, **_):
+def _h_cdrs_csv(a: CoreAdapter, r: Request) -> Raw:
     out = io.StringIO()
-    a.cdrs_csv(out, **_csv_filters(query))
+    a.cdrs_csv(out, **_csv_filters(r.query))
     return Raw(out.getvalue().encode(), "text/csv; charset=utf-8")
 
 
-def _h_logs(a: CoreAdapter, query, **_):
-    return a.log_page(query.get("offset", 0), query.get("limit", 50), query.get("level"))
+def _h_line_test(a: CoreAdapter, r: Request) -> Any:
+    wait = float(r.body.get("test_call_s", 0.0))
+    return a.hop(a.diag.line_test, r.body["port"], wait, timeout=LINE_TEST_TIMEOUT_S + wait)
 
 
-def _h_phone(a: CoreAdapter, body, params, **_):
-    return a.hop(a.sim_phone, params["port"], body["action"], body.get("digits"),
-                 body.get("method", "dtmf"))
+def _h_events(_a: CoreAdapter, r: Request) -> Subscription:
+    try:
+        kinds = parse_kinds(r.query.get("kinds"))
+    except ValueError as exc:
+        raise BadInput(str(exc), "kinds") from None
+    try:
+        return r.api.streams.open(kinds)
+    except StreamsFull as exc:
+        raise ApiFailure(ErrorKind.UNAVAILABLE, str(exc)) from None
 
 
-def _h_co(a: CoreAdapter, body, params, **_):
-    return a.hop(a.sim_co, params["port"], body["action"], body.get("number"),
-                 body.get("name"), body.get("signal", "loop_drop"))
-
-
-HANDLERS = {
-    ("GET", "/status"): _h_status,
-    ("GET", "/config"): _h_config,
-    ("PUT", "/config"): _h_put,
-    ("PATCH", "/config"): _h_patch,
-    ("GET", "/config/versions"): lambda a, **_: a.versions(),
-    ("POST", "/config/validate"): lambda a, body, **_: a.validate(body["document"]),
-    ("POST", "/config/rollback"): _h_rollback,
-    ("GET", "/config/diff"): _h_diff,
-    ("POST", "/diag/ring"): _h_ring,
-    ("POST", "/diag/tone"): _h_tone,
-    ("POST", "/diag/dtmf-echo"): _h_echo,
-    ("POST", "/diag/measure"): lambda a, body, **_: a.hop(a.measure, body["port"]),
+HANDLERS: dict[tuple[str, str], Handler_] = {
+    # status: the outbox read stays off the reactor
+    ("GET", "/status"): lambda a, r: {**a.hop(a.status), "outbox": a.outbox()},
+    ("GET", "/events"): _h_events,
+    ("GET", "/config"): lambda a, r: a.config(),
+    ("PUT", "/config"): lambda a, r: a.put(r.body["document"], r.body.get("reason", "")),
+    ("PATCH", "/config"): lambda a, r: a.patch(r.body["set"], r.body.get("reason", "")),
+    ("GET", "/config/versions"): lambda a, r: a.versions(),
+    ("POST", "/config/validate"): lambda a, r: a.validate(r.body["document"]),
+    ("POST", "/config/rollback"): lambda a, r: a.rollback(r.body.get("version")),
+    ("GET", "/config/diff"): lambda a, r: a.diff(r.query["against"]),
+    ("POST", "/diag/ring"): lambda a, r: a.hop(a.diag.ring, r.body["port"],
+                                               float(r.body.get("seconds", 5.0))),
+    ("POST", "/diag/tone"): lambda a, r: a.hop(a.diag.tone, r.body["port"], r.body["tone"],
+                                               float(r.body.get("seconds", 5.0))),
+    ("POST", "/diag/dtmf-echo"): lambda a, r: a.hop(a.diag.dtmf_echo, r.body["port"],
+                                                    float(r.body.get("seconds", 10.0))),
+    ("POST", "/diag/measure"): lambda a, r: a.hop(a.diag.measure, r.body["port"]),
     ("POST", "/diag/line-test"): _h_line_test,
-    ("POST", "/diag/ping"): lambda a, **_: a.hop(a.ping),
-    ("GET", "/cdrs"): _h_cdrs,
+    ("POST", "/diag/ping"): lambda a, r: a.hop(a.ping),
+    ("GET", "/cdrs"): lambda a, r: a.cdrs(r.query.get("offset", 0), r.query.get("limit", 50),
+                                          **_csv_filters(r.query)),
     ("GET", "/cdrs.csv"): _h_cdrs_csv,
-    ("GET", "/logs"): _h_logs,
-    ("POST", "/reboot"): lambda a, **_: a.hop(a.reboot),
-    ("POST", "/sim/phone/{port}"): _h_phone,
-    ("POST", "/sim/co/{port}"): _h_co,
-    ("POST", "/sim/headset"): lambda a, body, **_: a.hop(a.sim_headset, body["action"]),
-    ("GET", "/openapi.json"): lambda a, document, **_: document,
+    ("GET", "/logs"): lambda a, r: a.log_page(r.query.get("offset", 0),
+                                              r.query.get("limit", 50), r.query.get("level")),
+    ("POST", "/reboot"): lambda a, r: a.hop(a.reboot),
+    ("POST", "/sim/phone/{port}"): lambda a, r: a.hop(
+        a.sim_phone, r.params["port"], r.body["action"], r.body.get("digits"),
+        r.body.get("method", "dtmf")),
+    ("POST", "/sim/co/{port}"): lambda a, r: a.hop(
+        a.sim_co, r.params["port"], r.body["action"], r.body.get("number"),
+        r.body.get("name"), r.body.get("signal", "loop_drop")),
+    ("POST", "/sim/headset"): lambda a, r: a.hop(a.sim_headset, r.body["action"]),
+    ("GET", "/openapi.json"): lambda a, r: r.api.document,
 }
 
 
@@ -232,26 +213,10 @@ class Handler(BaseHTTPRequestHandler):
         text = message or HTTPStatus(code).phrase
         self._send(code, {"error": text, "field": None}, close=True)
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        self._dispatch("GET")
+    def _any(self) -> None:
+        self._dispatch(self.command)
 
-    def do_POST(self) -> None:  # noqa: N802
-        self._dispatch("POST")
-
-    def do_PUT(self) -> None:  # noqa: N802
-        self._dispatch("PUT")
-
-    def do_PATCH(self) -> None:  # noqa: N802
-        self._dispatch("PATCH")
-
-    def do_DELETE(self) -> None:  # noqa: N802
-        self._dispatch("DELETE")
-
-    def do_HEAD(self) -> None:  # noqa: N802
-        self._dispatch("HEAD")
-
-    def do_OPTIONS(self) -> None:  # noqa: N802
-        self._dispatch("OPTIONS")
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _any
 
     # ---- the pipeline ----
     def _dispatch(self, method: str) -> None:
@@ -272,7 +237,9 @@ class Handler(BaseHTTPRequestHandler):
                                              "(the core logged the details)", "field": None}
         if not self._consumed:
             self._drain()
-        if isinstance(payload, Raw):
+        if isinstance(payload, Subscription):
+            self._stream(payload)
+        elif isinstance(payload, Raw):
             self._send_raw(status, payload.data, payload.content_type)
         else:
             self._send(status, payload)
@@ -290,15 +257,13 @@ class Handler(BaseHTTPRequestHandler):
         allowed = sorted(m.upper() for m in route.methods)
         if method not in allowed:
             self._allow = ", ".join(allowed)
-            raise ApiFailure(405, f"{method} is not allowed on {url.path}; allowed: "
+            raise ApiFailure(ErrorKind.METHOD, f"{method} is not allowed on {url.path}; allowed: "
                                   f"{self._allow}")
         operation = route.methods[method.lower()]
         query = self._query(url.query, operation)
         body = self._body(operation)
         handler = HANDLERS[(method, route.path)]
-        result = handler(self.api.adapter, body=body, query=query, params=params,
-                         document=self.api.document)
-        return 200, result
+        return 200, handler(self.api.adapter, Request(self.api, body, query, params))
 
     def _route(self, path: str) -> tuple[Route, dict]:
         if path.startswith(spec.BASE + "/"):
@@ -307,7 +272,7 @@ class Handler(BaseHTTPRequestHandler):
                 match = route.pattern.match(rest)
                 if match and (self.api.adapter.sim or not route.sim_only):
                     return route, match.groupdict()
-        raise ApiFailure(404, f"no such endpoint: {path}; the endpoints are listed at "
+        raise ApiFailure(ErrorKind.NOT_FOUND, f"no such endpoint: {path}; the endpoints are listed at "
                               f"{spec.BASE}/openapi.json")
 
     def _query(self, text: str, operation: dict) -> dict:
@@ -333,7 +298,7 @@ class Handler(BaseHTTPRequestHandler):
     def _length(self) -> int:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             self.close_connection = True
-            raise ApiFailure(411, "send the body with a Content-Length (no chunked encoding)")
+            raise ApiFailure(ErrorKind.LENGTH, "send the body with a Content-Length (no chunked encoding)")
         text = self.headers.get("Content-Length", "0").strip() or "0"
         if not text.isdigit():
             self.close_connection = True
@@ -341,7 +306,7 @@ class Handler(BaseHTTPRequestHandler):
         length = int(text)
         if length > MAX_BODY:
             self._discard(length)
-            raise ApiFailure(413, f"request body of {length} bytes is over the "
+            raise ApiFailure(ErrorKind.TOO_LARGE, f"request body of {length} bytes is over the "
                                   f"{MAX_BODY} byte limit")
         return length
 
@@ -381,13 +346,33 @@ class Handler(BaseHTTPRequestHandler):
             return {}
         kind = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if kind != "application/json":
-            raise ApiFailure(415, f"Content-Type {kind or '(none)'!s} is not accepted; send "
+            raise ApiFailure(ErrorKind.MEDIA_TYPE, f"Content-Type {kind or '(none)'!s} is not accepted; send "
                                   "application/json")
         value = _parse_json(data)
         check(value, schema)
         return value
 
     # ---- responses ----
+    def _stream(self, sub: Subscription) -> None:
+        """Server-sent events until the client goes, the server stops, or a write
+        stalls for the idle timeout (a reader that stopped reading)."""
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF)
+            self.send_response(200)
+            for name, value in (("Content-Type", "text/event-stream"),
+                                ("Cache-Control", "no-store"), ("Connection", "close"),
+                                ("X-Content-Type-Options", "nosniff")):
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(b": stream open\n\n")
+            for chunk in sub.frames():
+                self.wfile.write(chunk)
+        except OSError as exc:
+            log.debug("event stream to %s closed: %s", self.address_string(), exc)
+        finally:
+            self.api.streams.close(sub)
+
     def _send(self, status: int, payload: Any, close: bool = False) -> None:
         data = json.dumps(_clean(payload), separators=(",", ":")).encode()
         self._send_raw(status, data, "application/json", close)
@@ -443,7 +428,7 @@ class _TcpServer6(_TcpServer):
 class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 
-    def get_request(self):
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         conn, _addr = super().get_request()
         return conn, ("unix", 0)
 
@@ -451,13 +436,15 @@ class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 class ApiServer:
     """See the module docstring."""
 
-    def __init__(self, core, store, *, tcp: str | None = None, unix_path: str | None = None,
-                 logs: LogBuffer | None = None) -> None:
+    def __init__(self, core: Core, store: ConfigStore, *, tcp: str | None = None,
+                 unix_path: str | None = None, logs: LogBuffer | None = None,
+                 max_streams: int = MAX_STREAMS) -> None:
         if not tcp and not unix_path:
             raise ApiSetupError("the control API needs --api HOST:PORT or --api-socket PATH")
         self.logs = logs if logs is not None else LogBuffer()
         self.adapter = CoreAdapter(core, store, self.logs)
-        self.document = spec.load()
+        self.streams = EventStreams(core.reactor, max_streams)
+        self.document: dict[str, Any] = spec.load()
         self.routes = [Route(path, methods) for path, methods in self.document["paths"].items()]
         self.tcp = parse_listen(tcp) if tcp else None
         self.unix_path = Path(unix_path) if unix_path else None
@@ -477,22 +464,23 @@ class ApiServer:
             if self.unix_path:
                 self._serve(self._bind_unix(self.unix_path))
             self.watcher.start()
+            self.streams.start(core_events(self.adapter.core))
         except BaseException:
             self.stop()
             raise
 
-    def _bind_tcp(self, host: str, port: int):
+    def _bind_tcp(self, host: str, port: int) -> socketserver.TCPServer:
         cls = _TcpServer6 if ":" in host else _TcpServer
         try:
             server = cls((host, port), self._handler())
         except OSError as exc:
             raise ApiSetupError(f"--api {host}:{port}: cannot listen ({exc.strerror}); "
                                 "is another core running? choose another port") from None
-        self.tcp_address = server.server_address[:2]
+        self.tcp_address = (host, int(server.server_address[1]))
         log.info("control API on http://%s:%d%s", host, self.tcp_address[1], spec.BASE)
         return server
 
-    def _bind_unix(self, path: Path):
+    def _bind_unix(self, path: Path) -> socketserver.BaseServer:
         _clear_stale_socket(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -508,7 +496,7 @@ class ApiServer:
         log.info("control API on unix:%s", path)
         return server
 
-    def _serve(self, server) -> None:
+    def _serve(self, server: socketserver.BaseServer) -> None:
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                                   name=f"api-{len(self._servers)}", daemon=True)
         self._servers.append(server)
@@ -517,6 +505,7 @@ class ApiServer:
 
     def stop(self) -> None:
         self.watcher.stop()
+        self.streams.stop()
         for server in self._servers:
             server.shutdown()
             server.server_close()

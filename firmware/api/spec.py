@@ -1,11 +1,6 @@
-"""The OpenAPI 3.0 document of the control API, built here and kept in the repo as
-firmware/api/openapi.json (regenerate with `python -m firmware.api.spec`; a test checks
-the file matches). The server validates request bodies and query strings against the
-same schemas, so the document is the contract in fact, not only on paper.
-
-Assumes OpenAPI 3.0 (nullable, not type lists) and that every request body is a JSON
-object with a closed set of fields (additionalProperties: false).
-"""
+"""The control API's OpenAPI 3.0 document, kept in the repo as openapi.json (regenerate:
+`python -m firmware.api.spec`; a test checks they match). The server checks request bodies
+(closed JSON objects) and query strings against these same schemas."""
 
 from __future__ import annotations
 
@@ -13,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from firmware.events import EventKind
 
 BASE = "/api/v1"
 SPEC_FILE = Path(__file__).with_name("openapi.json")
@@ -108,6 +105,9 @@ CDR = obj({"uuid": STR, "direction": STR, "port": STR, "ani": STR, "dnis": STR,
            "disposition": _n(STR), "duration_s": _n(NUM), "mos": _n(NUM),
            "media_mode": MEDIA_MODE},
           ["uuid", "direction", "port", "started"], closed=False)
+EVENT = obj({"kind": {"type": "string", "enum": [k.value for k in EventKind]}, "time": NUM,
+             "port": STR, "call_id": STR, "ani": STR, "dnis": STR, "direction": STR,
+             "data": ANY_OBJ}, ["kind", "time"], closed=False)
 LOG = obj({"time": NUM, "level": STR, "source": STR, "message": STR},
           ["time", "level", "source", "message"], closed=False)
 
@@ -161,6 +161,8 @@ CDR_FILTERS = [
     _q("direction", {"type": "string", "enum": DIRECTIONS}, "call direction"),
     _q("q", {"type": "string", "maxLength": 100}, "text in ANI, DNIS, call-id or UUID"),
 ]
+KINDS = [_q("kinds", {"type": "string", "maxLength": 300, "pattern": "^[a-z_,]*$"},
+            "only these event kinds, comma-separated, e.g. ringing,answered,hung_up")]
 LOG_FILTERS = [_q("level", {"type": "string", "enum": LEVELS}, "this level and above")]
 DIFF_QUERY = [{"name": "against", "in": "query", "required": True,
                "schema": {"type": "integer", "minimum": 1}, "description": "a kept version"}]
@@ -193,11 +195,19 @@ def op(summary: str, response: dict | str, *, body: dict | None = None,
     return out
 
 
+EVENTS = {"description": "One `event: <kind>` / `id: <sequence>` / `data: <Event as JSON>` "
+          "block per event; `: ping` every 15 s; `event: dropped` with data {count} when "
+          "this client fell behind and its oldest events were dropped. 503 when too many "
+          "streams are open.", "content": {"text/event-stream": {"schema": STR}}}
+
+
 def paths() -> dict[str, dict]:
     csv = {"description": "CSV, one record a line",
            "content": {"text/csv": {"schema": {"type": "string"}}}}
     return {
         "/status": {"get": op("ports, calls, registrations, WAN and survivability", "Status")},
+        "/events": {"get": op("live core events as server-sent events (text/event-stream)",
+                              STR, params=KINDS, response_text=EVENTS)},
         "/config": {
             "get": op("the live config document and its version", CONFIG),
             "put": op("replace the document (validated; 422 changes nothing)", SAVED, body=BODY_PUT),
@@ -245,7 +255,7 @@ def build() -> dict:
                                 "mode only."},
         "servers": [{"url": BASE}],
         "paths": paths(),
-        "components": {"schemas": {"Error": ERROR, "Status": STATUS},
+        "components": {"schemas": {"Error": ERROR, "Status": STATUS, "Event": EVENT},
                        "responses": {"Error": _json(_ref("Error"),
                                                     "error: one line, and the field")}},
     }
@@ -256,8 +266,20 @@ def load() -> dict:
     return json.loads(SPEC_FILE.read_text())
 
 
+def dump(value: Any, indent: str = "") -> str:
+    """JSON with one entry a line, small objects and lists kept on one line."""
+    flat = json.dumps(value)
+    if len(indent) + len(flat) <= 96 or not isinstance(value, dict | list) or not value:
+        return flat
+    inner = indent + " "
+    items = ([f"{inner}{json.dumps(k)}: {dump(v, inner)}" for k, v in value.items()]
+             if isinstance(value, dict) else [inner + dump(v, inner) for v in value])
+    ends = "{}" if isinstance(value, dict) else "[]"
+    return ends[0] + "\n" + ",\n".join(items) + "\n" + indent + ends[1]
+
+
 def main() -> int:
-    sys.stdout.write(json.dumps(build(), indent=1) + "\n")
+    sys.stdout.write(dump(build()) + "\n")
     return 0
 
 

@@ -1,27 +1,27 @@
-"""The running core follows its config store, whoever writes it.
-
-The control API hands every document it saves to the core at once. `branchline config
-set|apply|rollback` (run on the box while the core is up) writes the store directly, so
-`StoreWatcher` looks at the live file once a second from a thread of its own (file work
-never runs on the reactor thread) and, when it changed, loads it and hands it to the
-core the same way (CoreAdapter.apply_saved). A file that no longer validates (edited by
-hand) is logged once with its problems and the core keeps running as it is.
-"""
+"""The running core follows its config store, whoever writes it: `branchline config set`
+writes the file directly, so StoreWatcher looks at it once a second (off the reactor) and
+hands a changed document to the core (CoreAdapter.apply_saved); an invalid file is logged
+and the core keeps running as it is."""
 
 from __future__ import annotations
 
 import logging
 import os
 import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from firmware.core.config import ConfigError
+
+if TYPE_CHECKING:
+    from firmware.api.adapter import CoreAdapter
 
 log = logging.getLogger(__name__)
 
 INTERVAL_S = 1.0
 
 
-def _signature(path) -> tuple[int, int, int] | None:
+def _signature(path: Path) -> tuple[int, int, int] | None:
     try:
         st = os.stat(path)
     except OSError:
@@ -30,7 +30,7 @@ def _signature(path) -> tuple[int, int, int] | None:
 
 
 class StoreWatcher:
-    def __init__(self, adapter, interval: float = INTERVAL_S) -> None:
+    def __init__(self, adapter: CoreAdapter, interval: float = INTERVAL_S) -> None:
         self.adapter, self.interval = adapter, interval
         self.path = adapter.store.path
         self._seen = _signature(self.path)

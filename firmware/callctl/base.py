@@ -1,79 +1,109 @@
-"""What every port state machine shares: the event shape, one timer, the state setter,
-and the guard that keeps a failing handler from taking the process down.
-
-A port FSM subclass declares `State` (an enum.Enum) and one method per state, named
-after it in lower case with a leading underscore (`State.DIALING` -> `_dialing(ev)`);
-`handle(ev)` sends every event to the current state's method. Events are `Ev`s: line
-events from the drivers (kind off_hook, flash, ring_start ...), SIP events from the
-bridge or the local switch (incoming, answered, ended ... with `call` = the handle) and
-the FSM's own timer (`timeout`, data {"what": name}). `_any(ev)` sees every event first
-for what is the same in all states (a chip failing, a held call hanging up). A handler that raises is logged
-and the port is put in a safe state (`_safe()`: calls hung up, tones off).
-
-Assumes it runs on the reactor thread; the controller (`cc`) owns the handles.
-"""
+"""What every port state machine shares: the event shape, one timer, the state setter, the
+dispatch through the FSM's table State -> handler, and the guard that puts a port in a
+safe state when a handler raises. Also what call control needs of an FSM (`Port`)."""
 
 from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from foundation.reactor import NEVER
+from foundation.reactor import NEVER, Reactor
+
+if TYPE_CHECKING:
+    from firmware.callctl.controller import CallControl
+    from firmware.core.config import Config
+    from firmware.media import PortMedia
+    from firmware.sip.api import SipEvent
+    from foundation.events import LineEvent
 
 log = logging.getLogger(__name__)
 
-TIMEOUT = "timeout"
+
+class PortEvent(enum.StrEnum):  # what a port FSM tells itself (besides line and SIP events)
+    TIMEOUT = "timeout"  # data: {"what": name}
+    RECALL = "recall"  # FXS: ring to hand back a call (data: call)
+    CPT = "cpt"  # FXO: the call-progress detector confirmed a tone; data: tone
+    CALLER_ID = "caller_id"  # FXO: a caller-ID message was decoded
+    ANSWER = "answer"  # headset: control-API requests
+    HANGUP = "hangup"
+    DIAL = "dial"
+
+
+TIMEOUT = PortEvent.TIMEOUT
 
 
 @dataclass(frozen=True)
 class Ev:
-    kind: str
+    kind: str  # a LineKind, SipEventKind or PortEvent
     call: int | None = None
     data: dict[str, Any] = field(default_factory=dict)
 
 
-def as_ev(event) -> Ev:
+def as_ev(event: LineEvent | SipEvent) -> Ev:
     """A LineEvent or SipEvent as an Ev (both carry kind and data; SIP ones a call)."""
     return Ev(event.kind, getattr(event, "call", None), dict(event.data))
 
 
-class PortFsm:
-    """Base of the FXS, FXO and headset state machines."""
+def safely(fn: Callable[..., Any], *args: Any) -> None:
+    """fn(*args); an exception is logged (a SIP or CDR error must not stop call control)."""
+    try:
+        fn(*args)
+    except Exception:  # noqa: BLE001
+        log.exception("%s%s failed", getattr(fn, "__name__", fn), args)
 
-    State: type[enum.Enum]
+
+class Port(Protocol):
+    """What call control needs of a port FSM."""
+
+    name: str
+    kind: str
+    media: PortMedia
+    state: enum.Enum
+
+    def handle(self, ev: Ev) -> None: ...
+    def free(self) -> bool: ...
+    def calls(self) -> list[int]: ...
+    def active_call(self) -> int | None: ...  # the call it is talking on
+    def replace_call(self, old: int, new: int) -> None: ...  # a transfer joined it to `new`
+    def recall(self, call: int) -> bool: ...
+    def read_settings(self, cfg: Config) -> None: ...
+    def status(self) -> dict[str, Any]: ...
+
+
+class PortFsm:
+    """Base of the FXS, FXO and headset state machines: `handlers` maps every State to
+    its method; `_any(ev)` sees each event first (True: consumed)."""
+
     kind = "port"
 
-    def __init__(self, cc, name: str, media) -> None:
-        self.cc, self.name, self.media = cc, name, media
-        self.state = next(iter(self.State))
-        self._timer = cc.reactor.register_timer(self._expired, NEVER)
+    def __init__(self, cc: CallControl, reactor: Reactor, name: str, media: PortMedia,
+                 initial: enum.Enum) -> None:
+        self.cc, self.reactor, self.name, self.media = cc, reactor, name, media
+        self.state = initial
+        self.handlers: dict[Any, Callable[[Ev], None]] = {}
+        self._timer = reactor.register_timer(self._expired, NEVER)
         self._timer_what = ""
 
-    def read_settings(self, doc: dict) -> None:
-        """(Re-)read this port's live settings from the running document."""
+    def read_settings(self, cfg: Config) -> None:
+        """(Re-)read this port's live settings from the running config."""
 
-    # ---- dispatch ----
     def handle(self, ev: Ev) -> None:
-        handler = getattr(self, "_" + self.state.name.lower())
         try:
             if not self._any(ev):
-                handler(ev)
+                self.handlers[self.state](ev)
         except Exception:  # noqa: BLE001 - one bad event must not take the box down
             log.exception("%s: %s in %s failed; port reset to a safe state",
                           self.name, ev.kind, self.state.name)
-            self._guarded_safe()
-
-    def _guarded_safe(self) -> None:
-        try:
-            self._safe()
-        except Exception:  # noqa: BLE001
-            log.exception("%s: could not reach a safe state", self.name)
+            try:
+                self._safe()
+            except Exception:  # noqa: BLE001
+                log.exception("%s: could not reach a safe state", self.name)
 
     def _any(self, ev: Ev) -> bool:
-        """Events handled the same in every state; True when consumed."""
-        return False
+        return False  # events handled the same in every state: True when consumed
 
     def _safe(self) -> None:
         raise NotImplementedError
@@ -89,25 +119,26 @@ class PortFsm:
     # ---- the one timer ----
     def _arm(self, seconds: float, what: str) -> None:
         self._timer_what = what
-        self.cc.reactor.update_timer(self._timer, self.cc.reactor.now() + seconds)
+        self.reactor.update_timer(self._timer, self.reactor.now() + seconds)
 
     def _disarm(self) -> None:
         self._timer_what = ""
-        self.cc.reactor.update_timer(self._timer, NEVER)
+        self.reactor.update_timer(self._timer, NEVER)
 
     def _expired(self, _eventtime: float) -> float:
         what, self._timer_what = self._timer_what, ""
         self.handle(Ev(TIMEOUT, None, {"what": what}))
         return NEVER
 
-    def owns(self, call: int | None) -> bool:
-        return call is not None and call in self.calls()
-
     def calls(self) -> list[int]:
         """Handles this port holds now."""
         return []
 
-    def status(self) -> dict:
+    def recall(self, call: int) -> bool:
+        """Ring again to hand back `call` (a failed transfer); False: this port cannot."""
+        return False
+
+    def status(self) -> dict[str, Any]:
         return {"port": self.name, "kind": self.kind, "state": self.state.name.lower(),
                 "calls": self.calls(), "erle_db": self.media.erle_db,
                 "echo_runaways": self.media.runaways,

@@ -1,23 +1,6 @@
-"""Dial plan: MGCP-style digit maps and the box's own numbers, matched digit by digit.
-
-A digit map is alternatives separated by `|`; each is a sequence of elements: a digit,
-`*`, `#` or A-D (itself), `x` (any digit 0-9), `[2-9]` / `[135]` / `[1-35]` (a set with
-ranges), and `.` after an element (that element zero or more times, as in MGCP:
-`011x.` is 011 and then any number of digits). `DigitMap.match(digits)` answers:
-  NO_MATCH   no alternative can ever match: reorder now
-  PARTIAL    a prefix of some alternative, none matched yet: wait for more digits
-  FULL       an alternative matched and no longer match is possible: send now
-  FULL_MORE  an alternative matched but a longer one may still: send after the
-             inter-digit timeout unless more digits come
-`Dialplan` puts the box's own numbers in front of the map: local extensions
-(lines.*.extension, calls.headset_extension), emergency numbers (calls.emergency, or
-the country plan's), and the park/pickup codes (calls.park_prefix / pickup_prefix and
-one slot digit). An exact match of one of those wins over the map (an extension "201"
-is dialled at once although `[2-9]xxxxxx` could go on). `#` sends now: unless the map
-itself uses `#` there, "digits#" is decided as if the inter-digit timer had run out.
-
-Assumes the config document has passed validation (firmware.core.config).
-"""
+"""Dial plan: MGCP-style digit maps (`x`, `[2-9]`, `[135]`, `.` repeats the element
+before it, `|` between alternatives) with the box's own numbers in front: extensions,
+emergency numbers and the park/pickup codes win on an exact match; `#` sends now."""
 
 from __future__ import annotations
 
@@ -25,15 +8,17 @@ import enum
 from dataclasses import dataclass
 
 from cext import toneplans
+from firmware.core.config import Config
+from firmware.core.config.schema import FxsLine
 
 DIGITS = "0123456789"
 
 
 class Match(enum.Enum):
-    NO_MATCH = "no_match"
-    PARTIAL = "partial"
-    FULL = "full"
-    FULL_MORE = "full_more"
+    NO_MATCH = "no_match"  # nothing can ever match: reorder now
+    PARTIAL = "partial"  # a prefix of an alternative: wait for more digits
+    FULL = "full"  # matched, nothing longer can: send now
+    FULL_MORE = "full_more"  # matched, a longer one may: send after the inter-digit timeout
 
 
 @dataclass(frozen=True)
@@ -47,7 +32,7 @@ def _parse_set(text: str, start: int, where: str) -> tuple[frozenset[str], int]:
     end = text.find("]", start)
     if end < 0:
         raise ValueError(f"digit map {where!r}: '[' without ']'")
-    body, chars, i = text[start + 1:end], set(), 0
+    body, chars, i = text[start + 1:end], set[str](), 0
     while i < len(body):
         if i + 2 < len(body) and body[i + 1] == "-":
             lo, hi = body[i], body[i + 2]
@@ -143,46 +128,34 @@ class Decision:
     number: str = ""
     target: str = ""  # the port of an extension, the slot of park/pickup
 
-    @property
-    def send_now(self) -> bool:
-        return self.match is Match.FULL
-
 
 NO_MATCH = Decision(Match.NO_MATCH)
 PARTIAL = Decision(Match.PARTIAL)
 
 
-def emergency_numbers(doc: dict, country: str) -> tuple[str, ...]:
-    """calls.emergency, or the country plan's numbers when that list is empty."""
-    listed = tuple(doc.get("calls", {}).get("emergency") or ())
-    return listed or tuple(toneplans.plan(country).emergency)
-
-
 class Dialplan:
-    """The box's numbers first, then the digit map (calls.dialplan)."""
+    """The box's numbers first, then the digit map (calls.dialplan); emergency numbers are
+    calls.emergency, or those of `country` (default: country.code) when it is empty."""
 
-    def __init__(self, doc: dict, country: str = "us") -> None:
-        calls = doc.get("calls", {})
-        self.map = DigitMap(calls.get("dialplan", "[2-9]xxxxxx|1[2-9]xxxxxxxxx|911|*xx"))
+    def __init__(self, cfg: Config, country: str = "") -> None:
+        calls = cfg.calls
+        self.map = DigitMap(calls.dialplan)
         self.specials: dict[str, tuple[str, str]] = {}
-        for name, line in doc.get("lines", {}).items():
-            if line.get("kind") == "fxs" and line.get("extension"):
-                self.specials[line["extension"]] = ("extension", name)
-        if calls.get("headset_extension") and doc.get("board", {}).get("headset", {}).get(
-                "enabled", True):
-            self.specials[calls["headset_extension"]] = ("extension", "headset")
-        for number in emergency_numbers(doc, country):
+        for name, line in cfg.lines.items():
+            if isinstance(line, FxsLine) and line.extension:
+                self.specials[line.extension] = ("extension", name)
+        if calls.headset_extension and cfg.board.headset.enabled:
+            self.specials[calls.headset_extension] = ("extension", "headset")
+        plan = toneplans.plan(country or cfg.country.code)
+        for number in calls.emergency or plan.emergency:
             self.specials[number] = ("emergency", "")
         for slot in DIGITS:
-            self.specials[calls.get("park_prefix", "*7") + slot] = ("park", slot)
-            self.specials[calls.get("pickup_prefix", "*8") + slot] = ("pickup", slot)
+            self.specials[calls.park_prefix + slot] = ("park", slot)
+            self.specials[calls.pickup_prefix + slot] = ("pickup", slot)
 
     def extension_port(self, number: str) -> str | None:
         kind, target = self.specials.get(number, ("", ""))
         return target if kind == "extension" else None
-
-    def is_emergency(self, number: str) -> bool:
-        return self.specials.get(number, ("", ""))[0] == "emergency"
 
     def decide(self, digits: str, final: bool = False) -> Decision:
         """The decision for `digits`; final=True when the inter-digit timer ran out."""

@@ -1,53 +1,37 @@
-"""FXO port (a PSTN line on the DAA): inbound calls to the cloud, outbound dialling for the
-cloud, for local phones and for emergency numbers.
-
-States and what moves them (one method per state below):
-  IDLE       ring -> RINGING; a call for the line (cloud or local) -> SEIZING;
-             a parallel phone off hook -> IN_USE
-  RINGING    caller ID is decoded from the line audio between rings (or before the
-             first, UK style); at ring calls.answer_fxo_after_rings -> OFFERED: INVITE
-             to the cloud, To = the line's number (DNIS; its name when it has none),
-             From = the ANI ("anonymous" when withheld) and CNAM, headers
-             X-Branchline-Line and X-Branchline-DNIS; the line keeps ringing
-  OFFERED    answered -> seize -> CONNECTED; the caller gives up (RING_STOP) ->
-             CANCEL -> IDLE; the cloud declines -> RINGING (not offered again)
-  SEIZING    outbound: off hook, wait for the CO's dial tone (call-progress detector)
-             or DIAL_WAIT_S -> DIALING
-  DIALING    the number as DTMF into the line; once sent -> answer the call ->
-             CONNECTED. An analog line gives no answer supervision, so the call is
-             answered as soon as it is dialled (the far end's ringback is then heard
-             as audio, as on any analog phone)
-  CONNECTED  DTMF in the line audio -> RFC 4733 to the cloud; DTMF from the cloud ->
-             tones into the line; disconnect supervision: loop-current drop or polarity
-             reversal from the driver, busy/reorder tone from the call-progress
-             detector (driver.tone_disconnect(), honoured when the line's `disconnect`
-             list has "tone") -> hang up, release; far end ends -> release
-  IN_USE     a parallel phone is using the line: nothing offered until it is free
-  FAILED     the chip failed
-
-Assumes a started Si3050 driver (seize/release/set_in_call/tone_disconnect, line_in_use)
-and that this FSM is the only reader of the line's audio (it owns the caller-ID decoder).
-"""
+"""FXO port: a PSTN line on the DAA. An inbound call is offered to the cloud after
+calls.answer_fxo_after_rings (caller ID decoded from the line between the rings) and the
+line is seized when the cloud answers; outbound (cloud, local phones, emergency) seizes,
+waits for dial tone and dials DTMF, answered once dialled (an analog line gives no answer
+supervision). Disconnect: loop drop, reversal, or a busy tone when configured."""
 
 from __future__ import annotations
 
 import enum
 import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from cext.callerid import CallerIdDecoder
 from cext.cpt import CallProgressDetector
 from cext.dtmf import dtmf_samples
-from firmware.callctl.base import TIMEOUT, Ev, PortFsm
-from firmware.core.config import effective_callerid
+from cext.toneplans import CountryPlan
+from drivers.chips.si3050 import Si3050
+from firmware.callctl.base import TIMEOUT, Ev, PortEvent, PortFsm
+from firmware.core.config import Config
+from firmware.core.config.schema import FxoLine
+from firmware.media import PortMedia
 from firmware.sip import api
 from foundation import events as lev
 from foundation.errors import BranchlineError
+from foundation.reactor import Reactor
 
+if TYPE_CHECKING:
+    from firmware.callctl.controller import CallControl
 log = logging.getLogger(__name__)
 
 DIAL_WAIT_S = 1.5  # no dial tone heard by then: dial anyway (many PBX lines are silent)
-CPT = "cpt"  # internal event: the call-progress detector confirmed a tone; data: tone
-CALLER_ID = "caller_id"  # internal event: a caller-ID message was decoded
+CPT, CALLER_ID = PortEvent.CPT, PortEvent.CALLER_ID
 DISCONNECT_TONES = ("busy", "reorder", "congestion")
 DTMF_KEYS = set("0123456789*#ABCDabcd")
 DIAL_ON_MS, DIAL_OFF_MS = 100, 100
@@ -66,28 +50,32 @@ class State(enum.Enum):
 
 
 class FxoPort(PortFsm):
-    State = State
     kind = "fxo"
 
-    def __init__(self, cc, name: str, media, driver, line: dict, plan) -> None:
-        super().__init__(cc, name, media)
+    def __init__(self, cc: CallControl, reactor: Reactor, name: str, media: PortMedia,
+                 driver: Si3050, plan: CountryPlan) -> None:
+        super().__init__(cc, reactor, name, media, State.IDLE)
         self.driver, self.plan = driver, plan
-        self.read_settings(cc.doc)
+        self.read_settings(cc.cfg)
         self.call: int | None = None
-        self.caller: dict = {}
+        self.caller: dict[str, Any] = {}
         self.rings = 0
         self.declined = False
         self.digits = ""
-        self._cid = CallerIdDecoder(effective_callerid(cc.doc, name))
+        self._cid = CallerIdDecoder(cc.cfg.line(name).effective_callerid)
         self._cpt = CallProgressDetector(plan.code)
-        media.taps.append(self._listen)
+        media.add_tap(self._listen)
         media.on_digit = lambda d: self.handle(Ev(lev.DIGIT, None, {"digit": d, "method": "dtmf"}))
+        self.handlers = {
+            State.IDLE: self._idle, State.RINGING: self._ringing, State.OFFERED: self._offered,
+            State.SEIZING: self._seizing, State.DIALING: self._dialing,
+            State.CONNECTED: self._connected, State.IN_USE: self._in_use,
+            State.FAILED: lambda ev: None}
 
-    def read_settings(self, doc: dict) -> None:
-        line = doc["lines"][self.name]
-        self.number = line.get("number") or ""
-        self.label = line.get("name") or self.name
-        self.answer_after = int(doc.get("calls", {}).get("answer_fxo_after_rings", 2))
+    def read_settings(self, cfg: Config) -> None:
+        line = cfg.line_as(self.name, FxoLine)
+        self.number, self.label = line.number, line.name or self.name
+        self.answer_after = cfg.calls.answer_fxo_after_rings
 
     # ---- what the controller asks ----
     def calls(self) -> list[int]:
@@ -97,17 +85,20 @@ class FxoPort(PortFsm):
         return (self.state is State.IDLE and not getattr(self.driver, "failed", False)
                 and not getattr(self.driver, "line_in_use", False))
 
+    def active_call(self) -> int | None:
+        return self.call
+
     def replace_call(self, old: int, new: int) -> None:
         if self.call == old:
             self.call = new
             if self.state is State.CONNECTED:
                 self._connect()
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         return {**super().status(), "caller": dict(self.caller), "rings": self.rings}
 
     # ---- line audio: caller ID on hook, call progress off hook ----
-    def _listen(self, frame) -> None:
+    def _listen(self, frame: np.ndarray) -> None:
         if self.state in (State.IDLE, State.RINGING, State.OFFERED):
             for message in self._cid.process(frame):
                 if message.get("checksum_ok", True):
@@ -141,7 +132,7 @@ class FxoPort(PortFsm):
             self.cc.hangup(self.call)
         self._release()
 
-    # ---- one method per state ----
+    # ---- the states' handlers ----
     def _idle(self, ev: Ev) -> None:
         if ev.kind == lev.RING_START:
             self._set_state(State.RINGING)
@@ -209,9 +200,6 @@ class FxoPort(PortFsm):
     def _in_use(self, ev: Ev) -> None:
         if ev.kind == lev.LINE_FREE:
             self._release()
-
-    def _failed(self, ev: Ev) -> None:
-        pass
 
     # ---- inbound ----
     def _ring(self, ev: Ev) -> None:

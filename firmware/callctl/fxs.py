@@ -1,61 +1,34 @@
-"""FXS port (a branch phone on the SLIC): dial tone, dialling, ringing with caller ID,
-calls, hook-flash features.
-
-States and what moves them (one method per state below):
-  IDLE       off hook -> DIALTONE; incoming -> RINGING (ring + FSK caller ID)
-  RINGING    off hook -> CONNECTED (answer, or take back a recalled call);
-             the caller gives up -> IDLE
-  DIALTONE   a digit -> DIALING; first-digit timeout -> REORDER
-  DIALING    digits against the dial plan: full -> CALLING (INVITE, local extension,
-             emergency out of an FXO line, any number out of an FXO line while the
-             cloud is down), park/pickup codes, no match -> REORDER
-  CALLING    ringing -> ringback tone; early media -> far audio; answered -> CONNECTED;
-             486 -> BUSY; other failures -> REORDER
-  CONNECTED  DTMF from the phone -> RFC 4733 to the far end; DTMF from the far end ->
-             tones into the earpiece; far end ends -> REORDER
-             (or dial tone when a call is still held)
-  BUSY, REORDER, CONFIRM  a tone until on hook
-  FAILED     the chip failed; nothing is offered
-Hook flash, as common PBXs do it:
-  in a call            hold it and give dial tone: dial a consult call (or *7n to park
-                       the held call in slot n, confirmation tone, hang up)
-  while dialling/busy  back to the held call (a consult still ringing is cancelled)
-  with two calls       swap: the talking one is held, the held one comes back
-  with a call waiting  answer it; the first call is held (flash again swaps)
-Hook on:
-  with a held call and a consult we dialled: transfer (attended once the consult
-  answered, else blind to the number dialled); the phone is free at once
-  with a held or waiting call otherwise: the phone rings again to hand it back (recall)
-Call waiting (calls.call_waiting): an incoming call during a call is told 180 and
-the phone hears the country's call-waiting tone over the call; a third call gets 486.
-Caller ID: the country's standard (calls from SIP: number and name of the INCOMING)
-as MDMF FSK between the first and second ring (US: >= 0.5 s after the first ring) on
-the on-hook-transmission linefeed, or before the first ring (UK style). Type II (caller
-ID on a waiting call) is not sent.
-
-Assumes a started Si3215 driver (ring(), stop_ring(), set_linefeed(), off_hook).
-"""
+"""FXS port: a branch phone on the SLIC. Dial tone and the dial plan, ringing with the
+country's caller ID (FSK between the rings, or before the first UK style), calls, and the
+hook-flash features common PBXs have (consult and transfer on hook-on, swap, call waiting,
+park *7n and pickup); a held call left behind rings the phone again (recall)."""
 
 from __future__ import annotations
 
 import enum
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cext import callerid as cid
 from cext.dtmf import dtmf_samples
-from cext.toneplans import Tone
+from cext.toneplans import CountryPlan, Tone
 from cext.tones import ToneGenerator
 from drivers.bus.pcm import LINE_RATE
-from firmware.callctl.base import TIMEOUT, Ev, PortFsm
-from firmware.callctl.dialplan import Decision, Match
-from firmware.core.config import effective_callerid, effective_ring_cadence
-from firmware.media import confirmation_tone
+from drivers.chips.si3215 import Si3215
+from firmware.callctl.base import TIMEOUT, Ev, PortEvent, PortFsm
+from firmware.callctl.dialplan import Decision, Dialplan, Match
+from firmware.core.config import Config
+from firmware.core.config.schema import FxsLine
+from firmware.media import PortMedia, confirmation_tone
 from firmware.sip import api
 from foundation import events as lev
+from foundation.reactor import Reactor
 
+if TYPE_CHECKING:
+    from firmware.callctl.controller import CallControl
 log = logging.getLogger(__name__)
 
 CID_DELAY_S = 0.5  # GR-30: the burst starts >= 500 ms after the first ring ends
@@ -66,7 +39,7 @@ UK_TAIL_S = 0.3
 NAME_CHARS = {"bell202": 15, "v23": 20}  # what GR-30 / ETSI CPE displays
 CID_NUMBER_CHARS = set("0123456789+*#")
 SEPARATORS = set(" -.()")  # written into numbers for people, not part of them
-RECALL = "recall"  # internal event: ring to hand back a call (data: call)
+RECALL = PortEvent.RECALL
 DTMF_LEVEL_DBM0 = -10.0  # far-end digits played into the earpiece
 
 
@@ -84,30 +57,35 @@ class State(enum.Enum):
 
 
 class FxsPort(PortFsm):
-    State = State
     kind = "fxs"
 
-    def __init__(self, cc, name: str, media, driver, line: dict, plan) -> None:
-        super().__init__(cc, name, media)
+    def __init__(self, cc: CallControl, reactor: Reactor, name: str, media: PortMedia,
+                 driver: Si3215, plan: CountryPlan) -> None:
+        super().__init__(cc, reactor, name, media, State.IDLE)
         self.driver, self.plan = driver, plan
-        self.dialplan = None  # set by the controller
-        self.read_settings(cc.doc)
-        self.cadence = effective_ring_cadence(cc.doc, name)
-        self.cid_standard = effective_callerid(cc.doc, name)
+        self.read_settings(cc.cfg)
+        self.cadence = self.line.effective_ring_cadence
+        self.cid_standard = self.line.effective_callerid
         self.active: int | None = None
         self.held: int | None = None
         self.waiting: int | None = None
         self.consult = False  # the held call was put on hold by us to dial a consult
         self.digits = ""
         self.dialled = ""  # number of the active outgoing call (blind transfer target)
-        self.caller: dict = {}
+        self.caller: dict[str, str] = {}
         media.on_digit = self._dsp_digit
+        self.handlers = {
+            State.IDLE: self._idle, State.RINGING: self._ringing, State.DIALTONE: self._dialtone,
+            State.DIALING: self._dialing, State.CALLING: self._calling,
+            State.CONNECTED: self._connected, State.BUSY: self._hook_while_free,
+            State.REORDER: self._hook_while_free, State.CONFIRM: self._hook_while_free,
+            State.FAILED: self._failed}
 
-    def read_settings(self, doc: dict) -> None:
-        line = doc["lines"][self.name]
-        self.extension = line.get("extension") or ""
-        self.label = line.get("name") or self.name
-        self.calls_cfg = doc.get("calls", {})
+    def read_settings(self, cfg: Config) -> None:
+        self.line = cfg.line_as(self.name, FxsLine)
+        self.extension, self.label = self.line.extension, self.line.name or self.name
+        self.calls_cfg = cfg.calls
+        self.dialplan = Dialplan(cfg, self.plan.code)
 
     # ---- what the controller asks ----
     def calls(self) -> list[int]:
@@ -116,12 +94,14 @@ class FxsPort(PortFsm):
     def free(self) -> bool:
         return self.state is State.IDLE
 
-    def recall(self, call: int) -> None:
-        """Ring the phone to hand back `call` (a transfer that failed)."""
+    def active_call(self) -> int | None:
+        return self.active
+
+    def recall(self, call: int) -> bool:
         self.handle(Ev(RECALL, None, {"call": call}))
+        return True
 
     def replace_call(self, old: int, new: int) -> None:
-        """Another leg takes the place of `old` (a transfer joined us to it)."""
         for attr in ("active", "held", "waiting"):
             if getattr(self, attr) == old:
                 setattr(self, attr, new)
@@ -165,7 +145,7 @@ class FxsPort(PortFsm):
             self.media.overlay(None)
 
     def _offer_waiting(self, ev: Ev) -> None:
-        can_wait = (self.state is State.CONNECTED and self.calls_cfg.get("call_waiting", True)
+        can_wait = (self.state is State.CONNECTED and self.calls_cfg.call_waiting
                     and self.waiting is None and self.held is None)
         if not can_wait:
             self.cc.reject(ev.call, 503 if self.state is State.FAILED else 486)
@@ -188,7 +168,7 @@ class FxsPort(PortFsm):
         else:
             self._set_state(State.IDLE)
 
-    # ---- one method per state ----
+    # ---- the states' handlers ----
     def _idle(self, ev: Ev) -> None:
         if ev.kind == lev.OFF_HOOK:
             self._dialtone_now()
@@ -261,15 +241,6 @@ class FxsPort(PortFsm):
             else:
                 self._play_reorder()
 
-    def _busy(self, ev: Ev) -> None:
-        self._hook_while_free(ev)
-
-    def _reorder(self, ev: Ev) -> None:
-        self._hook_while_free(ev)
-
-    def _confirm(self, ev: Ev) -> None:
-        self._hook_while_free(ev)
-
     def _failed(self, ev: Ev) -> None:
         if ev.kind == lev.OFF_HOOK:  # a restarted chip reports hook again
             self._dialtone_now()
@@ -283,7 +254,7 @@ class FxsPort(PortFsm):
         self.media.connect(None)
         self.media.tone("dial")
         self.digits = ""
-        self._arm(float(self.calls_cfg.get("first_digit_s", 10.0)), "first_digit")
+        self._arm(self.calls_cfg.first_digit_s, "first_digit")
         self._set_state(State.DIALTONE)
 
     def _digit(self, digit: str) -> None:
@@ -299,7 +270,7 @@ class FxsPort(PortFsm):
             self._disarm()
             self._place(decision)
         else:
-            self._arm(float(self.calls_cfg.get("interdigit_s", 4.0)), "interdigit")
+            self._arm(self.calls_cfg.interdigit_s, "interdigit")
             self._set_state(State.DIALING)
 
     def _place(self, d: Decision) -> None:
@@ -317,14 +288,14 @@ class FxsPort(PortFsm):
         self._set_state(State.CALLING)
 
     def _invite(self, d: Decision) -> int | None:
-        who = {"from_number": self.extension, "from_name": self.label}
+        ext, label = self.extension, self.label
         if d.kind == "emergency":
-            return self.cc.emergency_call(self, d.number, self.extension)
+            return self.cc.emergency_call(self, d.number, ext)
         if d.kind == "extension":
-            return self.cc.local_call(self, d.target, d.number, **who)
+            return self.cc.local_call(self, d.target, d.number, from_number=ext, from_name=label)
         if not self.cc.cloud_up():
-            return self.cc.pstn_call(self, d.number, self.extension)
-        return self.cc.call_out(self, d.number, **who)
+            return self.cc.pstn_call(self, d.number, ext)
+        return self.cc.call_out(self, d.number, from_number=ext, from_name=label)
 
     def _park(self, slot: str) -> None:
         if self.held is None or not self.cc.park(self.held, slot):
@@ -414,7 +385,7 @@ class FxsPort(PortFsm):
     def _play_reorder(self) -> None:
         self._tone_state(State.REORDER, "reorder")
 
-    def _tone_state(self, state: State, tone) -> None:
+    def _tone_state(self, state: State, tone: str | Tone) -> None:
         self._disarm()
         self.media.connect(None)
         self.media.tone(tone)
@@ -465,7 +436,7 @@ class FxsPort(PortFsm):
         number, reason = cid_number(self.caller.get("number", ""))
         if self.cid_standard == "dtmf":
             return cid.dtmf_clip_samples(number, reason)
-        stamp = time.strftime("%m%d%H%M", time.localtime(self.cc.reactor.clock.wall()))
+        stamp = time.strftime("%m%d%H%M", time.localtime(self.reactor.clock.wall()))
         name = self._display_name(number, reason)
         message = {"number": number, "name": name, "datetime": stamp,
                    "reason": reason if number is None else None}

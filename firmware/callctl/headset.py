@@ -1,36 +1,30 @@
 """Headset port (a local agent position): calls answered, placed, muted and hung up from
-the control API, with an auto-answer option.
-
-States and what moves them (one method per state below):
-  IDLE       incoming -> RINGING (auto-answer after AUTO_ANSWER_S when
-             calls.headset_auto_answer); dial(digits) -> CALLING
-  RINGING    answer (API or auto) -> CONNECTED; hangup -> 486; the caller gives up -> IDLE
-  CALLING    answered -> CONNECTED; ended or hangup -> IDLE
-  CONNECTED  dial(digits) sends DTMF; hangup or far end ends -> IDLE
-Unplugging the headset ends its call. Calls through the cloud are carried at 16 kHz
-(wideband): the headset driver resamples its card to 16 kHz frames and the bridge gives
-16 kHz frames, so a G.722 call keeps its 7 kHz band (a G.711 call is resampled by the
-bridge and loses nothing it had). Local calls (another port of the box) run at 8 kHz.
-
-Assumes drivers.chips.headset.Headset (present, mute()).
-"""
+the control API, with an optional auto-answer. Cloud calls run at 16 kHz (a G.722 call
+keeps its band), local calls at 8 kHz; unplugging the headset ends its call."""
 
 from __future__ import annotations
 
 import enum
 import logging
+from typing import TYPE_CHECKING, Any
 
-from firmware.callctl.base import TIMEOUT, Ev, PortFsm
+from drivers.chips.headset import Headset
+from firmware.callctl.base import TIMEOUT, Ev, PortEvent, PortFsm
 from firmware.callctl.dialplan import Decision, Match
+from firmware.core.config import Config
+from firmware.media import PortMedia
 from firmware.sip import api
 from foundation import events as lev
+from foundation.reactor import Reactor
 
+if TYPE_CHECKING:
+    from firmware.callctl.controller import CallControl
 log = logging.getLogger(__name__)
 
 AUTO_ANSWER_S = 0.5  # a short ring so the agent hears a call arrive
 WIDEBAND = 16000
 NARROWBAND = 8000
-ANSWER, HANGUP, DIAL = "answer", "hangup", "dial"  # control-API requests
+ANSWER, HANGUP, DIAL = PortEvent.ANSWER, PortEvent.HANGUP, PortEvent.DIAL
 
 
 class State(enum.Enum):
@@ -41,20 +35,21 @@ class State(enum.Enum):
 
 
 class HeadsetPort(PortFsm):
-    State = State
     kind = "headset"
 
-    def __init__(self, cc, name: str, media, driver) -> None:
-        super().__init__(cc, name, media)
+    def __init__(self, cc: CallControl, reactor: Reactor, name: str, media: PortMedia,
+                 driver: Headset) -> None:
+        super().__init__(cc, reactor, name, media, State.IDLE)
         self.driver = driver
-        self.read_settings(cc.doc)
+        self.read_settings(cc.cfg)
         self.call: int | None = None
-        self.caller: dict = {}
+        self.caller: dict[str, Any] = {}
+        self.handlers = {State.IDLE: self._idle, State.RINGING: self._ringing,
+                         State.CALLING: self._calling, State.CONNECTED: self._connected}
 
-    def read_settings(self, doc: dict) -> None:
-        calls = doc.get("calls", {})
-        self.auto_answer = bool(calls.get("headset_auto_answer", False))
-        self.extension = calls.get("headset_extension", "")
+    def read_settings(self, cfg: Config) -> None:
+        self.auto_answer = cfg.calls.headset_auto_answer
+        self.extension = cfg.calls.headset_extension
 
     # ---- the control API ----
     def answer(self) -> None:
@@ -77,6 +72,9 @@ class HeadsetPort(PortFsm):
     def free(self) -> bool:
         return self.state is State.IDLE and self.driver.present
 
+    def active_call(self) -> int | None:
+        return self.call
+
     def replace_call(self, old: int, new: int) -> None:
         if self.call == old:
             self.call = new
@@ -98,7 +96,7 @@ class HeadsetPort(PortFsm):
             self.cc.hangup(self.call)
         self._end()
 
-    # ---- one method per state ----
+    # ---- the states' handlers ----
     def _idle(self, ev: Ev) -> None:
         if ev.kind == api.INCOMING:
             self.call, self.caller = ev.call, dict(ev.data)
@@ -154,12 +152,14 @@ class HeadsetPort(PortFsm):
         self._set_state(State.CALLING)
 
     def _invite(self, d: Decision) -> int | None:
-        who = {"from_number": self.extension, "from_name": "Headset"}
+        me, name = self.extension, "Headset"
         if d.kind == "emergency":
-            return self.cc.emergency_call(self, d.number, self.extension)
+            return self.cc.emergency_call(self, d.number, me)
         if d.kind == "extension":
-            return self.cc.local_call(self, d.target, d.number, **who)
-        return self.cc.call_out(self, d.number, **who) if d.kind == "external" else None
+            return self.cc.local_call(self, d.target, d.number, from_number=me, from_name=name)
+        if d.kind == "external":
+            return self.cc.call_out(self, d.number, from_number=me, from_name=name)
+        return None
 
     def _pickup(self, slot: str) -> None:
         call = self.cc.pickup(self, slot)
@@ -173,7 +173,7 @@ class HeadsetPort(PortFsm):
         self._set_state(State.CONNECTED)
 
     def _connect(self) -> None:
-        local = self.call is not None and self.cc.local.is_local(self.call)
+        local = self.call is not None and self.cc.is_local(self.call)
         rate = NARROWBAND if local or self.call is None else WIDEBAND
         self.media.set_rate(rate)
         self.cc.connect(self.media, self.call, rate=rate)

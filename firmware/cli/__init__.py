@@ -1,9 +1,6 @@
 """`branchline` command line: one module per command group, each with `register(sub)`.
-
-Errors meant for the technician (BranchlineError) are printed as one line with exit
-code 2; anything else is reported as an internal error without a traceback unless
-BRANCHLINE_DEBUG=1 is set.
-"""
+A BranchlineError is one line with exit code 2; any other error is an internal error
+without a traceback unless BRANCHLINE_DEBUG=1."""
 
 from __future__ import annotations
 

@@ -3,10 +3,19 @@ the running core (console, web, status), and the client address they resolve to.
 
 from __future__ import annotations
 
+import argparse
+from typing import Any, Protocol, TypedDict
+
 from firmware.api.client import DEFAULT_SOCKET
 
 
-def add_api_options(parser) -> None:
+class Subparsers(Protocol):
+    """What `register(sub)` uses of argparse's sub-command action."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
+
+
+def add_api_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--api", metavar="HOST:PORT",
                        help="the core's control API on loopback TCP (sim mode)")
@@ -14,7 +23,12 @@ def add_api_options(parser) -> None:
                        help=f"the core's control API socket (default: {DEFAULT_SOCKET})")
 
 
-def api_address(args) -> dict[str, str | None]:
+class ApiAddress(TypedDict):
+    unix_path: str | None
+    tcp: str | None
+
+
+def api_address(args: argparse.Namespace) -> ApiAddress:
     """unix_path/tcp keywords for ApiClient: TCP when --api was given, else the socket."""
     return {"unix_path": None if args.api else (args.api_socket or DEFAULT_SOCKET),
             "tcp": args.api}

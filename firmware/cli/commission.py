@@ -1,23 +1,21 @@
-"""`branchline commission PORT`: measure a line and propose its settings.
-
-FXS: the GR-909 items (hazardous and foreign voltage, resistive faults, receiver off
-hook, REN), one row each with value, limit and PASS/FAIL. FXO: idle volts, loop
-current, the echo path (tail, ERL, proposed canceller tail) and, with --test-call S,
-a call to the line within S seconds (caller-ID standard, disconnect signal); proposed
-settings are printed as `branchline config set` lines. With --sim the twins stand in
-for the hardware and the virtual CO places the test call itself. Exit code 0 when the
-line passes, 1 when it does not, 2 on an error (one line, no traceback).
-
-Assumes the core is not running on the box at the same time (it owns /dev): on a
-running box use the control API's POST /diag/line-test instead.
+"""`branchline commission PORT`: measure a line and propose its settings (FXS: the
+GR-909 items; FXO: volts, loop current, the echo path and, with --test-call S, caller ID and
+the disconnect signal of a call within S s). Exit code 0 the line passes, 1 it does not.
+Not while the core runs (it owns /dev): there, POST /diag/line-test does the same.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from argparse import Namespace
+from dataclasses import dataclass
+from typing import Any
 
+from drivers.board import Board
+from firmware.cli.apiopts import Subparsers
 from firmware.cli.run import add_board_options, build_board, load_document
+from firmware.core.config import Config
 from firmware.diag.commission import CommissionError, LineFacts, commission_port
 from firmware.gateway import Gateway
 from foundation.reactor import FakeClock, MonotonicClock, Reactor
@@ -25,7 +23,7 @@ from foundation.reactor import FakeClock, MonotonicClock, Reactor
 SETTLE_S = 0.3
 
 
-def register(sub) -> None:
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("commission", help="measure a line (GR-909 / echo path) and propose settings",
                        description="Measure one port's line and propose its settings.")
     p.add_argument("port", metavar="PORT", help="port name from the config, e.g. fxs1 or fxo1")
@@ -38,13 +36,13 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_commission)
 
 
-def cmd_commission(args) -> int:
+def cmd_commission(args: Namespace) -> int:
     doc = load_document(args.config_dir)
     if args.port not in doc.get("lines", {}):
         raise CommissionError(f"{args.port}: no such port; ports: {', '.join(doc['lines'])}")
     reactor = Reactor(FakeClock() if args.sim else MonotonicClock())
     board = build_board(reactor, doc, args.sim)
-    gateway = Gateway(doc, board, reactor, media=False)
+    gateway = Gateway(Config.from_doc(doc), board, reactor, media=False)
     try:
         gateway.start()
         reactor.run_for(SETTLE_S)
@@ -59,28 +57,33 @@ def cmd_commission(args) -> int:
     return 0 if result.get("pass", True) else 1
 
 
+@dataclass
 class _Parts:
-    def __init__(self, board, reactor, doc, data_dir) -> None:
-        self.board, self.reactor, self.doc, self.data_dir = board, reactor, doc, data_dir
+    board: Board
+    reactor: Reactor
+    doc: dict[str, Any]
+    data_dir: str | None
 
 
-def _sim_caller(reactor, board, port: str) -> None:
+def _sim_caller(reactor: Reactor, board: Board, port: str) -> None:
     """--sim: once the measurements have seized and released the line, the virtual CO
     calls it and hangs up (loop drop) a second after the answer."""
-    co = board.cos.get(port)
+    co = getattr(board, "cos", {}).get(port)  # the sim board's virtual COs
     if co is None:
         return
-    steps = {"seized": False, "ringing": False, "answered": None}
+    seized = ringing = False
+    answered: float | None = None
 
     def caller(t: float) -> float:
-        if not steps["ringing"]:
-            steps["seized"] = steps["seized"] or co.answered
-            if steps["seized"] and not co.answered:
+        nonlocal seized, ringing, answered
+        if not ringing:
+            seized = seized or co.answered
+            if seized and not co.answered:
                 co.ring()
-                steps["ringing"] = True
-        elif steps["answered"] is None and co.answered:
-            steps["answered"] = t
-        elif steps["answered"] is not None and t - steps["answered"] >= 1.0:
+                ringing = True
+        elif answered is None and co.answered:
+            answered = t
+        elif answered is not None and t - answered >= 1.0:
             co.disconnect("loop_drop")
             return math.inf
         return t + 0.1

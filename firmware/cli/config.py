@@ -1,9 +1,7 @@
 """`branchline config ...`: show, validate, set, apply, versions and rollback the config.
 
-Every action takes `--config-dir DIR` (default $BRANCHLINE_CONFIG_DIR, else
-/etc/branchline). Changes go through `ConfigStore.save`, so a bad value is refused with
-the field, the value and the rule, and nothing on disk changes. A document with several
-problems gets one line per problem; the exit code is then 2, as for every user error.
+Changes go through `ConfigStore.save`: a bad value is refused with one line per problem
+(field, value, rule), exit code 2, and nothing on disk changes.
 """
 
 from __future__ import annotations
@@ -16,17 +14,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from firmware.core.config import (
-    ConfigError,
-    ConfigStore,
-    config_dir,
-    default_document,
-    load_file,
-    validate,
-)
+from firmware.core.config import ConfigError, ConfigStore, config_dir, load_file, paths
+from firmware.core.config.rules import validate
+from firmware.core.config.schema import default_document
 from firmware.core.config.store import render
 
-_MISSING = object()
+Action = Callable[[argparse.Namespace], int]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,16 +34,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     setter = _action(actions, "set", "change one setting, e.g. lines.fxs1.flash_max_ms 600", _set)
     setter.add_argument("key", metavar="KEY", help="dotted path, e.g. lines.fxs1.name")
     setter.add_argument("value", metavar="VALUE", help="a TOML value; a bare word is a string")
-    _reason(setter)
+    setter.add_argument("--reason", default="", help="why (kept with the version)")
     apply = _action(actions, "apply", "validate a TOML file and make it the configuration", _apply)
     apply.add_argument("file", metavar="FILE")
-    _reason(apply)
+    apply.add_argument("--reason", default="", help="why (kept with the version)")
     _action(actions, "versions", "list the kept versions", _versions)
     _action(actions, "rollback", "restore the previous (or the given) version", _rollback) \
         .add_argument("version", type=int, nargs="?", metavar="VERSION")
 
 
-def _action(actions: Any, name: str, text: str, func: Callable) -> argparse.ArgumentParser:
+def _action(actions: Any, name: str, text: str, func: Action) -> argparse.ArgumentParser:
     parser = actions.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
     parser.add_argument("--config-dir", metavar="DIR",
                         help="config directory (default: $BRANCHLINE_CONFIG_DIR or /etc/branchline)")
@@ -58,11 +51,7 @@ def _action(actions: Any, name: str, text: str, func: Callable) -> argparse.Argu
     return parser
 
 
-def _reason(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--reason", default="", help="why (kept with the version)")
-
-
-def _each_problem_a_line(func: Callable) -> Callable:
+def _each_problem_a_line(func: Action) -> Action:
     @functools.wraps(func)
     def run(args: argparse.Namespace) -> int:
         try:
@@ -99,8 +88,8 @@ def _validate(args: argparse.Namespace) -> int:
 def _set(args: argparse.Namespace) -> int:
     store = _store(args)
     doc = store.load()
-    table, key = _parent_table(doc, args.key)
-    old = table.get(key, _MISSING)
+    table, key = paths.parent(doc, args.key)
+    old = table.get(key, paths.MISSING)
     value = parse_value(args.value, old)
     if old == value:
         sys.stdout.write(f"{args.key} is already {args.value}; nothing saved\n")
@@ -112,31 +101,14 @@ def _set(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parent_table(doc: dict, dotted: str) -> tuple[dict, str]:
-    """The table holding the last part of a dotted path, created on the way if absent."""
-    parts = dotted.split(".")
-    table = doc
-    for depth, part in enumerate(parts[:-1]):
-        table = table.setdefault(part, {})
-        if not isinstance(table, dict):
-            where = ".".join(parts[:depth + 1])
-            raise ConfigError([f"{dotted}: {where} is a setting, not a table"])
-    return table, parts[-1]
-
-
-def parse_value(text: str, old: Any = _MISSING) -> Any:
+def parse_value(text: str, old: Any = paths.MISSING) -> Any:
     """VALUE as TOML (600, true, [2.0, 4.0], "x"); a bare word, or digits where the
     setting is a string (an extension), stays the text that was typed."""
-    if isinstance(old, str):
-        try:
-            value = tomllib.loads(f"v = {text}")["v"]
-        except tomllib.TOMLDecodeError:
-            return text
-        return value if isinstance(value, str) else text
     try:
-        return tomllib.loads(f"v = {text}")["v"]
+        value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    return text if isinstance(old, str) and not isinstance(value, str) else value
 
 
 def _apply(args: argparse.Namespace) -> int:

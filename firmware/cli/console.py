@@ -1,29 +1,24 @@
-"""`branchline console`: the serial console process (a CLI for the technician on a tty).
-
-    branchline console --tty /dev/ttyAMA0 --baud 115200 --api-socket /run/branchline/core.sock
-    branchline console --tty /dev/pts/5 --api 127.0.0.1:8081 --data-dir /tmp/bl   (sim)
-
-Runs until SIGTERM/SIGINT; a missing or vanishing tty is waited for, never fatal.
-The account (setup code, admin password, lockout, audit log) lives in --data-dir, shared
-with the web page; the web page's TLS fingerprint is read from there for the banner.
-Logs go to stderr (supervisord/journald keep them).
-"""
+"""`branchline console --tty DEV [--api HOST:PORT | --api-socket PATH]`: the serial
+console process, until SIGTERM/SIGINT (a missing tty is waited for). The account and the
+web page's TLS fingerprint (for the banner) are read from --data-dir."""
 
 from __future__ import annotations
 
 import logging
 import signal
 import threading
+from argparse import Namespace
+from collections.abc import Callable
 from pathlib import Path
 
-from firmware.cli.apiopts import add_api_options, api_address
+from firmware.cli.apiopts import Subparsers, add_api_options, api_address
 from foundation.errors import BranchlineError
 
 DEFAULT_TTY = "/dev/ttyAMA0"
 DEFAULT_DATA_DIR = "/var/lib/branchline"
 
 
-def register(sub) -> None:
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("console", help="serve the technician's CLI on a serial port",
                        description="Serve the serial console (login, show, configure, "
                                    "test) on a tty, talking to the core's control API.")
@@ -38,7 +33,7 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_console)
 
 
-def _fingerprint(data_dir: Path):
+def _fingerprint(data_dir: Path) -> Callable[[], str | None]:
     def read() -> str | None:
         try:
             return (data_dir / "tls-fingerprint").read_text().strip()[:120] or None
@@ -47,20 +42,20 @@ def _fingerprint(data_dir: Path):
     return read
 
 
-def cmd_console(args) -> int:
+def cmd_console(args: Namespace) -> int:
+    from firmware.api.client import ApiClient
     from firmware.auth import Auth
     from firmware.console.app import SerialConsole
-    from firmware.console.corelink import CoreLink
     from firmware.console.session import Session
 
     if args.baud <= 0:
         raise BranchlineError(f"--baud {args.baud}: give a positive rate, e.g. 115200")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s console %(levelname)s %(message)s")
-    link = CoreLink(**api_address(args))
+    link = ApiClient(**api_address(args))
     auth = Auth(args.data_dir)
     data_dir = Path(args.data_dir)
 
-    def make_session(write):
+    def make_session(write: Callable[[bytes], None]) -> Session:
         return Session(write, link, auth, f"console:{args.tty}", _fingerprint(data_dir),
                        idle_timeout_s=args.idle_timeout)
 

@@ -1,34 +1,36 @@
 """`branchline demo`: the gateway on simulated hardware, calling a simulated cloud.
 
-By default it runs the cloud demo, `python -m lab.demo` (see lab/demo.py): Kamailio and
-two cloud agents on loopback, the whole core on the twins, a PSTN caller reaching an
-agent with caller ID and DTMF, the WAN cut in the middle of that call (the caller goes
-on with the local headset agent), the WAN back (failback drops nothing), a branch phone
-calling the cloud, and the CDRs and state changes delivered by `branchline forward`;
-about 35 s of real time. It runs as a child process because it drives lab peers and nothing in
-firmware imports lab; its exit code is the demo's.
-
-`--fast` plays the hardware-only scene in fake time, for a quick look at the drivers:
-the phone on fxs1 goes off hook (dial tone), dials 2 0 2 by pulse and hangs up; the
-phone on fxs2 flashes the hook; the virtual CO rings fxo1 with caller ID; the gateway
-seizes fxo1 on the second ring (a stand-in for call control); the CO drops loop current
-and the gateway releases the line. The exit code is 1 when a port failed or the scene
-did not reach its end.
+By default the cloud demo, `python -m lab.demo` (Kamailio and two cloud agents on loopback,
+a PSTN call surviving a WAN cut, records forwarded; ~35 s), run as a child process since
+firmware never imports lab. `--fast`: the hardware-only scene of scene() in fake time, with
+the gateway standing in for call control on fxo1; exit code 1 when a port failed or the
+scene did not reach its end.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from argparse import Namespace
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from firmware.callctl.model import CALLER_ID, PortLine
+from firmware.cli.apiopts import Subparsers
 from firmware.cli.hw import format_rows, port_row
-from firmware.cli.run import build_board, describe
-from firmware.core.config import default_document, validate
+from firmware.cli.run import build_board, describe_line
+from firmware.core.config import Config, default_document
 from firmware.gateway import Gateway
 from foundation import events as ev
 from foundation.errors import BranchlineError
-from foundation.reactor import FakeClock, MonotonicClock, Reactor
+from foundation.events import LineEvent
+from foundation.reactor import FakeClock, Reactor
+
+if TYPE_CHECKING:
+    from drivers.sim.board import SimBoard
+
+Action = Callable[[], object]
 
 CALLER = {"number": "5551230100", "name": "ACME LTD", "datetime": "11221030", "reason": None}
 HANGUP_AFTER_S = 1.5  # the answered call lasts this long before the far end hangs up
@@ -38,7 +40,7 @@ CLOUD_DEMO_LIMIT_S = 120.0  # the cloud demo takes ~35 s; a hung one is stopped 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def register(sub) -> None:
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("demo", help="run the gateway on simulated hardware with a simulated cloud",
                        description="Boot the simulated board, a Kamailio and two cloud agents "
                                    "on loopback, and show a PSTN call to the cloud surviving "
@@ -50,7 +52,7 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_demo)
 
 
-def scene(board) -> list[tuple[float, str, object]]:
+def scene(board: SimBoard) -> list[tuple[float, str, Action]]:
     """(seconds after boot, what happens, action) in the order the story is told."""
     fxs1, fxs2, co = board.phones["fxs1"], board.phones["fxs2"], board.cos["fxo1"]
     return [
@@ -64,16 +66,48 @@ def scene(board) -> list[tuple[float, str, object]]:
     ]
 
 
+def describe(event: LineEvent, old: str, new: str, t0: float, port: PortLine | None = None
+             ) -> str:
+    """One readable line: `  0.40s  fxs1     on-hook -> OFF-HOOK (dial tone)`."""
+    head = f"{event.time - t0:7.2f}s  {event.port:<8} "
+    if new != old:
+        return head + f"{old} -> {new.upper()}" + _why(event) + _caller(event, port)
+    return (describe_line(event, t0) or head + _what(event)) + _caller(event, port)
+
+
+def _what(event: LineEvent) -> str:
+    if event.kind == CALLER_ID:
+        return f"CALLER ID {event.data.get('number') or ''} {event.data.get('name') or ''!r}"
+    extra = " ".join(f"{k}={v}" for k, v in event.data.items())
+    return f"{event.kind.upper()} {extra}".rstrip()
+
+
+def _why(event: LineEvent) -> str:
+    if event.kind == ev.OFF_HOOK:
+        return " (dial tone)"
+    if event.kind in (ev.CHIP_FAILED, ev.DISCONNECT, ev.HEADSET_UNPLUGGED):
+        detail = " ".join(f"{v}" for v in event.data.values())
+        return f" ({event.kind.replace('_', ' ')}{': ' + detail if detail else ''})"
+    return ""
+
+
+def _caller(event: LineEvent, port: PortLine | None) -> str:
+    if event.kind == ev.RING_START and port is not None and port.caller:
+        number, name = port.caller.get("number") or "", port.caller.get("name") or ""
+        return f" (caller {number} \"{name}\")"
+    return ""
+
+
 class _Stage:
     """Prints the scene and stands in for call control on fxo1."""
 
-    def __init__(self, reactor, gateway: Gateway, board, t0: float) -> None:
+    def __init__(self, reactor: Reactor, gateway: Gateway, board: SimBoard, t0: float) -> None:
         self.reactor, self.gateway, self.board, self.t0 = reactor, gateway, board, t0
         self.rings = 0
         self.done = False
 
-    def on_change(self, event, old: str, new: str) -> None:
-        print(describe(event, old, new, self.t0, self.gateway.ports.get(event.port)), flush=True)
+    def on_change(self, event: LineEvent, old: str, new: str) -> None:
+        print(describe(event, old, new, self.t0, self.gateway.book.ports.get(event.port)), flush=True)
         if event.port != "fxo1":
             return
         if event.kind == ev.RING_START:
@@ -83,7 +117,7 @@ class _Stage:
                             lambda: self.gateway.seize("fxo1"))
                 self._later(HANGUP_AFTER_S, "the far end hangs up: the CO drops loop current",
                             lambda: self.board.cos["fxo1"].disconnect("loop_drop"))
-        elif event.kind == ev.DISCONNECT and self.gateway.ports["fxo1"].state != "idle":
+        elif event.kind == ev.DISCONNECT and self.gateway.book.ports["fxo1"].state != "idle":
             self._later(0.0, "the gateway releases fxo1", self._release)
 
     def _release(self) -> None:
@@ -95,7 +129,7 @@ class _Stage:
         self.reactor.stop()
         return float("inf")
 
-    def at(self, t: float, what: str, action) -> None:
+    def at(self, t: float, what: str, action: Action) -> None:
         def fire(eventtime: float) -> float:
             print(f"{eventtime - self.t0:7.2f}s  -- {what}", flush=True)
             action()
@@ -103,14 +137,12 @@ class _Stage:
 
         self.reactor.register_timer(fire, self.t0 + t)
 
-    def _later(self, delay: float, what: str, action) -> None:
+    def _later(self, delay: float, what: str, action: Action) -> None:
         self.at(self.reactor.now() + delay - self.t0, what, action)
 
 
-def cmd_demo(args) -> int:
-    if not args.fast:
-        return cloud_demo()
-    return hardware_demo(fast=True)
+def cmd_demo(args: Namespace) -> int:
+    return hardware_demo() if args.fast else cloud_demo()
 
 
 def cloud_demo() -> int:
@@ -126,15 +158,18 @@ def cloud_demo() -> int:
                               f"{CLOUD_DEMO_LIMIT_S:.0f} s: stopped") from None
 
 
-def hardware_demo(fast: bool) -> int:
-    doc = validate(default_document())
-    reactor = Reactor(FakeClock() if fast else MonotonicClock())
-    board = build_board(reactor, doc, sim=True)
-    gateway = Gateway(doc, board, reactor)
+def hardware_demo() -> int:
+    from drivers.sim.board import SimBoard  # the twins only when the demo runs
+
+    cfg = Config.from_doc(default_document())
+    reactor = Reactor(FakeClock())
+    board = build_board(reactor, cfg.to_doc(), sim=True)
+    assert isinstance(board, SimBoard)
+    gateway = Gateway(cfg, board, reactor)
     t0 = reactor.now()
     stage = _Stage(reactor, gateway, board, t0)
-    gateway.subscribe(stage.on_change)
-    print(f"branchline demo: gateway on simulated hardware ({'fake' if fast else 'real'} time)")
+    gateway.book.listeners.append(stage.on_change)
+    print("branchline demo: gateway on simulated hardware (fake time)")
     gateway.start()  # the chips calibrate in (simulated) time; the scene starts after
     booted = reactor.now() - t0
     for t, what, action in scene(board):
@@ -142,12 +177,8 @@ def hardware_demo(fast: bool) -> int:
     try:
         reactor.run_until(t0 + LIMIT_S)
         print("\nports at the end:")
-        print(format_rows(_rows(doc, gateway)))
+        print(format_rows([port_row(cfg, n, st) for n, st in gateway.status().items()]))
     finally:
         gateway.stop()
-    failed = any(p.state == "failed" for p in gateway.ports.values())
+    failed = any(p.state == "failed" for p in gateway.book.ports.values())
     return 1 if failed or not stage.done else 0
-
-
-def _rows(doc: dict, gateway: Gateway) -> list[dict]:
-    return [port_row(doc, name, st) for name, st in gateway.status().items()]

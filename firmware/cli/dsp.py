@@ -1,30 +1,22 @@
-"""`branchline dsp ...`: the technician's DSP tools, and how the kernels are evaluated.
-
-  dsp dtmf [--row-above-column-max-db 8] [--column-above-row-max-db 4] IN.wav
-                                        one JSON line per digit (start/end in ms)
-  dsp echo --far F.wav --near N.wav --out OUT.wav [--tail-ms 128]
-                                        cancelled near end; one JSON line of ERLE per 100 ms
-  dsp cid IN.wav                        one JSON line per caller-ID message
-  dsp cpt --plan us IN.wav              one JSON line per call-progress tone event
-  dsp modem IN.wav                      one JSON line per fax/modem tone (CNG, CED, ANSam...)
-  dsp tone --plan us busy --seconds 3 OUT.wav
-                                        a tone of the plan, or dtmf:123#, or cid:NUMBER[:NAME]
-
-Files are 8 kHz mono 16-bit WAV (firmware.wavio); audio is fed to the kernels in 20 ms
-frames, as the gateway does. The kernels are imported when a command runs, so a kernel
-that is not built yet only breaks its own command, with the build command in the error.
-"""
+"""`branchline dsp ...`: the technician's DSP tools on 8 kHz mono 16-bit WAV files (DTMF,
+echo cancelling, caller ID, call-progress and modem tones; writing tones), fed to the
+kernels in 20 ms frames as the gateway does. A kernel is imported when its command runs,
+so one not built yet breaks only that command, naming the build command."""
 
 from __future__ import annotations
 
 import datetime as dt
 import importlib
 import json
+from argparse import Namespace
+from collections.abc import Iterator
+from types import ModuleType
 
 import numpy as np
 
 from cext import toneplans
 from firmware import wavio
+from firmware.cli.apiopts import Subparsers
 from firmware.core.config import schema
 from foundation.errors import BranchlineError
 
@@ -36,7 +28,7 @@ CID_KEYS = ("standard", "number", "name", "datetime", "reason", "checksum_ok")
 TWIST_OPTIONS = ("row_above_column_max_db", "column_above_row_max_db")
 
 
-def register(sub) -> None:
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("dsp", help="DSP tools: DTMF, echo, caller ID, tones (8 kHz WAV files)")
     cmds = p.add_subparsers(dest="dsp_command", metavar="TOOL", required=True)
 
@@ -83,7 +75,7 @@ def register(sub) -> None:
     c.set_defaults(func=cmd_tone)
 
 
-def _kernel(module: str):
+def _kernel(module: str) -> ModuleType:
     """Import a cext kernel, or say how to build it."""
     try:
         return importlib.import_module(f"cext.{module}")
@@ -94,7 +86,7 @@ def _kernel(module: str):
         ) from None
 
 
-def _frames(x: np.ndarray):
+def _frames(x: np.ndarray) -> Iterator[np.ndarray]:
     for i in range(0, x.size, FRAME):
         yield x[i : i + FRAME]
 
@@ -103,7 +95,7 @@ def _emit(obj: dict) -> None:
     print(json.dumps(obj), flush=True)
 
 
-def cmd_dtmf(args) -> int:
+def cmd_dtmf(args: Namespace) -> int:
     limits = {}
     for opt in TWIST_OPTIONS:
         field, value = schema.LINE[f"dtmf_{opt}"], getattr(args, opt)
@@ -131,7 +123,7 @@ def _erle_db(near: np.ndarray, out: np.ndarray) -> float | None:
     return round(10 * np.log10(p_near / p_out), 1)
 
 
-def cmd_echo(args) -> int:
+def cmd_echo(args: Namespace) -> int:
     far, near = wavio.read(args.far), wavio.read(args.near)
     if far.size != near.size:
         raise BranchlineError(
@@ -151,7 +143,7 @@ def cmd_echo(args) -> int:
     return 0
 
 
-def cmd_cid(args) -> int:
+def cmd_cid(args: Namespace) -> int:
     x = wavio.read(args.wav)
     dec = _kernel("callerid").CallerIdDecoder(standard="auto", rate=RATE)
     messages = []
@@ -165,7 +157,7 @@ def cmd_cid(args) -> int:
     return 0
 
 
-def cmd_cpt(args) -> int:
+def cmd_cpt(args: Namespace) -> int:
     x = wavio.read(args.wav)
     det = _kernel("cpt").CallProgressDetector(args.plan, rate=RATE)
     for frame in _frames(x):
@@ -174,7 +166,7 @@ def cmd_cpt(args) -> int:
     return 0
 
 
-def cmd_modem(args) -> int:
+def cmd_modem(args: Namespace) -> int:
     x = wavio.read(args.wav)
     det = _kernel("modemtone").ModemToneDetector(rate=RATE)
     for frame in _frames(x):
@@ -184,7 +176,7 @@ def cmd_modem(args) -> int:
     return 0
 
 
-def _cid_samples(spec: str, args) -> np.ndarray:
+def _cid_samples(spec: str, args: Namespace) -> np.ndarray:
     number, _, name = spec.partition(":")
     plan = toneplans.plan(args.plan)
     standard = args.standard or (plan.callerid if plan.callerid != "dtmf" else "bell202")
@@ -198,7 +190,7 @@ def _cid_samples(spec: str, args) -> np.ndarray:
     return np.concatenate([gap, burst.astype(np.int16), gap])
 
 
-def _tone_samples(args) -> np.ndarray:
+def _tone_samples(args: Namespace) -> np.ndarray:
     kind, sep, spec = args.name.partition(":")
     if sep and kind == "dtmf":
         bad = set(spec.upper()) - set("0123456789*#ABCD")
@@ -220,6 +212,6 @@ def _tone_samples(args) -> np.ndarray:
     return _kernel("tones").tone_samples(args.plan, args.name, args.seconds, rate=RATE)
 
 
-def cmd_tone(args) -> int:
+def cmd_tone(args: Namespace) -> int:
     wavio.write(args.out, _tone_samples(args))
     return 0

@@ -4,14 +4,7 @@ to the cloud's records URL, as a process of its own.
     branchline forward --data-dir /var/lib/branchline                # URL from the config
     branchline forward --data-dir /tmp/d --url http://127.0.0.1:8089/v1/records --once
 
-Uploads stay out of the core (DESIGN.md): the core only writes data_dir/cdr.db; this
-process reads it (SQLite WAL), delivers in order with backoff while the cloud is away
-and marks what the cloud took. Killing it at any moment loses nothing: what was sent
-but not marked is sent again with the same UUIDs. --url, --ca-file, --insecure and
---max-mb override the config's survive.records_url, records_ca_file,
-records_tls_verify and outbox_max_mb. Runs until SIGTERM / Ctrl-C; with --once it
-makes one pass and exits 0 when the outbox is empty, 1 when rows remain.
-"""
+Killing it loses nothing: what was sent but not marked delivered is sent again."""
 
 from __future__ import annotations
 
@@ -20,9 +13,13 @@ import logging
 import signal
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from foundation.errors import BranchlineError
+
+if TYPE_CHECKING:
+    from firmware.core.config import Config
+    from firmware.forward import Forwarder
 
 DEFAULT_DATA_DIR = "/var/lib/branchline"
 CDR_FILE = "cdr.db"  # the core's name for it (firmware.core.runtime.CDR_FILE)
@@ -33,12 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Deliver the outbox (store and forward) to the cloud's "
                                    "records URL, in order, retrying while it is away.")
     p.add_argument("--data-dir", metavar="DIR", default=DEFAULT_DATA_DIR,
-                   help=f"where the core keeps cdr.db and recordings/ (default: "
-                        f"{DEFAULT_DATA_DIR})")
+                   help=f"where the core keeps cdr.db and recordings/ (default: {DEFAULT_DATA_DIR})")
     p.add_argument("--url", metavar="URL", help="records URL (default: survive.records_url)")
     p.add_argument("--config-dir", metavar="DIR",
                    help="config directory (default: $BRANCHLINE_CONFIG_DIR or /etc/branchline)")
-    p.add_argument("--once", action="store_true", help="one pass, then exit")
+    p.add_argument("--once", action="store_true",
+                   help="one pass, then exit 0 when the outbox is empty, 1 when rows remain")
     p.add_argument("--interval", metavar="S", type=float, default=2.0,
                    help="seconds between passes when all went out (default 2)")
     p.add_argument("--batch", metavar="N", type=int, default=50,
@@ -56,34 +53,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_forward)
 
 
-def _settings(args: Any) -> dict[str, Any]:
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
     """The config's survive section and box name, overridden by the options."""
-    doc = _document(args)
-    survive, name = doc.get("survive", {}), doc.get("system", {}).get("name", "")
-    url = args.url or survive.get("records_url", "")
+    cfg = _config(args)
+    survive = cfg.survive
+    url = args.url or survive.records_url
     if not url:
         raise BranchlineError("no records URL: set survive.records_url in the config "
                               "(branchline config set survive.records_url https://...) "
                               "or give --url")
-    max_mb = args.max_mb if args.max_mb is not None else survive.get("outbox_max_mb")
-    return {"url": url, "box": args.box or name,
-            "ca_file": args.ca_file or survive.get("records_ca_file") or None,
-            "verify": not args.insecure and survive.get("records_tls_verify", True),
+    max_mb = args.max_mb if args.max_mb is not None else survive.outbox_max_mb
+    return {"url": url, "box": args.box or cfg.system.name,
+            "ca_file": args.ca_file or survive.records_ca_file or None,
+            "verify": not args.insecure and survive.records_tls_verify,
             "max_bytes": int(max_mb * 1024 * 1024) if max_mb else None,
-            "keep_days": survive.get("outbox_keep_days", 30)}
+            "keep_days": survive.outbox_keep_days}
 
 
-def _document(args: Any) -> dict:
-    from firmware.core.config import ConfigStore, config_dir, default_document
+def _config(args: argparse.Namespace) -> Config:
+    from firmware.core.config import Config, ConfigStore, config_dir, default_document
     from firmware.core.config.store import FILE_NAME
 
     directory = config_dir(args.config_dir)
-    if args.url and args.config_dir is None and not (directory / FILE_NAME).exists():
-        return default_document()  # a lab run with everything on the command line
-    return ConfigStore(directory).load()
+    lab = args.url and args.config_dir is None and not (directory / FILE_NAME).exists()  # all in argv
+    return Config.from_doc(default_document() if lab else ConfigStore(directory).load())
 
 
-def cmd_forward(args: Any) -> int:
+def cmd_forward(args: argparse.Namespace) -> int:
     from firmware.cdr import CdrStore
     from firmware.forward import Forwarder, HttpTransport, ssl_context
 
@@ -103,7 +99,9 @@ def cmd_forward(args: Any) -> int:
             transport.close()
 
 
-def _serve(fwd: Any, args: Any, stop: threading.Event, db: Path, url: str) -> int:
+def _serve(fwd: Forwarder, args: argparse.Namespace, stop: threading.Event, db: Path,
+           url: str) -> int:
+    """One pass with --once; else deliver until SIGTERM / Ctrl-C."""
     if args.once:
         fwd.step(args.interval)
         left = fwd.store.depth()

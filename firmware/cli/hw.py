@@ -1,32 +1,21 @@
-"""`branchline hw probe` and `branchline hw selftest`: the cards as a technician sees them.
-
-probe: builds the board from the config (or the twins with --sim), starts every chip as
-the core would, lets calibration settle, then prints one row per port: chip, bus, state
-(or the reason it failed), hook or ring, loop current, line voltage; and the headset.
-Each device that is missing or wrong is printed as one line on stderr (e.g.
-`/dev/spidev0.0 not found: enable SPI ...`) and the exit code is 2; no traceback.
-
-selftest: the first-power-up check (drivers/selftest.py has the list): the chips are
-brought up the same way, then one line per check, PASS or FAIL with what was measured
-and, for a failure, the fix; `--json` prints the checks as a list of objects (port,
-check, ok, detail, fix) for the web page and the cloud. Exit status 0 when every check
-passed, 1 when any failed, 2 when there is nothing to test (no card, bad config).
-
-Both own the chips while they run (they reset and program them), and the lifeline relay
-stays released (the phone on its port keeps the PSTN): on the box they refuse to run
-while the core answers on its control socket, and say how to stop it. With --sim the
-twins run in fake time and belong to this process alone.
-"""
+"""`branchline hw probe|selftest`: the cards as a technician sees them. probe prints one
+row per port (chip, bus, state or why it failed, hook/ring, loop current, line voltage);
+selftest runs drivers/selftest.py's first-power-up checks, PASS/FAIL with the fix. A missing
+device is one line on stderr, exit code 2. Both own the chips (the lifeline stays
+released), so on the box they refuse to run while the core answers on its socket."""
 
 from __future__ import annotations
 
 import json
 import socket
 import sys
+from argparse import Namespace
 
 from drivers import selftest as board_selftest
 from firmware.api.client import DEFAULT_SOCKET
+from firmware.cli.apiopts import Subparsers
 from firmware.cli.run import add_board_options, build_board, load_document
+from firmware.core.config import Config
 from firmware.gateway import FAILED, Gateway
 from foundation.errors import BranchlineError, HardwareError
 from foundation.reactor import FakeClock, MonotonicClock, Reactor
@@ -35,33 +24,27 @@ SETTLE_S = 0.5  # long enough for the drivers' post-calibration readouts
 STOP_CORE = "supervisorctl stop core"  # systemd/supervisord.conf: [program:core]
 
 
-def register(sub) -> None:
+def register(sub: Subparsers) -> None:
     hw = sub.add_parser("hw", help="hardware: probe cards and ports")
     hw_sub = hw.add_subparsers(dest="hw_command", metavar="ACTION", required=True)
-    p = hw_sub.add_parser("probe", help="list cards, ports and their live state",
-                          description="Start every chip and show each port's live state.")
-    add_board_options(p)
-    p.add_argument("--json", action="store_true", help="print the state as JSON")
-    _add_core_socket(p)
-    p.set_defaults(func=cmd_probe)
-    s = hw_sub.add_parser("selftest", help="first-power-up check of the cards, one line per check",
-                          description="Bring the chips up and check them: chip IDs, PCLK, "
-                                      "battery and DC-DC, calibration, indirect registers, "
-                                      "DAA link, a tone looped through each timeslot. Exit "
-                                      "status 0 all passed, 1 a check failed, 2 nothing to test.")
-    add_board_options(s)
-    s.add_argument("--json", action="store_true", help="print the checks as a JSON list")
-    _add_core_socket(s)
-    s.set_defaults(func=cmd_selftest)
+    for name, help_, description, func in (
+            ("probe", "list cards, ports and their live state",
+             "Start every chip and show each port's live state.", cmd_probe),
+            ("selftest", "first-power-up check of the cards, one line per check",
+             "Bring the chips up and check them: chip IDs, PCLK, battery and DC-DC, "
+             "calibration, indirect registers, DAA link, a tone looped through each "
+             "timeslot. Exit status 0 all passed, 1 a check failed, 2 nothing to test.",
+             cmd_selftest)):
+        p = hw_sub.add_parser(name, help=help_, description=description)
+        add_board_options(p)
+        p.add_argument("--json", action="store_true", help="print the result as JSON")
+        p.add_argument("--core-socket", metavar="PATH", default=DEFAULT_SOCKET,
+                       help=f"the running core's control socket (default: {DEFAULT_SOCKET}); "
+                            "the command refuses to run while the core answers there")
+        p.set_defaults(func=func)
 
 
-def _add_core_socket(p) -> None:
-    p.add_argument("--core-socket", metavar="PATH", default=DEFAULT_SOCKET,
-                   help=f"the running core's control socket (default: {DEFAULT_SOCKET}); "
-                        "the command refuses to run while the core answers there")
-
-
-def refuse_if_core_runs(args) -> None:
+def refuse_if_core_runs(args: Namespace) -> None:
     """The core owns the chips: a second owner would reset them under its calls."""
     if args.sim or not _answers(args.core_socket):
         return
@@ -87,14 +70,14 @@ def probe(doc: dict, sim: bool) -> tuple[list[dict], list[str]]:
     """Rows (one per port) and the distinct device problems."""
     reactor = Reactor(FakeClock() if sim else MonotonicClock())
     board = build_board(reactor, doc, sim)
-    gateway = Gateway(doc, board, reactor, lifeline=False)
+    gateway = Gateway(Config.from_doc(doc), board, reactor, lifeline=False)
     try:
         gateway.start()
         reactor.run_for(SETTLE_S)
         status = gateway.status()
     finally:
         gateway.stop()
-    rows = [port_row(doc, name, st) for name, st in status.items()]
+    rows = [port_row(gateway.cfg, name, st) for name, st in status.items()]
     problems = list(board.problems)
     for row in rows:
         if row["state"] == "failed" and row["reason"] not in problems:
@@ -102,14 +85,13 @@ def probe(doc: dict, sim: bool) -> tuple[list[dict], list[str]]:
     return rows, problems
 
 
-def port_row(doc: dict, name: str, st: dict) -> dict:
+def port_row(cfg: Config, name: str, st: dict) -> dict:
     if name == "headset":
-        hs = doc["board"].get("headset", {})
-        return {**st, "chip_name": "-", "chip": "headset", "bus": hs.get("alsa_device", "")}
-    chip_name = doc["lines"][name]["chip"]
-    chip = doc["board"]["chips"][chip_name]
-    return {**st, "chip_name": chip_name, "chip": chip["type"],
-            "bus": f"spidev{chip['spi_bus']}.{chip['spi_cs']}"}
+        return {**st, "chip_name": "-", "chip": "headset", "bus": cfg.board.headset.alsa_device}
+    chip_name = cfg.line(name).chip
+    chip = cfg.board.chips[chip_name]
+    return {**st, "chip_name": chip_name, "chip": chip.type,
+            "bus": f"spidev{chip.spi_bus}.{chip.spi_cs}"}
 
 
 def format_rows(rows: list[dict]) -> str:
@@ -132,7 +114,7 @@ def _hook_or_ring(r: dict) -> str:
     return "-"
 
 
-def _num(value) -> str:
+def _num(value: float | None) -> str:
     return "-" if value is None else f"{float(value):.1f}"
 
 
@@ -146,7 +128,7 @@ def _note(r: dict) -> str:
     return r.get("reason", "")
 
 
-def cmd_probe(args) -> int:
+def cmd_probe(args: Namespace) -> int:
     refuse_if_core_runs(args)
     doc = load_document(args.config_dir)
     rows, problems = probe(doc, args.sim)
@@ -166,13 +148,13 @@ def selftest(doc: dict, sim: bool) -> tuple[list[dict], list[str]]:
     or ([], the device problems) when no line's chip could even be reached."""
     reactor = Reactor(FakeClock() if sim else MonotonicClock())
     board = build_board(reactor, doc, sim)
-    gateway = Gateway(doc, board, reactor, media=False, lifeline=False)
+    gateway = Gateway(Config.from_doc(doc), board, reactor, media=False, lifeline=False)
     try:
         if not board.drivers:
             return [], list(board.problems) or ["no line is configured (lines is empty)"]
         gateway.start()
         reactor.run_for(SETTLE_S)
-        down = {name: port.reason for name, port in gateway.ports.items()
+        down = {name: port.reason for name, port in gateway.book.ports.items()
                 if port.state == FAILED and port.kind != "headset"}
         return board_selftest.run(board, reactor, down), []
     finally:
@@ -191,7 +173,7 @@ def format_checks(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def cmd_selftest(args) -> int:
+def cmd_selftest(args: Namespace) -> int:
     refuse_if_core_runs(args)
     doc = load_document(args.config_dir)
     results, problems = selftest(doc, args.sim)

@@ -1,30 +1,36 @@
-"""`branchline run`: start the gateway core on the box (or on the twins with --sim).
-
-The core (firmware.core.runtime.Core): drivers, call control, the SIP bridge to the
-cloud edges of the config (or local-only when there are none), CDRs in
---data-dir/cdr.db. Every line event, call-state change and SIP registration or edge
-change is printed as it happens, until Ctrl-C, SIGTERM or --duration; then the core
-stops cleanly (calls hung up, SIP shut down) and the exit code is 0. A chip that fails
-to start is printed with its reason and marked failed; the other ports keep running.
-Also holds what `hw` and `demo` share: where the config lives, building a board, and
-one line per event.
+"""`branchline run`: start the gateway core on the box (or on the twins with --sim) and print
+its port, call and survivability events and the SIP events a technician watches, until
+Ctrl-C, SIGTERM or --duration; then stop cleanly (exit code 0). Also what `hw` and `demo`
+share: where the config lives, building a board, and one line per event.
 """
 
 from __future__ import annotations
 
 import signal
 import sys
+from argparse import ArgumentParser, Namespace
+from collections.abc import Callable
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
+from drivers.board import Board
+from firmware.cli.apiopts import Subparsers
 from firmware.core.config import ConfigStore, config_dir
-from firmware.gateway import CALL, CALLER_ID
+from firmware.events import CoreEvent, EventKind
 from firmware.sip import api
+from foundation import events as lev
 from foundation.errors import HardwareError
+from foundation.events import LineEvent
 from foundation.reactor import MonotonicClock, Reactor
+
+if TYPE_CHECKING:
+    from firmware.api.server import ApiServer
+    from firmware.core.runtime import Core
 
 DEFAULT_DATA_DIR = "/var/lib/branchline"
 
 
-def register(sub) -> None:
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("run", help="start the gateway core and print line events",
                        description="Start the gateway (drivers and event log) and print "
                                    "line events until Ctrl-C, SIGTERM or --duration.")
@@ -40,7 +46,7 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_run)
 
 
-def add_board_options(p) -> None:
+def add_board_options(p: ArgumentParser) -> None:
     p.add_argument("--sim", action="store_true",
                    help="use the simulated twins instead of the box's hardware")
     p.add_argument("--config-dir", metavar="DIR",
@@ -49,13 +55,13 @@ def add_board_options(p) -> None:
 
 # -- shared by run, hw and demo ------------------------------------------------------------
 
-def load_document(directory: str | None) -> dict:
+def load_document(directory: str | None) -> dict[str, Any]:
     """The validated config from --config-dir / $BRANCHLINE_CONFIG_DIR / /etc/branchline
     (the default document when no file exists yet)."""
     return ConfigStore(config_dir(directory)).load()
 
 
-def build_board(reactor, doc: dict, sim: bool, **kw):
+def build_board(reactor: Reactor, doc: dict[str, Any], sim: bool, **kw: Any) -> Board:
     if sim:
         from drivers.sim.board import SimBoard
 
@@ -66,46 +72,16 @@ def build_board(reactor, doc: dict, sim: bool, **kw):
     return RealBoard(reactor, doc, **kw)
 
 
-def describe(event, old: str, new: str, t0: float, port=None) -> str:
-    """One readable line: `  0.40s  fxs1     on-hook -> OFF-HOOK (dial tone)`."""
+def describe_line(event: LineEvent, t0: float) -> str | None:
+    """A digit, hook flash or ring burst, which move no port state (None: other events)."""
     head = f"{event.time - t0:7.2f}s  {event.port:<8} "
-    if new != old:
-        return head + f"{old} -> {new.upper()}" + _why(event) + _caller(event, port)
-    return head + _what(event) + _caller(event, port)
+    if event.kind == lev.DIGIT:
+        return head + f"DIGIT {event.data.get('digit')} ({event.data.get('method', '?')})"
+    word = {str(lev.FLASH): "FLASH", str(lev.RING_START): "RING"}.get(event.kind)
+    return head + word if word else None
 
 
-def _what(event) -> str:
-    if event.kind == "digit":
-        return f"DIGIT {event.data.get('digit')} ({event.data.get('method', '?')})"
-    if event.kind == "ring_start":
-        return "RING"
-    if event.kind == CALL:
-        return f"call {event.data.get('was')} -> {event.data.get('state')}"
-    if event.kind == CALLER_ID:
-        return f"CALLER ID {event.data.get('number') or ''} {event.data.get('name') or ''!r}"
-    extra = " ".join(f"{k}={v}" for k, v in event.data.items())
-    return f"{event.kind.upper()} {extra}".rstrip()
-
-
-def _why(event) -> str:
-    if event.kind == "off_hook":
-        return " (dial tone)"
-    if event.kind == CALL:
-        return f" (call {event.data.get('was')} -> {event.data.get('state')})"
-    if event.kind in ("chip_failed", "disconnect", "headset_unplugged"):
-        detail = " ".join(f"{v}" for v in event.data.values())
-        return f" ({event.kind.replace('_', ' ')}{': ' + detail if detail else ''})"
-    return ""
-
-
-def _caller(event, port) -> str:
-    if event.kind == "ring_start" and port is not None and port.caller:
-        number, name = port.caller.get("number") or "", port.caller.get("name") or ""
-        return f" (caller {number} \"{name}\")"
-    return ""
-
-
-def describe_sip(event, now: float, t0: float) -> str | None:
+def describe_sip(event: api.SipEvent, now: float, t0: float) -> str | None:
     """One line for the SIP events a technician watches (None: not worth a line)."""
     head = f"{now - t0:7.2f}s  {'sip':<8} "
     d = event.data
@@ -125,9 +101,32 @@ def describe_sip(event, now: float, t0: float) -> str | None:
     return None
 
 
+K = EventKind
+EVENT_LINES: dict[EventKind, Callable[[CoreEvent], str]] = {
+    K.PORT_STATE: lambda e: f"{e.data.get('was')} -> {str(e.data.get('state')).upper()}",
+    K.CALLER_ID: lambda e: f"CALLER ID {e.data.get('number') or ''} {e.data.get('name') or ''!r}",
+    K.SURVIVABILITY: lambda e: (f"{str(e.data.get('was')).upper()} -> "
+                                f"{str(e.data.get('state')).upper()} ({e.data.get('reason')})"),
+    K.CONFIG_APPLIED: lambda e: f"config applied ({len(e.data.get('live', []))} live)",
+}
+CALL_EVENTS = (K.RINGING, K.ANSWERED, K.HELD, K.RESUMED, K.TRANSFERRED, K.HUNG_UP)
+
+
+def describe_event(event: CoreEvent, now: float, t0: float) -> str | None:
+    """One line for a core event (None: a registration, which describe_sip shows)."""
+    who = event.port or ("survive" if event.kind is K.SURVIVABILITY else "box")
+    head = f"{now - t0:7.2f}s  {who:<8} "
+    if event.kind in CALL_EVENTS:
+        end = event.data.get("disposition") or event.data.get("to") or ""
+        return head + (f"call {event.kind.upper().replace('_', ' ')} {event.direction} "
+                       f"{event.ani or '?'} -> {event.dnis or '?'} {end}").rstrip()
+    line = EVENT_LINES.get(event.kind)
+    return head + line(event) if line is not None else None
+
+
 # -- the command ---------------------------------------------------------------------------
 
-def cmd_run(args) -> int:
+def cmd_run(args: Namespace) -> int:
     from firmware.core.runtime import Core
 
     doc = load_document(args.config_dir)
@@ -135,17 +134,17 @@ def cmd_run(args) -> int:
     board = build_board(reactor, doc, args.sim)
     core = Core(doc, board, reactor, data_dir=args.data_dir)
     t0 = reactor.now()
-    ports = core.gateway.ports
-    core.gateway.subscribe(lambda e, o, n: print(describe(e, o, n, t0, ports.get(e.port)),
-                                                 flush=True))
+    core.events.subscribe(lambda e: _print_if(describe_event(e, reactor.now(), t0)))
     core.subscribe_sip(lambda e: _print_if(describe_sip(e, reactor.now(), t0)))
+    board.subscribe(lambda e: _print_if(describe_line(e, t0)))
     for problem in board.problems:
         print(f"branchline: {problem}", file=sys.stderr)
     _stop_on_signals(reactor)
     control = None
     try:
         core.start()
-        if all(p.state == "failed" for p in ports.values() if p.kind != "headset"):
+        ports = core.status()["ports"].values()
+        if all(p["state"] == "failed" for p in ports if p["kind"] != "headset"):
             raise HardwareError("no line came up: fix the errors above, or try "
                                 "`branchline run --sim`")
         if core.no_cloud:
@@ -162,7 +161,7 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _start_api(core, args):
+def _start_api(core: Core, args: Namespace) -> ApiServer | None:
     """The control API (firmware.api) when --api or --api-socket is given, else None."""
     if not (getattr(args, "api", None) or getattr(args, "api_socket", None)):
         return None
@@ -179,8 +178,8 @@ def _print_if(line: str | None) -> None:
         print(line, flush=True)
 
 
-def _stop_on_signals(reactor) -> None:
-    def stop(_signum, _frame):
+def _stop_on_signals(reactor: Reactor) -> None:
+    def stop(_signum: int, _frame: FrameType | None) -> None:
         reactor.call_soon(reactor.stop)
 
     signal.signal(signal.SIGTERM, stop)

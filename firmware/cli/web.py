@@ -4,26 +4,30 @@
         --listen 0.0.0.0:443 --http-redirect 80
     branchline web --api 127.0.0.1:8081 --data-dir /tmp/d --listen 127.0.0.1:8443   # sim
 
-On first start it makes the self-signed certificate (fingerprint printed and written to
-DATA_DIR/tls-fingerprint) and the one-time setup code (printed and written to
-DATA_DIR/setup-code). Runs until SIGTERM / Ctrl-C. The web process may die at any time
-without touching calls: it only talks to the core's control API.
-"""
+First start makes the self-signed certificate (fingerprint printed and in
+DATA_DIR/tls-fingerprint) and the one-time setup code (printed and in DATA_DIR/setup-code).
+Runs until SIGTERM / Ctrl-C; may die at any time without touching calls."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING
 
+from firmware.api.client import ApiClient, ApiError
 from firmware.cli.apiopts import add_api_options, api_address
 from foundation.errors import BranchlineError
+
+if TYPE_CHECKING:  # Flask loads only when the page runs
+    from firmware.web.server import Servers, Web
 
 DEFAULT_DATA_DIR = "/var/lib/branchline"
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("web", help="run the technician web page (HTTPS)",
                        description="Serve the technician web page over HTTPS; it talks to "
                                    "the core only through its control API.")
@@ -49,56 +53,50 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def cmd_web(args) -> int:
+def cmd_web(args: argparse.Namespace) -> int:
     from firmware.auth import Auth
-    from firmware.web.coreapi import ApiError, CoreApi
-    from firmware.web.server import Servers, WebApp
-    from firmware.web.tls import ensure_certificate
+    from firmware.web.server import Servers, Web
+    from firmware.web.tls import ensure_certificate, local_ips
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s web %(levelname)s %(name)s: %(message)s")
     listen = parse_listen(args.listen)
-    api = CoreApi(**api_address(args))
-    name = args.name or _box_name(api, ApiError)
-    cert, key, fp = ensure_certificate(args.data_dir, name, _cert_ips(listen[0]))
-    app = WebApp(api, args.data_dir, login_limit=max(1, args.login_rate))
-    app.box = name
+    api = ApiClient(**api_address(args))
+    name = args.name or _box_name(api)
+    wildcard = listen[0] in ("0.0.0.0", "::", "")
+    ips = local_ips() if wildcard else sorted(set(local_ips()) | {listen[0]})
+    cert, key, fp = ensure_certificate(args.data_dir, name, ips)
+    web = Web(api, args.data_dir, login_limit=max(1, args.login_rate))
+    web.box = name
     code = Auth(args.data_dir).ensure_setup_code()
-    servers = Servers(app, listen, args.http_redirect, cert, key)
-    port = servers.https.server_address[1]
-    print(f"branchline web: https://{listen[0]}:{port}/ (certificate SHA-256 {fp})", flush=True)
+    servers = Servers(web, listen, args.http_redirect, cert, key)
+    print(f"branchline web: https://{listen[0]}:{servers.port}/ (certificate SHA-256 {fp})",
+          flush=True)
     if code:
         print(f"branchline web: first login: setup code {code} "
               f"(also in {args.data_dir}/setup-code)", flush=True)
-    return _serve(app, servers)
+    return _serve(web, servers)
 
 
-def _cert_ips(host: str) -> list[str]:
-    from firmware.web.tls import local_ips
-
-    ips = local_ips()
-    return ips if host in ("0.0.0.0", "::", "") else sorted(set(ips) | {host})
-
-
-def _box_name(api, api_error) -> str:
+def _box_name(api: ApiClient) -> str:
     try:
-        got = api.call("GET", "/config", timeout=3.0)
+        got = api.request("GET", "/config", timeout=3.0)
         return str(got["document"]["system"]["name"])
-    except (api_error, KeyError, TypeError):
+    except (ApiError, KeyError, TypeError):
         return "branchline"
 
 
-def _serve(app, servers) -> int:
+def _serve(web: Web, servers: Servers) -> int:
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
     servers.start()
-    app.start_sampler()
+    web.start_sampler()
     try:
         while not done.wait(0.5):
             pass
     finally:
-        app.stop()
+        web.stop()
         servers.stop()
     print("branchline web: stopped", file=sys.stderr, flush=True)
     return 0

@@ -1,18 +1,8 @@
 """The `console` process: one Session on one serial port, kept alive whatever happens.
-
-`SerialConsole(device, baud, make_session).run(stop)` opens the port with pyserial (8N1,
-no flow control), prints the banner and serves the session until `stop` is set. Bytes go
-to the session as they come: garbage, NULs (a BREAK reads as NUL), cut-off escape
-sequences are the line editor's to drop. When the port fails (cable or USB gadget gone,
-EIO on a pty whose other side closed) the failure is logged once, the session is hung up
-and the port is reopened with backoff (0.2 s doubling to 5 s); when it comes back, a
-fresh banner greets whoever is there. A bug in a command is logged and reported on the
-console as one line; the process never exits on input.
-
-Assumes the device path may be a symlink that is re-pointed while we wait (udev names,
-tests). Output that cannot be written within WRITE_TIMEOUT_S (nobody reading, flow
-stopped) is dropped rather than stalling the console.
-"""
+`SerialConsole(device, baud, make_session).run(stop)` serves the port (8N1, no flow
+control) and reopens it with backoff when it fails (cable or USB gadget gone); a bug in
+a command is logged and shown as one line; output nobody reads is dropped after
+WRITE_TIMEOUT_S rather than stalling the console."""
 
 from __future__ import annotations
 
@@ -109,7 +99,7 @@ class SerialConsole:
             self._guarded(self.session.tick)
 
     def _lost(self) -> None:
-        if not stop_quietly(self._broken):
+        if self._broken is not None:
             log.warning("serial %s: lost (%s); reopening with backoff", self.device,
                         self._broken)
             self._lost_logged = True
@@ -117,7 +107,7 @@ class SerialConsole:
         self._guarded(self.session.hangup)
         time.sleep(BACKOFF_S[0])
 
-    def _guarded(self, fn: Callable, *args) -> None:
+    def _guarded(self, fn: Callable[..., object], *args: object) -> None:
         """A bug in a command must not end the console: log it, say one line, go on."""
         try:
             fn(*args)
@@ -125,8 +115,3 @@ class SerialConsole:
             log.exception("console: internal error")
             self.write(f"\r\n% internal error ({type(exc).__name__}); the console goes on; "
                        "see the log\r\n".encode())
-
-
-def stop_quietly(exc: Exception | None) -> bool:
-    """No failure to report (the loop was asked to stop)."""
-    return exc is None

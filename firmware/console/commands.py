@@ -1,22 +1,15 @@
-"""The console's commands: two grammar trees (exec mode and configure mode) and their
-handlers, each a short function of (session, args) that calls the control API and
-prints through `session.say`.
-
-Exec mode:  show status|lines|calls|sip|wan|config [path]|log [count]|versions|diff <v>,
-            configure, test ring|tone|dtmf-echo|measure|line <port> ..., ping cloud,
-            reboot, factory-reset, logout, exit.
-Configure:  set <path> <value>, unset <path>, show diff|pending|config|..., commit
-            [comment], rollback [version], abort, exit/end.
-Errors from the core (ApiError) are printed by the session's dispatcher; handlers only
-deal with the happy path and their own checks.
-"""
+"""The console's commands: the exec-mode and configure-mode grammar trees, each word with
+its handler (session, args) in the tree itself. Handlers call the control API and print
+through `session.say`; the session prints the core's refusals."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from firmware.console import confpath, views
-from firmware.console.grammar import Node, arg, kw
+from firmware.console.grammar import Handler, Node, arg, kw
+from firmware.events import EventKind
 
 if TYPE_CHECKING:
     from firmware.console.session import Session
@@ -52,12 +45,12 @@ def _check_int(_s: Session, word: str) -> str:
     return "" if word.isdigit() else f'"{word}" is not a whole number, e.g. 3'
 
 
-def port_arg(name: str = "port", run=None, *children: Node) -> Node:
+def port_arg(name: str = "port", run: Handler | None = None, *children: Node) -> Node:
     return arg(name, "port name (fxs1, fxo1, ...)", run, *children,
                choices=_ports, check=_check_port)
 
 
-def seconds_arg(run, default: int) -> Node:
+def seconds_arg(run: Handler, default: int) -> Node:
     return arg("seconds", f"how long, in seconds (default {default})", run, check=_check_number)
 
 
@@ -73,30 +66,15 @@ def _value_choices(s: Session, args: dict) -> list[tuple[str, str]]:
     return [(c, "") for c in confpath.choices(s.doc() or {}, args.get("path", ""))]
 
 
-def path_arg(name: str, help: str, run=None, *children: Node) -> Node:
+def path_arg(name: str, help: str, run: Handler | None = None, *children: Node) -> Node:
     return arg(name, help, run, *children, complete=_path_complete)
 
 
 # --- show -----------------------------------------------------------------------------
 
-def show_status(s: Session, _a: dict) -> None:
-    s.say(views.status(s.api.status()))
-
-
-def show_lines(s: Session, _a: dict) -> None:
-    s.say(views.lines(s.api.status()))
-
-
-def show_calls(s: Session, _a: dict) -> None:
-    s.say(views.calls(s.api.status()))
-
-
-def show_sip(s: Session, _a: dict) -> None:
-    s.say(views.sip(s.api.status()))
-
-
-def show_wan(s: Session, _a: dict) -> None:
-    s.say(views.wan(s.api.status()))
+def _view(view: Callable[[dict], list[str]]) -> Handler:
+    """A `show` handler printing one view of the status document."""
+    return lambda s, _a: s.say(view(s.api.status()))
 
 
 def show_config(s: Session, a: dict) -> None:
@@ -110,14 +88,14 @@ def show_log(s: Session, a: dict) -> None:
 
 
 def show_versions(s: Session, _a: dict) -> None:
-    rows = s.api.versions()
+    rows = s.api.config_versions()
     s.say([f"{r.get('version'):>5}  {views.stamp(r.get('time'))}  {r.get('reason') or ''}"
            for r in rows] or ["no saved versions yet (the box runs the default config)"])
 
 
 def show_diff(s: Session, a: dict) -> None:
     if "version" in a:
-        text = s.api.diff(int(a["version"]))
+        text = s.api.config_diff(int(a["version"]))
         s.say(text.splitlines() or [f"no difference to version {a['version']}"])
         return
     s.say(s.pending_diff())
@@ -126,11 +104,12 @@ def show_diff(s: Session, a: dict) -> None:
 def show_tree() -> Node:
     show = kw("show", "show the box's state or config")
     show.add(
-        kw("status", "box, WAN, survivability, registration, ports and calls", show_status),
-        kw("lines", "each port: state, hook, ring, voltage, current, ERLE", show_lines),
-        kw("calls", "active calls with duration and quality", show_calls),
-        kw("sip", "SIP registrations and cloud edges", show_sip),
-        kw("wan", "WAN state and each cloud edge's OPTIONS round trip", show_wan),
+        kw("status", "box, WAN, survivability, registration, outbox, ports and calls",
+           _view(views.status)),
+        kw("lines", "each port: state, hook, ring, voltage, current, ERLE", _view(views.lines)),
+        kw("calls", "active calls with duration and quality", _view(views.calls)),
+        kw("sip", "SIP registrations and cloud edges", _view(views.sip)),
+        kw("wan", "WAN state and each cloud edge's OPTIONS round trip", _view(views.wan)),
         kw("config", "the running config (optionally under a path)", show_config,
            path_arg("path", "a setting or a section, e.g. lines.fxs1", show_config)),
         kw("log", "the newest log lines", show_log,
@@ -162,10 +141,6 @@ def test_dtmf(s: Session, a: dict) -> None:
     s.say(views.diag(s.api.dtmf_echo(a["port"], seconds)))
 
 
-def test_measure(s: Session, a: dict) -> None:
-    s.say(views.diag(s.api.measure(a["port"])))
-
-
 def test_line(s: Session, a: dict) -> None:
     s.say(f"testing {a['port']} (a few seconds) ...")
     s.say(views.diag(s.api.line_test(a["port"])))
@@ -181,7 +156,8 @@ def test_tree() -> Node:
         kw("tone", "play a tone on a port", None, port_arg("port", None, tones)),
         kw("dtmf-echo", "play back the digits heard on a port", None,
            port_arg("port", test_dtmf, seconds_arg(test_dtmf, 20))),
-        kw("measure", "measure line voltage and loop current", None, port_arg("port", test_measure)),
+        kw("measure", "measure line voltage and loop current", None,
+           port_arg("port", lambda s, a: s.say(views.diag(s.api.measure(a["port"]))))),
         kw("line", "line test: GR-909 (FXS) or line characterisation (FXO)", None,
            port_arg("port", test_line)),
     )
@@ -193,11 +169,22 @@ def ping_cloud(s: Session, _a: dict) -> None:
                                  "sip:edge1.example.com:5060, commit"])
 
 
+def monitor(s: Session, a: dict) -> None:
+    s.start_monitor([a["kind"]] if "kind" in a else [])
+
+
+def monitor_tree() -> Node:
+    kinds = [(k.value, "only this kind") for k in EventKind]
+
+    def check(_s: Session, word: str) -> str:
+        return "" if word in {k.value for k in EventKind} else f'no event kind "{word}"; type ? to list them'
+
+    return kw("monitor", "live call, port and box events until a key is pressed", monitor,
+              arg("kind", "only events of this kind", monitor, choices=lambda _s, _a: kinds,
+                  check=check))
+
+
 # --- box commands ---------------------------------------------------------------------
-
-def configure(s: Session, _a: dict) -> None:
-    s.enter_config()
-
 
 def reboot(s: Session, _a: dict) -> None:
     s.confirm("reboot the box? active calls will be dropped", s.do_reboot)
@@ -216,8 +203,10 @@ def logout(s: Session, _a: dict) -> None:
 def exec_tree() -> Node:
     return Node().add(
         show_tree(),
-        kw("configure", "enter configure mode (set, show diff, commit, rollback)", configure),
+        kw("configure", "enter configure mode (set, show diff, commit, rollback)",
+           lambda s, _a: s.enter_config()),
         test_tree(),
+        monitor_tree(),
         kw("ping", "SIP OPTIONS ping", None, kw("cloud", "ping each cloud edge", ping_cloud)),
         kw("reboot", "restart the box (asks to confirm)", reboot),
         kw("factory-reset", "config to defaults, admin password forgotten (asks to confirm)",
@@ -229,14 +218,6 @@ def exec_tree() -> Node:
 
 # --- configure mode -------------------------------------------------------------------
 
-def set_value(s: Session, a: dict) -> None:
-    s.set_pending(a["path"], a["value"])
-
-
-def unset_value(s: Session, a: dict) -> None:
-    s.drop_pending(a["path"])
-
-
 def commit(s: Session, a: dict) -> None:
     s.commit(a.get("comment", ""))
 
@@ -245,29 +226,26 @@ def rollback(s: Session, a: dict) -> None:
     s.rollback(int(a["version"]) if "version" in a else None)
 
 
-def abort(s: Session, _a: dict) -> None:
-    s.leave_config(discard=True)
-
-
 def leave(s: Session, _a: dict) -> None:
     s.leave_config(discard=False)
 
 
 def config_tree() -> Node:
-    value = arg("value", "the new value", set_value, rest=True, describe=_value_help,
-                choices=_value_choices)
+    value = arg("value", "the new value", lambda s, a: s.set_pending(a["path"], a["value"]),
+                rest=True, describe=_value_help, choices=_value_choices)
     show = show_tree().add(kw("pending", "pending changes (same as show diff)", show_diff))
     return Node().add(
         kw("set", "change a setting (kept pending until commit)", None,
            path_arg("path", "a setting, e.g. lines.fxs1.flash_max_ms", None, value)),
         kw("unset", "drop a pending change", None,
-           path_arg("path", "a pending setting", unset_value)),
+           path_arg("path", "a pending setting", lambda s, a: s.drop_pending(a["path"]))),
         show,
         kw("commit", "apply the pending changes as a new config version", commit,
            arg("comment", "why (goes into the version's reason)", commit, rest=True)),
         kw("rollback", "go back to the previous (or a given) config version", rollback,
            arg("version", "a saved version (see show versions)", rollback, check=_check_int)),
-        kw("abort", "discard pending changes and leave configure mode", abort),
+        kw("abort", "discard pending changes and leave configure mode",
+           lambda s, _a: s.leave_config(discard=True)),
         kw("exit", "leave configure mode (pending changes must be committed or aborted)", leave),
         kw("end", "same as exit", leave),
     )

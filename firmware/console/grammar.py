@@ -1,17 +1,8 @@
-"""The console's command grammar: a tree of keywords and arguments, with `?` help, TAB
-completion and unique-prefix abbreviations (`sh st` = `show status`).
-
-A `Node` is a keyword (`word`) or an argument (`arg`, shown as `<name>`). A line is
-parsed word by word from the root: a word matches a keyword child exactly or by a unique
-prefix; otherwise it is taken by the argument child, if there is one. An argument with
-`rest=True` takes the rest of the line. Argument choices (ports, config paths...) come
-from a `choices(ctx, args)` callable so they follow the live config; `complete(ctx,
-text)` may instead return whole completions (config paths complete segment by segment).
-
-Errors are `ParseError` with one line in the consoles' style:
-`% unknown command "shw": did you mean "show"?`.
-Assumes words are separated by spaces; a value may be quoted with "..." to hold spaces.
-"""
+"""The console's command grammar: a tree of keywords and `<arguments>` with `?` help, TAB
+completion and unique-prefix abbreviations (`sh st` = `show status`). Argument choices
+come from callables so they follow the live config; a `rest=True` argument takes the rest
+of the line; "..." quotes a value with spaces. Errors are ParseError with one line:
+`% unknown command "shw": did you mean "show"?`."""
 
 from __future__ import annotations
 
@@ -20,6 +11,8 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+Handler = Callable[[Any, dict[str, str]], None]
 
 CR = "<cr>"
 
@@ -33,7 +26,7 @@ class Node:
     word: str = ""  # keyword; "" for an argument node
     help: str = ""
     arg: str = ""  # argument name, e.g. "seconds"
-    run: Callable[..., Any] | None = None  # handler(ctx, args) when the line may end here
+    run: Handler | None = None  # handler(ctx, args) when the line may end here
     children: list[Node] = field(default_factory=list)
     choices: Callable[[Any, dict], list[tuple[str, str]]] | None = None  # [(word, help)]
     describe: Callable[[Any, dict], str] | None = None  # the argument's help, live
@@ -56,11 +49,12 @@ class Node:
         return next((c for c in self.children if not c.word), None)
 
 
-def kw(word: str, help: str, run=None, *children: Node) -> Node:
+def kw(word: str, help: str, run: Handler | None = None, *children: Node) -> Node:
     return Node(word=word, help=help, run=run, children=list(children))
 
 
-def arg(name: str, help: str, run=None, *children: Node, **kw_) -> Node:
+def arg(name: str, help: str, run: Handler | None = None, *children: Node,
+        **kw_: Any) -> Node:
     return Node(arg=name, help=help, run=run, children=list(children), **kw_)
 
 

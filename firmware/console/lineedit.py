@@ -1,20 +1,9 @@
-"""A line editor over a raw serial byte stream, in the manner of network-equipment consoles.
-
-`LineEditor(write, hooks)` is fed whatever bytes arrive (`feed(data)`) and writes its echo
-through `write(bytes)`. It keeps one line with a cursor and a history, and calls the hooks:
-  on_line(text)              CR, LF or CRLF (a CRLF pair counts once)
-  on_help(text) -> [lines]   `?` anywhere in the line (the `?` is not inserted)
-  on_complete(text) -> (new_text, [choice lines])   TAB
-  on_interrupt()             Ctrl-C (the line is dropped)
-Keys: printable ASCII inserts; BS/DEL, Ctrl-U (kill line), Ctrl-W (erase word), Ctrl-A/E,
-Ctrl-L (redraw), arrows (history up/down, cursor left/right), Home/End/Delete.
-
-Assumes a VT100-ish terminal but never needs one: the cursor is moved with BS and the
-line is redrawn with CR + prompt. Anything else is dropped: bytes >= 0x80, NUL (a BREAK
-reads as NUL), other control bytes, unknown or cut-off escape sequences (an escape
-sequence ends at its final byte, at a control byte, or after 16 bytes). The editor never
-raises on input; a hook that raises is the caller's problem.
-"""
+"""A line editor over a raw serial byte stream, in the manner of network-equipment consoles:
+one line with a cursor and a history, echo through `write(bytes)`, and the hooks on_line
+(CR, LF or CRLF), on_help (`?`), on_complete (TAB), on_interrupt (Ctrl-C). It never needs
+more than a VT100-ish terminal (BS and CR + prompt redraws) and never raises on input:
+bytes >= 0x80, NUL (a BREAK), other control bytes and unknown or cut-off escape sequences
+(ended by their final byte, a control byte, or after 16 bytes) are dropped."""
 
 from __future__ import annotations
 
@@ -51,6 +40,20 @@ class LineEditor:
         self._saved = ""
         self._esc = b""  # the escape sequence being read (starts with ESC)
         self._last_cr = False
+        self._controls: dict[int, Callable[[], None]] = {
+            0x0D: self._enter, 0x0A: self._enter, 0x08: self._backspace, 0x7F: self._backspace,
+            0x03: self._interrupt, 0x15: lambda: self.set_line(""), 0x17: self._erase_word,
+            0x01: lambda: self._move(0), 0x05: lambda: self._move(len(self.buf)),
+            0x02: lambda: self._move(self.pos - 1), 0x06: lambda: self._move(self.pos + 1),
+            0x0C: self.redraw, 0x09: self._complete, 0x10: lambda: self._history(-1),
+            0x0E: lambda: self._history(+1), 0x1B: self._escape_start}
+        home, end = lambda: self._move(0), lambda: self._move(len(self.buf))
+        self._sequences: dict[bytes, Callable[[], None]] = {
+            b"[A": lambda: self._history(-1), b"[B": lambda: self._history(+1),
+            b"[C": lambda: self._move(self.pos + 1), b"[D": lambda: self._move(self.pos - 1),
+            b"[H": home, b"[1~": home, b"[F": end, b"[4~": end, b"[3~": self._delete}
+        for csi in (b"[A", b"[B", b"[C", b"[D", b"[H", b"[F"):  # SS3 twins: ESC O A ...
+            self._sequences[b"O" + csi[1:]] = self._sequences[csi]
 
     # --- the caller's side ------------------------------------------------------------
 
@@ -79,21 +82,12 @@ class LineEditor:
         was_cr, self._last_cr = self._last_cr, b == 0x0D
         if b == 0x0A and was_cr:
             return  # the LF of a CRLF
-        if 0x20 <= b < 0x7F:
-            self._printable(chr(b))
-        else:
-            self._control(b)
-
-    def _control(self, b: int) -> None:
-        action = _CONTROLS.get(b)
-        if action is not None:
-            action(self)
-
-    def _printable(self, ch: str) -> None:
-        if ch == "?" and self.echo:
-            self._help()
-        else:
-            self._insert(ch)
+        if b == 0x3F and self.echo:  # ?
+            self._show(self.hooks.on_help(self.buf[:self.pos]))
+        elif 0x20 <= b < 0x7F:
+            self._insert(chr(b))
+        elif (action := self._controls.get(b)) is not None:
+            action()
 
     def _escape_byte(self, b: int) -> None:
         seq = self._esc + bytes([b])
@@ -111,14 +105,13 @@ class LineEditor:
             return
         if 0x40 <= b <= 0x7E:
             self._esc = b""
-            self._sequence(seq)
+            if (action := self._sequences.get(seq[1:])) is not None:
+                action()
             return
         self._esc = seq
 
-    def _sequence(self, seq: bytes) -> None:
-        action = _SEQUENCES.get(seq[1:])
-        if action is not None:
-            action(self)
+    def _escape_start(self) -> None:
+        self._esc = b"\x1b"
 
     # --- editing ----------------------------------------------------------------------
 
@@ -150,9 +143,6 @@ class LineEditor:
         if self.pos < len(self.buf):
             self.buf = self.buf[:self.pos] + self.buf[self.pos + 1:]
             self.redraw()
-
-    def _kill_line(self) -> None:
-        self.set_line("")
 
     def _erase_word(self) -> None:
         head = self.buf[:self.pos].rstrip(" ")
@@ -202,10 +192,6 @@ class LineEditor:
         self.buf, self.pos = "", 0
         self.hooks.on_interrupt()
 
-    def _help(self) -> None:
-        lines = self.hooks.on_help(self.buf[:self.pos])
-        self._show(lines)
-
     def _complete(self) -> None:
         if not self.echo:
             return
@@ -223,34 +209,3 @@ class LineEditor:
         """Print lines below the input, then the prompt and the line again."""
         self.write(CRLF + b"".join(line.encode("ascii", "replace") + CRLF for line in lines))
         self.redraw()
-
-
-_CONTROLS: dict[int, Callable[[LineEditor], None]] = {
-    0x0D: LineEditor._enter,
-    0x0A: LineEditor._enter,
-    0x08: LineEditor._backspace,
-    0x7F: LineEditor._backspace,
-    0x03: LineEditor._interrupt,
-    0x15: LineEditor._kill_line,
-    0x17: LineEditor._erase_word,
-    0x01: lambda ed: ed._move(0),
-    0x05: lambda ed: ed._move(len(ed.buf)),
-    0x02: lambda ed: ed._move(ed.pos - 1),
-    0x06: lambda ed: ed._move(ed.pos + 1),
-    0x0C: LineEditor.redraw,
-    0x09: LineEditor._complete,
-    0x10: lambda ed: ed._history(-1),
-    0x0E: lambda ed: ed._history(+1),
-    0x1B: lambda ed: setattr(ed, "_esc", b"\x1b"),
-}
-
-_SEQUENCES: dict[bytes, Callable[[LineEditor], None]] = {
-    b"[A": lambda ed: ed._history(-1), b"OA": lambda ed: ed._history(-1),
-    b"[B": lambda ed: ed._history(+1), b"OB": lambda ed: ed._history(+1),
-    b"[C": lambda ed: ed._move(ed.pos + 1), b"OC": lambda ed: ed._move(ed.pos + 1),
-    b"[D": lambda ed: ed._move(ed.pos - 1), b"OD": lambda ed: ed._move(ed.pos - 1),
-    b"[H": lambda ed: ed._move(0), b"OH": lambda ed: ed._move(0), b"[1~": lambda ed: ed._move(0),
-    b"[F": lambda ed: ed._move(len(ed.buf)), b"OF": lambda ed: ed._move(len(ed.buf)),
-    b"[4~": lambda ed: ed._move(len(ed.buf)),
-    b"[3~": LineEditor._delete,
-}

@@ -1,39 +1,41 @@
-"""One technician's session on the serial console: login, exec and configure modes.
-
-States: LOGIN (user name) -> PASSWORD -> EXEC; before first setup SETUP_CODE ->
-NEW_PASSWORD -> CONFIRM_PASSWORD -> EXEC. EXEC <-> CONFIG via `configure` / `exit`.
-ASK waits for a yes/no answer (reboot, factory-reset). Logout, an idle timeout or a
-pulled cable return to LOGIN.
-
-Everything the core does goes through `api` (firmware/console/corelink.CoreLink): a core
-that does not answer prints "% the core is not answering ..." and the session goes on.
-The account (setup code, password, lockout, audit log) is firmware.auth.Auth, shared
-with the web page. Pending config changes are kept here until `commit` (PATCH /config);
-a refused commit keeps them.
-
-Assumes one session per serial port, driven by one thread: `start()`, then the line
-editor's hooks, then `tick()` now and then for the idle timeout.
-"""
+"""One technician's session on the serial console: login (or first setup with the setup
+code), exec and configure modes, confirmations, and the live event monitor. Everything goes
+through the control API client: a core that does not answer is one line, never the end of
+the session. The account is firmware.auth.Auth, shared with the web page. Pending config
+changes stay here until `commit`. Driven by one thread (the serial loop) but for the
+monitor's reader thread, which only writes event lines."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Any
 
-from firmware.auth import ADMIN, AuthError
+from firmware.api.client import ApiClient, CoreDown, EventStream
+from firmware.auth import ADMIN, Auth, AuthError
 from firmware.console import commands, confpath, grammar, views
-from firmware.console.corelink import CoreDown
 from firmware.console.lineedit import LineEditor
-from firmware.core.config import default_document
+from firmware.core.config import default_document, paths
 from foundation.errors import BranchlineError
 
 log = logging.getLogger(__name__)
 
-LOGIN, PASSWORD, SETUP_CODE, NEW_PASSWORD, CONFIRM_PASSWORD, EXEC, CONFIG, ASK = (
-    "login", "password", "setup-code", "new-password", "confirm-password", "exec",
-    "config", "ask")
+
+class Mode(StrEnum):
+    LOGIN = "login"
+    PASSWORD = "password"
+    SETUP_CODE = "setup-code"
+    NEW_PASSWORD = "new-password"
+    CONFIRM_PASSWORD = "confirm-password"
+    EXEC = "exec"
+    CONFIG = "config"
+    ASK = "ask"  # a yes/no question (reboot, factory-reset)
+    MONITOR = "monitor"  # live events until a key
+
+
 IDLE_TIMEOUT_S = 15 * 60
 CORE_DOWN = "% the core is not answering (is branchline-core running?)"
 
@@ -41,7 +43,7 @@ CORE_DOWN = "% the core is not answering (is branchline-core running?)"
 class Session:
     """See the module docstring. `write(bytes)` sends to the terminal."""
 
-    def __init__(self, write: Callable[[bytes], None], api, auth, where: str,
+    def __init__(self, write: Callable[[bytes], None], api: ApiClient, auth: Auth, where: str,
                  fingerprint: Callable[[], str | None] = lambda: None,
                  clock: Callable[[], float] = time.monotonic,
                  idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
@@ -49,14 +51,20 @@ class Session:
         self.fingerprint, self.clock, self.idle_timeout_s = fingerprint, clock, idle_timeout_s
         self.editor = LineEditor(write, self)
         self.exec_root, self.config_root = commands.exec_tree(), commands.config_tree()
-        self.state = LOGIN
+        self.state = Mode.LOGIN
+        self.on_text: dict[Mode, Callable[[str], None]] = {
+            Mode.LOGIN: self._on_login, Mode.PASSWORD: self._on_password, Mode.SETUP_CODE: self._on_setup_code,
+            Mode.NEW_PASSWORD: self._on_new_password,
+            Mode.CONFIRM_PASSWORD: self._on_confirm_password,
+            Mode.EXEC: self._on_command, Mode.CONFIG: self._on_command, Mode.ASK: self._on_answer}
+        self.monitor: tuple[EventStream, threading.Thread] | None = None
         self.user = ""
         self.name = "branchline"
         self.pending: dict[str, Any] = {}
         self._doc: dict | None = None
         self._new_password = ""
         self._ask: Callable[[], None] | None = None
-        self._ask_back = EXEC
+        self._ask_back = Mode.EXEC
         self.last_input = clock()
 
     # --- output -----------------------------------------------------------------------
@@ -86,16 +94,16 @@ class Session:
             self.say(["", "First setup: there is no admin password yet.",
                       f"Setup code: {code}   (also on the box label)",
                       "Type the setup code to log in and choose the admin password.", ""])
-            self._prompt(SETUP_CODE, "setup code: ", echo=False)
+            self._prompt(Mode.SETUP_CODE, "setup code: ", echo=False)
         else:
-            self._prompt(LOGIN, "login: ")
+            self._prompt(Mode.LOGIN, "login: ")
 
-    def _prompt(self, state: str, text: str | None = None, echo: bool = True) -> None:
+    def _prompt(self, state: Mode, text: str | None = None, echo: bool = True) -> None:
         self.state = state
         self.editor.start(text if text is not None else self.prompt(), echo)
 
     def prompt(self) -> str:
-        return f"{self.name}(config)# " if self.state == CONFIG else f"{self.name}# "
+        return f"{self.name}(config)# " if self.state == Mode.CONFIG else f"{self.name}# "
 
     def _refresh_name(self) -> None:
         try:
@@ -109,8 +117,7 @@ class Session:
 
     def on_line(self, text: str) -> None:
         self.last_input = self.clock()
-        handler = _LINE_HANDLERS[self.state]
-        handler(self, text)
+        self.on_text[self.state](text)
 
     def on_help(self, text: str) -> list[str]:
         root = self._root()
@@ -121,44 +128,49 @@ class Session:
         return grammar.complete(root, text, self) if root else (text, [])
 
     def on_interrupt(self) -> None:
-        if self.state in (EXEC, CONFIG):
+        if self.state in (Mode.EXEC, Mode.CONFIG):
             self._prompt(self.state)
-        elif self.state == ASK:
+        elif self.state == Mode.ASK:
             self.say("cancelled")
             self._prompt(self._ask_back)
         else:
             self._login_prompt()
 
     def _root(self) -> grammar.Node | None:
-        return {EXEC: self.exec_root, CONFIG: self.config_root}.get(self.state)
+        return {Mode.EXEC: self.exec_root, Mode.CONFIG: self.config_root}.get(self.state)
 
     def tick(self) -> None:
         """Log out a session idle for too long."""
         idle = self.clock() - self.last_input
-        if self.state not in (LOGIN, SETUP_CODE) and idle > self.idle_timeout_s:
+        if self.state not in (Mode.LOGIN, Mode.SETUP_CODE) and idle > self.idle_timeout_s:
+            self.stop_monitor(prompt=False)
             self.say(["", "% idle too long: logged out"])
             self.logout()
 
     def feed(self, data: bytes) -> None:
         self.last_input = self.clock()
+        if self.state == Mode.MONITOR:
+            self.stop_monitor()  # any key ends it (Ctrl-C too)
+            return
         self.editor.feed(data)
 
     def hangup(self) -> None:
         """The cable was pulled: whoever plugs in next starts at the login prompt."""
+        self.stop_monitor(prompt=False)
         if self.user:
             self._audit("logout", "serial port disconnected")
         self.user, self.pending, self._doc = "", {}, None
-        self.state = LOGIN
+        self.state = Mode.LOGIN
 
     # --- login ------------------------------------------------------------------------
 
     def _on_login(self, text: str) -> None:
         user = text.strip()
         if not user:
-            self._prompt(LOGIN, "login: ")
+            self._prompt(Mode.LOGIN, "login: ")
             return
         self.user = user[:32]
-        self._prompt(PASSWORD, "password: ", echo=False)
+        self._prompt(Mode.PASSWORD, "password: ", echo=False)
 
     def _on_password(self, text: str) -> None:
         try:
@@ -185,16 +197,16 @@ class Session:
         self.user = ADMIN
         self.say("setup code accepted; now choose the admin password "
                  "(at least 10 characters)")
-        self._prompt(NEW_PASSWORD, "new admin password: ", echo=False)
+        self._prompt(Mode.NEW_PASSWORD, "new admin password: ", echo=False)
 
     def _on_new_password(self, text: str) -> None:
         problem = self.auth.password_problem(text)
         if problem:
             self.say(f"% {problem}")
-            self._prompt(NEW_PASSWORD, "new admin password: ", echo=False)
+            self._prompt(Mode.NEW_PASSWORD, "new admin password: ", echo=False)
             return
         self._new_password = text
-        self._prompt(CONFIRM_PASSWORD, "again: ", echo=False)
+        self._prompt(Mode.CONFIRM_PASSWORD, "again: ", echo=False)
 
     def _on_confirm_password(self, text: str) -> None:
         new, self._new_password = self._new_password, ""
@@ -202,7 +214,7 @@ class Session:
             self.auth.set_password(new, text)
         except AuthError as exc:
             self.say(f"% {exc}")
-            self._prompt(NEW_PASSWORD, "new admin password: ", echo=False)
+            self._prompt(Mode.NEW_PASSWORD, "new admin password: ", echo=False)
             return
         self._audit("password_set", "first setup on the serial console")
         self.say("admin password set; the setup code no longer works")
@@ -211,7 +223,7 @@ class Session:
     def _welcome(self) -> None:
         self._refresh_name()
         self.say(f"logged in as {self.user}; type ? for help")
-        self._prompt(EXEC)
+        self._prompt(Mode.EXEC)
 
     def logout(self) -> None:
         if self.pending:
@@ -223,28 +235,29 @@ class Session:
     # --- commands ---------------------------------------------------------------------
 
     def _on_command(self, text: str) -> None:
-        try:
-            parsed = grammar.parse(self._root(), text, self)
-            if parsed is not None:
+        def run() -> None:
+            root = self._root()
+            parsed = grammar.parse(root, text, self) if root is not None else None
+            if parsed is not None and parsed.node.run is not None:
                 parsed.node.run(self, parsed.args)
+
+        self._run(run, text)
+
+    def _run(self, action: Callable[[], None], what: str) -> None:
+        """Run a command; its refusal is printed (one line each), then the prompt."""
+        try:
+            action()
         except grammar.ParseError as exc:
             self.say(str(exc))
         except CoreDown:
             self.say(CORE_DOWN)
-        except BranchlineError as exc:
-            self._say_error(exc)
+        except BranchlineError as exc:  # ApiError's problems, or its one line
+            self.say([f"% {p}" for p in getattr(exc, "problems", None) or [str(exc)]])
         except Exception as exc:  # noqa: BLE001 - a bug in one command must not end the session
-            log.exception("console command %r failed", text)
+            log.exception("console command %r failed", what)
             self.say(f"% internal error ({type(exc).__name__}: {exc}); see the log")
-        self._reprompt()
-
-    def _reprompt(self) -> None:
-        if self.state in (EXEC, CONFIG):
+        if self.state in (Mode.EXEC, Mode.CONFIG):  # not Mode.MONITOR: its end prompts
             self._prompt(self.state)
-
-    def _say_error(self, exc: BranchlineError) -> None:
-        problems = getattr(exc, "problems", None) or [str(exc)]
-        self.say([f"% {p}" for p in problems])
 
     def _audit(self, action: str, detail: Any, who: str | None = None) -> None:
         try:
@@ -252,12 +265,39 @@ class Session:
         except (OSError, BranchlineError) as exc:
             log.warning("audit log: %s", exc)
 
+    # --- the event monitor ------------------------------------------------------------
+
+    def start_monitor(self, kinds: list[str]) -> None:
+        """Print live events (one line each) from a reader thread until a key is pressed."""
+        stream = self.api.events(kinds)
+        self.say(f"monitoring {', '.join(kinds) or 'all events'}; press any key to stop")
+
+        def read() -> None:
+            for event in stream:
+                if self.state == Mode.MONITOR:
+                    self.say(views.event(event))
+
+        thread = threading.Thread(target=read, name="console-monitor", daemon=True)
+        self.monitor, self.state = (stream, thread), Mode.MONITOR
+        thread.start()
+
+    def stop_monitor(self, prompt: bool = True) -> None:
+        if self.monitor is None:
+            return
+        (stream, thread), self.monitor = self.monitor, None
+        self.state = Mode.EXEC
+        stream.close()
+        thread.join(2)
+        if prompt:
+            self.say("monitor stopped")
+            self._prompt(Mode.EXEC)
+
     # --- confirmations ----------------------------------------------------------------
 
     def confirm(self, question: str, then: Callable[[], None]) -> None:
         self._ask, self._ask_back = then, self.state
         self.say(question)
-        self._prompt(ASK, "type yes to go ahead, anything else cancels: ")
+        self._prompt(Mode.ASK, "type yes to go ahead, anything else cancels: ")
 
     def _on_answer(self, text: str) -> None:
         action, self._ask = self._ask, None
@@ -266,16 +306,7 @@ class Session:
             self.say("cancelled")
             self._prompt(self._ask_back)
             return
-        self._on_command_action(action)
-
-    def _on_command_action(self, action: Callable[[], None]) -> None:
-        try:
-            action()
-        except CoreDown:
-            self.say(CORE_DOWN)
-        except BranchlineError as exc:
-            self._say_error(exc)
-        self._reprompt()
+        self._run(action, "confirmed action")
 
     def do_reboot(self) -> None:
         self.api.reboot()
@@ -283,7 +314,8 @@ class Session:
         self.say("rebooting")
 
     def do_factory_reset(self) -> None:
-        version = self.api.put_config(default_document(), "factory reset from the serial console")
+        version = self.api.put_config(default_document(),
+                                      "factory reset from the serial console")["version"]
         self._audit("factory_reset", {"version": version})
         code = self.auth.factory_reset()
         self.say([f"config reset to the defaults (version {version}); admin password "
@@ -305,7 +337,7 @@ class Session:
 
     def enter_config(self) -> None:
         self.doc(refresh=True)
-        self.state = CONFIG
+        self.state = Mode.CONFIG
         self.say("configure mode: set <path> <value>, show diff, commit, rollback, "
                  "abort, exit")
 
@@ -317,31 +349,31 @@ class Session:
         if self.pending:
             self.say(f"discarded {len(self.pending)} pending change(s)")
         self.pending = {}
-        self.state = EXEC
+        self.state = Mode.EXEC
 
     def set_pending(self, path: str, text: str) -> None:
         doc = self.doc(refresh=True) or {}
         value = confpath.typed(doc, path, text)
         changes = {**self.pending, path: value}
         try:
-            self.api.validate(confpath.applied(doc, changes))
+            self.api.validate_config(confpath.applied(doc, changes))
         except CoreDown:
             raise
         except BranchlineError as exc:
-            mine = [p for p in getattr(exc, "problems", []) or [str(exc)]
+            problems: list[str] = list(getattr(exc, "problems", None) or [])
+            mine = [p for p in problems or [str(exc)]
                     if p.startswith(path) or path.startswith(p.split(":")[0])]
-            if mine or not getattr(exc, "problems", None):
-                self.say([f"% {p}" for p in mine or [str(exc)]] +
-                         [f"% {path} not changed"])
+            if mine or not problems:
+                self.say([f"% {p}" for p in mine or [str(exc)]] + [f"% {path} not changed"])
                 return
-            self.say(f"% note: {exc.problems[0]} (commit checks again)")
+            self.say(f"% note: {problems[0]} (commit checks again)")
         self.pending[path] = value
         self.say(f"{path}: {self._was(doc, path)} -> {views.value_text(value)} (pending)")
 
     @staticmethod
     def _was(doc: dict, path: str) -> str:
         try:
-            return views.value_text(confpath.lookup(doc, path))
+            return views.value_text(paths.get(doc, path))
         except KeyError:
             return "(new)"
 
@@ -387,21 +419,9 @@ class Session:
         self._say_restart(got.get("restart_required") or [])
         self.doc(refresh=True)
 
-    def _say_restart(self, paths: list[str]) -> None:
-        if paths:
+    def _say_restart(self, restart: list[str]) -> None:
+        if restart:
             self.say(f"% saved, but takes effect after a restart ('reboot'): "
-                     f"{', '.join(paths)}")
+                     f"{', '.join(restart)}")
         else:
             self.say("applied to the running box")
-
-
-_LINE_HANDLERS: dict[str, Callable[[Session, str], None]] = {
-    LOGIN: Session._on_login,
-    PASSWORD: Session._on_password,
-    SETUP_CODE: Session._on_setup_code,
-    NEW_PASSWORD: Session._on_new_password,
-    CONFIRM_PASSWORD: Session._on_confirm_password,
-    EXEC: Session._on_command,
-    CONFIG: Session._on_command,
-    ASK: Session._on_answer,
-}

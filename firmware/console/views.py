@@ -1,10 +1,7 @@
-"""Text views of control-API answers for an 80-column serial terminal.
-
-Each function takes the decoded JSON of one endpoint (see the contract in
-firmware/api) and returns lines without line endings. Missing or odd fields show as
-"-" instead of failing: the console must keep working against a core that is older,
-newer or half started.
-"""
+"""Text views of control-API answers for an 80-column terminal (the serial console and
+`branchline status`): each takes the decoded JSON of one endpoint and returns lines.
+Missing or odd fields show as "-": the views must work against an older, newer or half
+started core."""
 
 from __future__ import annotations
 
@@ -12,7 +9,7 @@ import datetime
 from typing import Any
 
 
-def _v(value: Any, unit: str = "", fmt: str = "") -> str:
+def v(value: Any, unit: str = "", fmt: str = "") -> str:
     if value is None or value == "":
         return "-"
     if fmt and isinstance(value, int | float) and not isinstance(value, bool):
@@ -20,7 +17,7 @@ def _v(value: Any, unit: str = "", fmt: str = "") -> str:
     return f"{value}{unit}"
 
 
-def _duration(seconds: Any) -> str:
+def duration(seconds: Any) -> str:
     if not isinstance(seconds, int | float):
         return "-"
     s = int(seconds)
@@ -30,32 +27,83 @@ def _duration(seconds: Any) -> str:
     return (f"{d}d " if d else "") + f"{h:02d}:{m:02d}:{s:02d}"
 
 
-def _dict(value: Any) -> dict:
+def as_dict(value: Any) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _list(value: Any) -> list:
+def as_list(value: Any) -> list:
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
 # --- show status / lines / calls / sip / wan -------------------------------------------
 
 def status(st: dict) -> list[str]:
-    box, wan = _dict(st.get("box")), _dict(st.get("wan"))
-    surv = _dict(st.get("survivability"))
-    regs = _list(st.get("registrations"))
-    reg = "none configured" if not regs else ", ".join(
-        f"{r.get('account', '?')} {'OK' if r.get('ok') else 'FAILED'}" for r in regs)
-    head = [
-        f"box            {_v(box.get('name'))}  version {_v(box.get('version'))}  "
-        f"mode {_v(box.get('mode'))}  up {_duration(box.get('uptime_s'))}",
-        f"wan            {_v(wan.get('state'))}",
-        f"survivability  {_v(surv.get('state'))}",
-        f"registration   {reg}",
-    ]
-    head += restart_needed(box) + lifeline(box)
-    head.append("")
-    return head + lines(st) + [""] + calls(st)
+    """The whole status document (`show status`, `branchline status`)."""
+    box, wan = as_dict(st.get("box")), as_dict(st.get("wan"))
+    return ([f"box            {v(box.get('name'))}  version {v(box.get('version'))}  "
+             f"mode {v(box.get('mode'))}  up {duration(box.get('uptime_s'))}"]
+            + ["  " + line for line in restart_needed(box) + lifeline(box)]
+            + [f"wan            {v(wan.get('state'))}"]
+            + (edges(wan.get("edges")) or ["  no cloud edge configured (sip.edges)"])
+            + survivability(st) + registrations(st) + outbox(st)
+            + [""] + lines(st) + [""] + calls(st))
+
+
+def survivability(st: dict) -> list[str]:
+    s = as_dict(st.get("survivability"))
+    n = s.get("transitions")
+    out = [f"survivability  {v(s.get('state'))}"
+           + (f" for {duration(s['for_s'])}" if _is_num(s.get("for_s")) else "")
+           + (f" (since {stamp(s['since'])})" if _is_num(s.get("since")) else "")
+           + (f", {n} transition{'' if n == 1 else 's'}" if isinstance(n, int) else "")]
+    if s.get("edge"):
+        out.append(f"  edge in use  {s['edge']}")
+    if s.get("last_reason"):
+        out.append(f"  last reason  {s['last_reason']}")
+    out += [f"  {stamp(t.get('time')):<22} {v(t.get('from'))} -> {v(t.get('to'))}: "
+            f"{v(t.get('reason'))}" for t in as_list(s.get("recent"))[-5:]]
+    if any(k in s for k in ("blips", "in_fallback", "callbacks")):
+        done = ", ".join(f"{k} {c}" for k, c in sorted(as_dict(s.get("counters")).items()))
+        out.append(f"  continuity   {v(s.get('blips'))} in a blip, "
+                   f"{v(s.get('in_fallback'))} caller(s) in the local fallback, "
+                   f"{v(s.get('callbacks'))} callback(s)" + (f"; so far: {done}" if done else ""))
+    return out
+
+
+def registrations(st: dict) -> list[str]:
+    return [f"registration   {v(r.get('account'))} {'OK' if r.get('ok') else 'FAILED'}"
+            f" ({v(r.get('code'))} {v(r.get('reason'))})"
+            for r in as_list(st.get("registrations"))] or [
+        "registration   none (sip.registration none, or no cloud edge)"]
+
+
+def outbox(st: dict) -> list[str]:
+    o = st.get("outbox")
+    if not isinstance(o, dict):
+        return ["outbox         - (the core keeps no CDR store: no --data-dir)"]
+    if o.get("error"):
+        return [f"outbox         unreadable: {o['error']}"]
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(as_dict(o.get("by_kind")).items()))
+    line = (f"outbox         {v(o.get('pending'))} pending" + (f" ({kinds})" if kinds else "")
+            + f", {_size(o.get('bytes'))}")
+    if _is_num(o.get("oldest_age_s")):
+        line += f", oldest {duration(o['oldest_age_s'])} ago"
+    line += f"; cap {_size(o.get('max_bytes'))}" if o.get("max_bytes") else "; no cap"
+    return [line + (": OVER CAP (recordings are dropped first, records never)"
+                    if o.get("over_cap") else "")]
+
+
+def _is_num(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _size(n: Any) -> str:
+    if not _is_num(n):
+        return "-"
+    for unit, scale in (("MB", 2**20), ("kB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} B"
 
 
 def restart_needed(box: dict) -> list[str]:
@@ -80,12 +128,12 @@ def lifeline(box: dict) -> list[str]:
 def lines(st: dict) -> list[str]:
     out = [f"{'port':<8} {'kind':<7} {'state':<12} {'hook':<6} {'ring':<5} "
            f"{'V':>6} {'mA':>6} {'ERLE':>6}  call"]
-    for p in _list(st.get("ports")):
-        out.append(f"{_v(p.get('name')):<8} {_v(p.get('kind')):<7} {_v(p.get('state')):<12} "
-                   f"{_v(p.get('hook')):<6} {'yes' if p.get('ringing') else 'no':<5} "
-                   f"{_v(p.get('line_voltage_v'), fmt='.1f'):>6} "
-                   f"{_v(p.get('loop_current_ma'), fmt='.1f'):>6} "
-                   f"{_v(p.get('erle_db'), fmt='.1f'):>6}  {_port_call(p.get('call'))}")
+    for p in as_list(st.get("ports")):
+        out.append(f"{v(p.get('name')):<8} {v(p.get('kind')):<7} {v(p.get('state')):<12} "
+                   f"{v(p.get('hook')):<6} {'yes' if p.get('ringing') else 'no':<5} "
+                   f"{v(p.get('line_voltage_v'), fmt='.1f'):>6} "
+                   f"{v(p.get('loop_current_ma'), fmt='.1f'):>6} "
+                   f"{v(p.get('erle_db'), fmt='.1f'):>6}  {_port_call(p.get('call'))}")
         if p.get("failed_reason"):
             out.append(f"         failed: {p['failed_reason']}")
     return out
@@ -94,42 +142,42 @@ def lines(st: dict) -> list[str]:
 def _port_call(call: Any) -> str:
     if not isinstance(call, dict):
         return "-"
-    return f"{_v(call.get('direction'))} {_v(call.get('remote'))} {_v(call.get('state'))}"
+    return f"{v(call.get('direction'))} {v(call.get('remote'))} {v(call.get('state'))}"
 
 
 def calls(st: dict) -> list[str]:
-    items = _list(st.get("calls"))
+    items = as_list(st.get("calls"))
     if not items:
         return ["no active calls"]
     out = [f"{'port':<8} {'dir':<4} {'remote':<20} {'state':<12} {'time':>9} {'codec':<6} MOS"]
     for c in items:
         direction = {"inbound": "in", "outbound": "out"}.get(c.get("direction"),
-                                                              _v(c.get("direction")))
-        out.append(f"{_v(c.get('port')):<8} {direction:<4} {_v(c.get('remote')):<20.20} "
-                   f"{_v(c.get('state')):<12} {_duration(c.get('duration_s')):>9} "
-                   f"{_v(c.get('codec')):<6} {_v(c.get('mos'), fmt='.2f')}")
+                                                              v(c.get("direction")))
+        out.append(f"{v(c.get('port')):<8} {direction:<4} {v(c.get('remote')):<20.20} "
+                   f"{v(c.get('state')):<12} {duration(c.get('duration_s')):>9} "
+                   f"{v(c.get('codec')):<6} {v(c.get('mos'), fmt='.2f')}")
     return out
 
 
 def sip(st: dict) -> list[str]:
-    regs = _list(st.get("registrations"))
-    out = ["registrations:"] + ([f"  {_v(r.get('account')):<24} "
+    regs = as_list(st.get("registrations"))
+    out = ["registrations:"] + ([f"  {v(r.get('account')):<24} "
                                 f"{'OK' if r.get('ok') else 'FAILED':<7} "
-                                f"{_v(r.get('code'))} {_v(r.get('reason'))}" for r in regs]
+                                f"{v(r.get('code'))} {v(r.get('reason'))}" for r in regs]
                                or ["  none (sip.registration none, or no cloud edge)"])
     return out + [""] + wan(st)
 
 
 def wan(st: dict) -> list[str]:
-    w = _dict(st.get("wan"))
-    surv = _dict(st.get("survivability"))
-    out = [f"wan {_v(w.get('state'))}, survivability {_v(surv.get('state'))}", "edges:"]
+    w = as_dict(st.get("wan"))
+    surv = as_dict(st.get("survivability"))
+    out = [f"wan {v(w.get('state'))}, survivability {v(surv.get('state'))}", "edges:"]
     return out + (edges(w.get("edges")) or ["  none configured (set sip.edges)"])
 
 
 def edges(items: Any) -> list[str]:
-    return [f"  {_v(e.get('uri')):<40} {'up' if e.get('ok') else 'DOWN':<5} "
-            f"{_v(e.get('rtt_ms'), ' ms', '.1f')}" for e in _list(items)]
+    return [f"  {v(e.get('uri')):<40} {'up' if e.get('ok') else 'DOWN':<5} "
+            f"{v(e.get('rtt_ms'), ' ms', '.1f')}" for e in as_list(items)]
 
 
 # --- show config / log ----------------------------------------------------------------
@@ -165,17 +213,33 @@ def config(doc: dict, prefix: str = "") -> list[str]:
 
 
 def log(page: dict) -> list[str]:
-    items = _list(page.get("items"))
+    items = as_list(page.get("items"))
     if not items:
         return ["log is empty"]
-    return [f"{stamp(i.get('time'))} {_v(i.get('level')):<7} {_v(i.get('source'))}: "
-            f"{_v(i.get('message'))}" for i in items]
+    return [f"{stamp(i.get('time'))} {v(i.get('level')):<7} {v(i.get('source'))}: "
+            f"{v(i.get('message'))}" for i in items]
 
 
 def stamp(t: Any) -> str:
     if not isinstance(t, int | float) or isinstance(t, bool):
-        return _v(t)
+        return v(t)
     return datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+# --- live events ----------------------------------------------------------------------
+
+def event(ev: dict[str, Any]) -> str:
+    """One line per event: time, kind, port, ANI -> DNIS (calls) or what changed."""
+    t = ev.get("time")
+    when = (datetime.datetime.fromtimestamp(t).strftime("%H:%M:%S")
+            if isinstance(t, int | float) else "--:--:--")
+    head = f"{when} {v(ev.get('kind')):<14} {ev.get('port') or '':<8}"
+    if ev.get("kind") == "dropped":
+        return f"{head} {ev.get('count')} event(s) lost: the console fell behind"
+    if ev.get("ani") or ev.get("dnis"):
+        return f"{head} {v(ev.get('ani'))} -> {v(ev.get('dnis'))} {ev.get('direction') or ''}"
+    data = as_dict(ev.get("data"))
+    return (head + " " + ", ".join(f"{k}={value_text(v)}" for k, v in data.items())).rstrip()
 
 
 # --- test results ---------------------------------------------------------------------
@@ -207,6 +271,6 @@ def _item(item: dict) -> str:
     if "pass" in item:
         verdict = "PASS" if item.get("pass") else "FAIL"
         limit = f"  (limit {item['limit']})" if item.get("limit") not in (None, "") else ""
-        return (f"  {verdict:<5} {_v(item.get('name')):<28} "
-                f"{_v(item.get('value'))} {item.get('unit') or ''}".rstrip() + limit)
+        return (f"  {verdict:<5} {v(item.get('name')):<28} "
+                f"{v(item.get('value'))} {item.get('unit') or ''}".rstrip() + limit)
     return "  " + ", ".join(f"{k}={value_text(v)}" for k, v in item.items())

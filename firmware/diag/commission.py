@@ -1,38 +1,7 @@
-"""Line commissioning: a port measures its own line and proposes settings.
-
-FXS ports (Si3215), GR-909-style, from the SLIC's own sense registers:
-  1. hazardous potential / foreign EMF: linefeed open, sense network referenced to 0 V,
-     tip and ring sampled every ms for 200 ms. The sense registers are magnitudes, so
-     v^2 is fitted (least squares) to 1, cos/sin(wt), cos/sin(2wt) at 50 and 60 Hz:
-     v^2 = dc^2 + a^2/2 + 2*dc*a*sin - a^2/2*cos2 gives AC rms and DC apart. A saturated
-     reading (95.9 V) counts as hazardous (GR-909's 135 V DC is beyond the sense range:
-     erring on the safe side). Limits: hazardous > 50 Vrms or > 135 V DC; foreign
-     > 10 Vrms or > 6 V DC. When either fails, the other tests are not run.
-  2. receiver off hook: forward feed at 16 V and 32 V open-circuit (current limit
-     raised); a loop whose V = V0 + R*I has a DC drop V0 > 3 V is a phone off hook, not
-     a resistive fault.
-  3. resistive faults: floating wires sit on -48 V through the known sense network; in
-     OPEN, TIP_OPEN (ring driven at -54 V) and RING_OPEN the floating node equations are
-     linear in the three fault conductances (least squares). Limit 150 kohm. The 6 V
-     difference stays under an off-hook phone's drop, so a phone is not seen as a fault.
-  4. REN: ring voltage without cadence for 0.3 s, rms ring current from the loop
-     current sense; 1 REN = 6930 ohm + 8 uF at the ring frequency. Pass 0.175..5.
-FXO ports (Si3050): idle line volts (on hook), loop current and volts seized, the echo
-path from a 1 s periodic flat-spectrum probe (4 periods of 256 ms; the last three are
-steady state, so H = Y/X per bin is exact): tail = where the 1 ms energy envelope of
-the response stays below -30 dB of its peak, ERL = probe power over echo power;
-proposed canceller tail the smallest of 16/32/64/128 ms that covers it. The tail is
-counted as the media path's canceller sees it: frames sent and captured paired one to
-one, so the box's own PCM latency is part of it. An optional test call (someone calls
-the line and hangs up) shows the caller-ID standard (cext.callerid "auto") and the
-disconnect signal (polarity reversal, loop current drop, or a tone: call-progress
-detector or learned on/off cadence). Facts seen on test calls (and reported by call
-control through `LineFacts.observe`) are kept in data_dir/line-facts.json.
-
-Runs on the reactor thread: time passes through reactor.run_until (other timers keep
-running), never sleep. The port's PCM is taken from call control for the duration.
-Assumes `parts` exposes .board, .reactor, .doc and optionally .cc and .data_dir.
-"""
+"""Line commissioning: a port measures its own line and proposes settings: GR-909 on FXS
+ports; on FXO ports the line, the echo path and, on a test call, the caller-ID standard
+and disconnect signal (kept in data_dir/line-facts.json). Runs on the reactor thread,
+time passing through reactor.run_until; the port is leased from call control."""
 
 from __future__ import annotations
 
@@ -40,17 +9,27 @@ import json
 import logging
 import math
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
 from cext.callerid import CallerIdDecoder
 from cext.cpt import CallProgressDetector
 from cext.dtmf import dtmf_samples
+from drivers.board import Board
 from drivers.bus.pcm import FRAME, LINE_RATE
-from firmware.core.config import effective_callerid
+from drivers.chips.si3050 import Si3050
+from drivers.chips.si3215 import Si3215
+from firmware.callctl import CallControlError
+from firmware.callctl.controller import CallControl
+from firmware.core.config.typed import Config, FxoLine
+from firmware.media import Pcm
 from foundation.errors import BranchlineError
+from foundation.reactor import Reactor
 
 log = logging.getLogger(__name__)
 
@@ -74,71 +53,84 @@ EC_TAILS_MS = (16, 32, 64, 128)
 FACTS_FILE = "line-facts.json"
 TONE_ON_DBM0 = -35.0
 CADENCE_TOL_MS = 60.0
+Item = dict[str, Any]  # one measurement: name, value, unit, limit, pass (and notes)
 
 
 class CommissionError(BranchlineError):
     """The port cannot be commissioned (unknown, failed, busy); the message says why."""
 
 
-def _wait(reactor, seconds: float) -> None:
+class Signal(StrEnum):  # how the far end's hang-up shows on an FXO line
+    REVERSAL = "reversal"
+    LOOP_DROP = "loop_drop"
+    TONE = "tone"
+
+
+class Parts(Protocol):  # runtime.Core or the CLI's stand-in (optionally cc, data_dir)
+    board: Board
+    reactor: Reactor
+    doc: dict[str, Any]
+
+
+def _wait(reactor: Reactor, seconds: float) -> None:
     reactor.run_until(reactor.now() + seconds)
 
 
-def _item(name: str, value, unit: str, limit: str, ok: bool | None, **extra) -> dict:
-    value = None if value is None else (round(float(value), 2) if math.isfinite(value) else None)
-    return {"name": name, "value": value, "unit": unit, "limit": limit,
+def _item(name: str, value: float | None, unit: str, limit: str, ok: bool | None,
+          **extra: object) -> Item:
+    shown = None if value is None or not math.isfinite(value) else round(float(value), 2)
+    return {"name": name, "value": shown, "unit": unit, "limit": limit,
             "pass": None if ok is None else bool(ok), **extra}
 
 
-# ====================================================================== entry point
-
-def commission_port(parts, port: str, *, test_call_s: float = 0.0, facts=None) -> dict:
-    """Measure `port` and propose settings; see the module docstring."""
-    board, doc = parts.board, parts.doc
-    line = doc.get("lines", {}).get(port)
-    if line is None:
-        raise CommissionError(f"{port}: no such port; ports: {', '.join(doc.get('lines', {}))}")
-    driver = board.drivers.get(port)
-    if driver is None or getattr(driver, "failed", False):
-        why = getattr(driver, "error", "") or board.errors.get(port, "no driver")
+def commission_port(parts: Parts, port: str, *, test_call_s: float = 0.0,
+                    facts: LineFacts | None = None) -> dict[str, Any]:
+    """Measure `port` and propose settings (GR-909 on FXS, the line on FXO)."""
+    lines = Config.from_doc(parts.doc).lines
+    if port not in lines:
+        raise CommissionError(f"{port}: no such port; ports: {', '.join(lines)}")
+    driver = parts.board.drivers.get(port)
+    if driver is None or driver.failed:
+        why = getattr(driver, "error", "") or parts.board.errors.get(port, "no driver")
         raise CommissionError(f"{port}: the chip is not running ({why}): run `branchline hw probe`")
     facts = facts or LineFacts(getattr(parts, "data_dir", None))
     with _leased(parts, port):
-        if line["kind"] == "fxs":
+        if isinstance(driver, Si3215):
             return gr909(driver, parts.reactor, port)
         return fxo_commission(parts, port, driver, test_call_s, facts)
 
 
+class _NullPcm:  # the port's media talks to it while we have the real PCM
+    def read(self) -> np.ndarray | None:
+        return None
+
+    def write(self, frame: np.ndarray) -> None:
+        pass
+
+
 @contextmanager
-def _leased(parts, port: str):
-    """Call control keeps its hands off the port's PCM while we use it."""
-    media = None
-    cc = getattr(parts, "cc", None)
-    if cc is not None and port in getattr(cc, "ports", {}):
-        fsm = cc.ports[port]
-        if fsm.state.value not in ("idle", "on_hook"):
-            raise CommissionError(f"{port}: busy ({fsm.state.value}); try again when the port is idle")
-        media = fsm.media
-        media.pcm, saved = _NullPcm(), media.pcm
+def _leased(parts: Parts, port: str) -> Iterator[None]:
+    """Call control takes the port out of service; its media lets go of the PCM."""
+    cc: CallControl | None = getattr(parts, "cc", None)
+    if cc is None:
+        yield
+        return
+    try:
+        lease = cc.lease_port(port, "commissioning")
+    except CallControlError as exc:
+        raise CommissionError(str(exc)) from None
+    saved = lease.media.use_pcm(_NullPcm())
     try:
         yield
     finally:
-        if media is not None:
-            media.pcm = saved
-
-
-class _NullPcm:
-    def read(self):
-        return None
-
-    def write(self, frame) -> None:
-        pass
+        lease.media.use_pcm(saved)
+        cc.release(lease)
 
 
 # ====================================================================== FXS: GR-909
 
-def gr909(drv, reactor, port: str) -> dict:
-    """The GR-909 items of an FXS port, each {name, value, unit, limit, pass}."""
+def gr909(drv: Si3215, reactor: Reactor, port: str) -> dict[str, Any]:
+    """The GR-909 items of an FXS port (after a failed voltage item, no others)."""
     saved = drv.feed()
     try:
         items = _voltage_items(drv, reactor)
@@ -163,7 +155,9 @@ def gr909(drv, reactor, port: str) -> dict:
             "verdict": "line good" if not failed else "line fault: " + ", ".join(failed)}
 
 
-def _voltage_items(drv, reactor) -> list[dict]:
+def _voltage_items(drv: Si3215, reactor: Reactor) -> list[Item]:
+    """Hazardous potential and foreign EMF (linefeed open, sense at 0 V, 200 ms); a
+    saturated reading counts as hazardous (135 V DC is beyond the sense range)."""
     drv.set_feed(common_v=0.0)
     drv.set_linefeed("open")
     _wait(reactor, 0.02)
@@ -175,7 +169,7 @@ def _voltage_items(drv, reactor) -> list[dict]:
         ring.append(s["ring_v"])
         _wait(reactor, 0.001)
     fs = drv.SENSE_FULL_SCALE_V - 0.5
-    wires = {w: _ac_dc(np.array(t), np.array(v)) + (max(v) >= fs,)
+    wires = {w: (*_ac_dc(np.array(t), np.array(v)), max(v) >= fs)
              for w, v in (("tip", tip), ("ring", ring))}
     ac = max(w[0] for w in wires.values())
     dc = max(w[1] for w in wires.values())
@@ -194,22 +188,21 @@ def _voltage_items(drv, reactor) -> list[dict]:
 
 
 def _ac_dc(t: np.ndarray, v: np.ndarray) -> tuple[float, float]:
-    """(AC Vrms, |DC| V) of magnitude samples of dc + ac*sin, at 50 or 60 Hz."""
+    """(AC Vrms, |DC| V) of magnitude samples of dc + ac*sin at 50 or 60 Hz (v^2 fit)."""
     y = v ** 2
-    best = None
+    best, coef = math.inf, np.zeros(5)
     for hz in (50.0, 60.0):
         w = 2 * math.pi * hz * (t - t[0])
         basis = np.column_stack([np.ones_like(w), np.cos(w), np.sin(w), np.cos(2 * w), np.sin(2 * w)])
-        coef, *_ = np.linalg.lstsq(basis, y, rcond=None)
-        resid = float(np.sum((basis @ coef - y) ** 2))
-        if best is None or resid < best[0]:
-            best = (resid, coef)
-    coef = best[1]
+        fit, *_ = np.linalg.lstsq(basis, y, rcond=None)
+        resid = float(np.sum((basis @ fit - y) ** 2))
+        if resid < best:
+            best, coef = resid, fit
     ac_sq = math.hypot(coef[3], coef[4])
     return math.sqrt(ac_sq), math.sqrt(max(0.0, coef[0] - ac_sq))
 
 
-def _settled_sense(drv, reactor, reads: int = 5) -> dict:
+def _settled_sense(drv: Si3215, reactor: Reactor, reads: int = 5) -> dict[str, float]:
     _wait(reactor, 0.05)
     rows = []
     for _ in range(reads):
@@ -218,9 +211,9 @@ def _settled_sense(drv, reactor, reads: int = 5) -> dict:
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
 
-def _receiver_item(drv, reactor) -> tuple[dict, float]:
-    """The receiver-off-hook item, and the tip-ring resistance of a resistive loop that
-    draws a measurable current (inf when none)."""
+def _receiver_item(drv: Si3215, reactor: Reactor) -> tuple[Item, float]:
+    """The receiver-off-hook item (a loop V = V0 + R*I with V0 > 3 V is a phone), and
+    the tip-ring resistance of a resistive loop drawing current (inf when none)."""
     drv.set_feed(common_v=3.0, loop_limit_ma=41.0)
     drv.set_linefeed("forward_active")
     points = []
@@ -241,7 +234,8 @@ def _receiver_item(drv, reactor) -> tuple[dict, float]:
     return item, loop_ohm
 
 
-def _resistive_items(drv, reactor, loop_ohm: float, drive_v: float) -> list[dict]:
+def _resistive_items(drv: Si3215, reactor: Reactor, loop_ohm: float, drive_v: float) -> list[Item]:
+    """Floating wires on -48 V through the sense network: three conductances, linear."""
     drv.set_feed(common_v=BIAS_V, on_hook_v=drive_v)
     g_s, bias = 1 / drv.SENSE_OHM, -BIAS_V
     rows, rhs = [], []
@@ -266,7 +260,8 @@ def _resistive_items(drv, reactor, loop_ohm: float, drive_v: float) -> list[dict
     return [items[2], items[0], items[1]]
 
 
-def _ren_item(drv, reactor, off_hook: bool) -> dict:
+def _ren_item(drv: Si3215, reactor: Reactor, off_hook: bool) -> Item:
+    """Ring current without cadence; 1 REN = 6930 ohm + 8 uF at the ring frequency."""
     if off_hook:
         return _item("ren", None, "REN", "0.175..5", None, note="not tested: receiver off hook")
     drv.ring_test(True)
@@ -284,12 +279,14 @@ def _ren_item(drv, reactor, off_hook: bool) -> dict:
 
 # ====================================================================== FXO
 
-def fxo_commission(parts, port: str, drv, test_call_s: float, facts) -> dict:
+def fxo_commission(parts: Parts, port: str, drv: Si3050, test_call_s: float,
+                   facts: LineFacts) -> dict[str, Any]:
+    """Idle and seized line volts and current, the echo path, and a test call."""
     reactor, pcm = parts.reactor, parts.board.pcm.get(port)
     idle = _avg_measure(drv, reactor)
-    out = {"port": port, "kind": "fxo", "test": "fxo",
-           "idle": {"line_voltage_v": round(idle["line_voltage_v"], 1),
-                    "polarity": "forward" if idle["line_voltage_v"] >= 0 else "reverse"}}
+    out: dict[str, Any] = {"port": port, "kind": "fxo", "test": "fxo", "idle": {
+        "line_voltage_v": round(idle["line_voltage_v"], 1),
+        "polarity": "forward" if idle["line_voltage_v"] >= 0 else "reverse"}}
     if abs(idle["line_voltage_v"]) < 2.5:
         raise CommissionError(f"{port}: no line voltage on the FXO port: is the PSTN line plugged in?")
     drv.seize(in_call=False)
@@ -298,18 +295,19 @@ def fxo_commission(parts, port: str, drv, test_call_s: float, facts) -> dict:
         seized = _avg_measure(drv, reactor)
         out["seized"] = {"line_voltage_v": round(seized["line_voltage_v"], 1),
                          "loop_current_ma": round(seized["loop_current_ma"], 1)}
-        out["echo"] = echo_probe(reactor, pcm, parts.doc, port) if pcm is not None else None
+        out["echo"] = echo_probe(reactor, pcm) if pcm is not None else None
     finally:
         drv.release()
     if test_call_s > 0:
         out["test_call"] = run_test_call(parts, port, drv, pcm, test_call_s)
         facts.record_call(port, out["test_call"])
     out["learned"] = facts.get(port)
-    out["proposed"], out["advice"] = _proposals(parts.doc, port, out)
+    line = Config.from_doc(parts.doc).line_as(port, FxoLine)
+    out["proposed"], out["advice"] = _proposals(line, port, out)
     return out
 
 
-def _avg_measure(drv, reactor, reads: int = 5) -> dict:
+def _avg_measure(drv: Si3050, reactor: Reactor, reads: int = 5) -> dict[str, float]:
     rows = []
     for _ in range(reads):
         rows.append(drv.measure())
@@ -317,14 +315,16 @@ def _avg_measure(drv, reactor, reads: int = 5) -> dict:
     return {k: float(np.mean([r[k] for r in rows])) for k in ("line_voltage_v", "loop_current_ma")}
 
 
-def _proposals(doc: dict, port: str, out: dict) -> tuple[dict, dict]:
-    proposed, advice = {}, {}
+def _proposals(line: FxoLine, port: str,
+               out: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    proposed: dict[str, Any] = {}
+    advice: dict[str, Any] = {}
     learned = out.get("learned") or {}
     signal = (learned.get("disconnect") or {}).get("signal")
-    if signal and doc["lines"][port].get("disconnect") != [signal]:
+    if signal and line.disconnect != (signal,):
         proposed[f"lines.{port}.disconnect"] = [signal]
     standard = (learned.get("callerid") or {}).get("standard")
-    if standard and standard != effective_callerid(doc, port):
+    if standard and standard != line.effective_callerid:
         proposed["country.callerid"] = standard
     echo = out.get("echo") or {}
     if echo.get("proposed_tail_ms"):
@@ -346,8 +346,9 @@ def probe_period(seed: int = 7) -> np.ndarray:
     return np.round(x)
 
 
-def echo_probe(reactor, pcm, doc: dict, port: str) -> dict:
-    """Play the probe into the seized line, capture, estimate the echo path."""
+def echo_probe(reactor: Reactor, pcm: Pcm) -> dict[str, Any]:
+    """Play a periodic probe into the seized line, capture, estimate the echo path
+    (paired frame to frame as the canceller pairs them: our PCM latency counts)."""
     _wait(reactor, 0.005)  # off the 20 ms grid of whoever else ticks; kept from here on
     _quiet_the_line(reactor, pcm)
     period = probe_period()
@@ -356,7 +357,7 @@ def echo_probe(reactor, pcm, doc: dict, port: str) -> dict:
     return analyse_echo(period, rx)
 
 
-def _quiet_the_line(reactor, pcm) -> None:
+def _quiet_the_line(reactor: Reactor, pcm: Pcm) -> None:
     """Dial tone would swamp the echo: break it with a digit, as fxotune does."""
     heard = _play_and_capture(reactor, pcm, np.zeros(15 * FRAME))
     if _dbm0(heard) > -45.0:
@@ -364,7 +365,7 @@ def _quiet_the_line(reactor, pcm) -> None:
                                                         np.zeros(10 * FRAME)]))
 
 
-def _play_and_capture(reactor, pcm, tx: np.ndarray) -> np.ndarray:
+def _play_and_capture(reactor: Reactor, pcm: Pcm, tx: np.ndarray) -> np.ndarray:
     """Send tx frame by frame every 20 ms; what came back, paired one to one."""
     while pcm.read() is not None:
         pass
@@ -385,8 +386,9 @@ def _dbm0(x: np.ndarray) -> float:
     return 10 * math.log10(p / DBM0_RMS ** 2) if p > 0 else -120.0
 
 
-def analyse_echo(period: np.ndarray, rx: np.ndarray) -> dict:
-    """Echo path from the steady-state periods: impulse response, tail, ERL."""
+def analyse_echo(period: np.ndarray, rx: np.ndarray) -> dict[str, Any]:
+    """Echo path from the steady-state periods (H = Y/X per bin): tail, ERL, and the
+    smallest canceller tail that covers it."""
     n = len(period)
     steady = np.mean([rx[k * n:(k + 1) * n] for k in range(1, PROBE_PERIODS)], axis=0)
     x_f, y_f = np.fft.rfft(period), np.fft.rfft(steady)
@@ -418,7 +420,8 @@ def response_span(h: np.ndarray, floor_db: float = TAIL_FLOOR_DB) -> tuple[float
 
 # ---------------------------------------------------------------------- test call
 
-def run_test_call(parts, port: str, drv, pcm, timeout_s: float) -> dict:
+def run_test_call(parts: Parts, port: str, drv: Si3050, pcm: Pcm | None,
+                  timeout_s: float) -> dict[str, Any]:
     """Wait for a call to the line: caller ID, answer, then how the far end hangs up."""
     reactor = parts.reactor
     cid = CallerIdDecoder("auto")
@@ -444,53 +447,53 @@ def run_test_call(parts, port: str, drv, pcm, timeout_s: float) -> dict:
     return {"answered": True, "rings": bursts, "callerid": _cid_fact(message), "disconnect": hangup}
 
 
-def _cid_fact(msg: dict | None) -> dict | None:
+def _cid_fact(msg: dict[str, Any] | None) -> dict[str, Any] | None:
     if msg is None:
         return None
     return {"standard": msg.get("standard"), "number": msg.get("number"), "name": msg.get("name")}
 
 
-def _drain(pcm) -> list[np.ndarray]:
+def _drain(pcm: Pcm | None) -> list[np.ndarray]:
     frames = []
     while pcm is not None and (frame := pcm.read()) is not None:
         frames.append(np.asarray(frame, dtype=np.int16))
     return frames
 
 
-def _watch_hangup(parts, port: str, drv, pcm, end: float, sign: int) -> dict | None:
-    """Seized: the first disconnect signal the CO gives, and for a tone its cadence.
-    `sign` is the idle line's polarity before we answered."""
+def _watch_hangup(parts: Parts, port: str, drv: Si3050, pcm: Pcm | None, end: float,
+                  sign: int) -> dict[str, Any] | None:
+    """Seized: the first disconnect signal the CO gives (a reversal against `sign`, the
+    idle polarity; a loop current drop; a tone, named or by its cadence)."""
     reactor = parts.reactor
-    cpt, cadence = CallProgressDetector(_country(parts.doc, port)), Cadence()
-    low_since, named, named_at = None, None, 0.0
+    country = Config.from_doc(parts.doc).line(port).effective_country
+    cpt, cadence = CallProgressDetector(country), Cadence()
+    low_since: float | None = None
+    named: str | None = None
+    named_at = 0.0
     _wait(reactor, 0.2)  # loop current settles after seizure
     _drain(pcm)
     while reactor.now() < end:
         _wait(reactor, FRAME / LINE_RATE)
         m = drv.measure()
         if named is None and abs(m["line_voltage_v"]) >= 3.0 and (1 if m["line_voltage_v"] > 0 else -1) != sign:
-            return {"signal": "reversal"}
+            return {"signal": Signal.REVERSAL}
         low_since = (low_since or reactor.now()) if m["loop_current_ma"] < 5.0 else None
         if named is None and low_since is not None and reactor.now() - low_since >= 0.1:
-            return {"signal": "loop_drop"}
+            return {"signal": Signal.LOOP_DROP}
         for frame in _drain(pcm):
             tones = [e.tone for e in cpt.process(frame) if e.tone in ("busy", "reorder", "congestion")]
             if tones and named is None:
                 named, named_at = tones[0], reactor.now()
             if cadence.feed(frame) or (named and reactor.now() - named_at > 3.0):
-                return {"signal": "tone", "tone": named, **cadence.result()}
-    return {"signal": "tone", "tone": named, **cadence.result()} if named else None
-
-
-def _country(doc: dict, port: str) -> str:
-    return doc["lines"][port].get("country") or doc.get("country", {}).get("code", "us")
+                return {"signal": Signal.TONE, "tone": named, **cadence.result()}
+    return {"signal": Signal.TONE, "tone": named, **cadence.result()} if named else None
 
 
 class Cadence:
     """Learns a tone's on/off cadence from frame energy: two matching on/off cycles."""
 
     def __init__(self) -> None:
-        self.runs: list[list] = []  # [on?, ms]
+        self.runs: list[tuple[bool, float]] = []  # (on?, ms)
         self.audio: list[np.ndarray] = []
 
     def feed(self, frame: np.ndarray) -> bool:
@@ -499,12 +502,12 @@ class Cadence:
             self.audio.append(np.asarray(frame, float))
         ms = 1000 * len(frame) / LINE_RATE
         if self.runs and self.runs[-1][0] == on:
-            self.runs[-1][1] += ms
+            self.runs[-1] = (on, self.runs[-1][1] + ms)
         elif self.runs or on:
-            self.runs.append([on, ms])
+            self.runs.append((on, ms))
         return self._cycles() is not None or self._continuous()
 
-    def _cycles(self):
+    def _cycles(self) -> tuple[float, float] | None:
         done = self.runs[:-1]  # the last run is still going
         if len(done) < 4:
             return None
@@ -516,7 +519,7 @@ class Cadence:
     def _continuous(self) -> bool:
         return len(self.runs) == 1 and self.runs[0][0] and self.runs[0][1] >= 3000
 
-    def result(self) -> dict:
+    def result(self) -> dict[str, list[int]]:
         cycle = self._cycles()
         cadence = [round(cycle[0]), round(cycle[1])] if cycle else [round(self.runs[0][1]), 0]
         audio = np.concatenate(self.audio) if self.audio else np.zeros(FRAME)
@@ -532,17 +535,15 @@ class Cadence:
         return {"cadence_ms": cadence, "freqs_hz": sorted(round(f) for f in picked)}
 
 
-# ---------------------------------------------------------------------- what was learned
-
 class LineFacts:
     """Facts learned about FXO lines (caller-ID standard, disconnect signal), kept in
     data_dir/line-facts.json (atomically replaced), or in memory without a data dir."""
 
-    def __init__(self, data_dir: str | Path | None = None) -> None:
+    def __init__(self, data_dir: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(data_dir) / FACTS_FILE if data_dir else None
-        self.facts: dict[str, dict] = self._load()
+        self.facts: dict[str, dict[str, Any]] = self._load()
 
-    def _load(self) -> dict:
+    def _load(self) -> dict[str, dict[str, Any]]:
         if self.path is None or not self.path.exists():
             return {}
         try:
@@ -552,10 +553,10 @@ class LineFacts:
             log.warning("%s unreadable (%s): starting afresh", self.path, exc)
             return {}
 
-    def get(self, port: str) -> dict:
+    def get(self, port: str) -> dict[str, Any]:
         return dict(self.facts.get(port, {}))
 
-    def observe(self, port: str, what: str, value: dict) -> None:
+    def observe(self, port: str, what: str, value: dict[str, Any]) -> None:
         """Call control (or a test call) saw `what` ("callerid" / "disconnect") on `port`."""
         entry = self.facts.setdefault(port, {})
         seen = entry.get(what, {})
@@ -563,7 +564,7 @@ class LineFacts:
         entry[what] = {**value, "seen": seen.get("seen", 0) + 1 if same else 1}
         self._save()
 
-    def record_call(self, port: str, call: dict) -> None:
+    def record_call(self, port: str, call: dict[str, Any]) -> None:
         if call.get("callerid"):
             self.observe(port, "callerid", {"standard": call["callerid"]["standard"]})
         if call.get("disconnect"):

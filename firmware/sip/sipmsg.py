@@ -1,11 +1,5 @@
-"""Small, pure helpers for the SIP text the bridge reads and writes.
-
-pjsua2 hands us whole messages as text (`SipRxData.wholeMsg`) rather than parsed
-headers, and takes extra headers as name/value pairs. These functions read what call
-control needs from an INVITE (caller number and name, DNIS, X- headers, P-Asserted-
-Identity) and build the URIs we send. They assume well-formed enough text: pjsip has
-already parsed and accepted the message; anything odd yields empty strings, not errors.
-"""
+"""Pure helpers for the SIP and SDP text the bridge reads and writes. pjsip has already
+parsed and accepted the message: anything odd yields empty strings, not errors."""
 
 from __future__ import annotations
 
@@ -14,14 +8,19 @@ import re
 # RFC 3261 compact header forms that matter here.
 _COMPACT = {"f": "from", "t": "to", "i": "call-id", "m": "contact", "v": "via"}
 _URI_RE = re.compile(r"<([^>]*)>")
+G711 = ("PCMU", "PCMA")
+STATIC_PT = {"0": "PCMU", "8": "PCMA", "9": "G722"}  # RFC 3551 payload types
 _USER_RE = re.compile(r"^(?:sips?|tel):(?:([^@;?]*)@)?([^;?>]*)", re.IGNORECASE)
+
+
+def _head(msg: str) -> list[str]:
+    return msg.replace("\r\n", "\n").split("\n\n", 1)[0].split("\n")[1:]
 
 
 def header_lines(msg: str) -> list[tuple[str, str]]:
     """(lower-case name, value) of each header, continuation lines unfolded."""
-    head = msg.replace("\r\n", "\n").split("\n\n", 1)[0].split("\n")[1:]
     out: list[tuple[str, str]] = []
-    for line in head:
+    for line in _head(msg):
         if line[:1] in (" ", "\t") and out:  # folded continuation of the previous header
             out[-1] = (out[-1][0], out[-1][1] + " " + line.strip())
             continue
@@ -33,13 +32,11 @@ def header_lines(msg: str) -> list[tuple[str, str]]:
 
 
 def header(msg: str, name: str) -> str:
-    """The first value of header `name` (any case), or ""."""
     want = name.lower()
     return next((v for n, v in header_lines(msg) if n == want), "")
 
 
 def request_uri(msg: str) -> str:
-    """The Request-URI of a request's first line, or ""."""
     first = msg.split("\n", 1)[0].split()
     return first[1] if len(first) == 3 and not first[0].startswith("SIP/") else ""
 
@@ -54,7 +51,6 @@ def name_addr(value: str) -> tuple[str, str]:
 
 
 def uri_user(uri: str) -> str:
-    """The user part of a sip:/sips:/tel: URI ('' if none)."""
     match = _USER_RE.match(uri.strip())
     if not match:
         return ""
@@ -87,20 +83,15 @@ def caller(msg: str) -> dict:
 
 def _original_names(msg: str) -> list[tuple[str, str]]:
     """Headers with their names as sent (X- headers are passed on as written)."""
-    head = msg.replace("\r\n", "\n").split("\n\n", 1)[0].split("\n")[1:]
-    pairs = (line.partition(":") for line in head if line[:1] not in (" ", "\t"))
+    pairs = (line.partition(":") for line in _head(msg) if line[:1] not in (" ", "\t"))
     return [(name.strip(), value.strip()) for name, sep, value in pairs if sep]
-
-
-def quote_display(name: str) -> str:
-    """A display name safe inside double quotes."""
-    return re.sub(r'["\\\r\n]', "", name)[:40]
 
 
 def identity(number: str, name: str | None, domain: str) -> str:
     """'"Name" <sip:number@domain>' for From and P-Asserted-Identity."""
     uri = f"sip:{number}@{domain}"
-    return f'"{quote_display(name)}" <{uri}>' if name else f"<{uri}>"
+    display = re.sub(r'["\\\r\n]', "", name or "")[:40]  # safe inside double quotes
+    return f'"{display}" <{uri}>' if name else f"<{uri}>"
 
 
 def target(to: str, domain: str) -> str:
@@ -109,3 +100,81 @@ def target(to: str, domain: str) -> str:
     if to.lower().startswith(("sip:", "sips:", "tel:")):
         return to
     return f"sip:{to}@{domain}"
+
+
+def _rtpmaps(lines: list[str]) -> dict[str, str]:
+    """Payload type -> encoding name (upper case)."""
+    out = {}
+    for line in lines:
+        if line.startswith("a=rtpmap:"):
+            pt, _, enc = line[len("a=rtpmap:"):].partition(" ")
+            out[pt] = enc.split("/")[0].upper()
+    return out
+
+
+def _audio_sections(lines: list[str]) -> list[tuple[int, int]]:
+    starts = [i for i, line in enumerate(lines) if line.startswith("m=")]
+    bounds = [*starts, len(lines)]
+    return [(a, b) for a, b in zip(bounds, bounds[1:], strict=False)
+            if lines[a].startswith("m=audio ")]
+
+
+def offers_g711(sdp: str) -> bool:
+    lines = sdp.replace("\r\n", "\n").split("\n")
+    for a, b in _audio_sections(lines):
+        maps = _rtpmaps(lines[a:b])
+        if any(maps.get(pt, STATIC_PT.get(pt)) in G711 for pt in lines[a].split()[3:]):
+            return True
+    return False
+
+
+def g711_only(sdp: str) -> str | None:
+    """The SDP with its audio sections cut to PCMU/PCMA (order kept), every other
+    payload type's rtpmap/fmtp/rtcp-fb dropped (telephone-event, G.722...), and
+    silenceSupp off (RFC 3108) plus gpmd vbd=yes (V.152) per G.711 payload type added.
+    None when an audio section has no G.711 at all (nothing to offer)."""
+    crlf = "\r\n" in sdp
+    lines = sdp.replace("\r\n", "\n").split("\n")
+    out: list[str] = []
+    done = 0
+    for a, b in _audio_sections(lines):
+        out += lines[done:a]
+        section = _g711_section(lines[a:b])
+        if section is None:
+            return None
+        out += section
+        done = b
+    out += lines[done:]
+    text = "\n".join(out)
+    return text.replace("\n", "\r\n") if crlf else text
+
+
+def _g711_section(section: list[str]) -> list[str] | None:
+    """One m=audio section cut to G.711, trailing blank lines kept."""
+    trailing = []
+    while section and not section[-1]:
+        trailing.append(section.pop())
+    maps = _rtpmaps(section)
+    head = section[0].split()
+    keep = [pt for pt in head[3:] if maps.get(pt, STATIC_PT.get(pt)) in G711]
+    if not keep:
+        return None
+    out = [" ".join(head[:3] + keep)]
+    for line in section[1:]:
+        pt = _attr_pt(line)
+        if pt is not None and pt not in keep:
+            continue
+        if line.startswith(("a=silenceSupp:", "a=gpmd:")):
+            continue
+        out.append(line)
+    out.append("a=silenceSupp:off - - - -")
+    out += [f"a=gpmd:{pt} vbd=yes" for pt in keep]
+    return out + trailing
+
+
+def _attr_pt(line: str) -> str | None:
+    """The payload type an a=rtpmap / a=fmtp / a=rtcp-fb line is about (else None)."""
+    for prefix in ("a=rtpmap:", "a=fmtp:", "a=rtcp-fb:"):
+        if line.startswith(prefix):
+            return line[len(prefix):].split(" ", 1)[0]
+    return None

@@ -1,26 +1,7 @@
-"""Recordings of the calls the box handles locally while the cloud is unreachable.
-
-With survive.record_calls on, a PSTN caller taken by the local fallback chain (a cloud
-leg lost mid-call, or a new inbound call in SURVIVABLE) is recorded on the FXO port from
-the moment the fallback takes the call until the line is released: the announcement, the
-queue, the conversation with the local agent and any callback capture. The cloud records
-its own calls; these are the ones it never sees.
-
-Format: WAV, G.711 mu-law (format tag 7), 8 kHz, two channels: left the caller (what
-the line sends us, after echo cancellation, with DTMF masked as it is for the cloud, so
-a keyed card or phone number is not in the file), right what the box sends to the line
-(the local agent, prompts, music on hold). 16 kB per second.
-
-Crash safety: the audio goes to data_dir/recordings/<call uuid>.wav.part as it comes, in
-small buffered writes; `finish()` completes the header, renames the file to .wav and
-indexes it in the outbox (CdrStore.add_recording, kind "recording", with the call's CDR
-UUID), which `branchline forward` uploads when the WAN is back. A power cut leaves a
-.part file; `recover(store)` (run when the core opens its CDR store) completes its header
-from its size and indexes it, so at most the last unflushed buffer is lost. The outbox
-cap evicts recordings oldest first, never records.
-
-Assumes the reactor thread (PortMedia calls from_line/to_line every 20 ms).
-"""
+"""Recordings of the calls the box handles locally while the cloud is unreachable
+(survive.record_calls): the cloud records its own calls, these are the ones it never
+sees. Stereo G.711 mu-law WAV, 8 kHz: left the caller (DTMF masked), right the box.
+Written as <call uuid>.wav.part, sealed and indexed in the outbox at the call's end."""
 
 from __future__ import annotations
 
@@ -29,6 +10,7 @@ import os
 import struct
 from collections import deque
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -44,6 +26,15 @@ MAX_SKEW_FRAMES = 25  # one direction this far ahead: the other is padded with s
 ULAW_SILENCE = 0xFF
 
 
+class RecordingStore(Protocol):
+    """Where finished recordings are indexed for upload (firmware.cdr.CdrStore)."""
+
+    @property
+    def recordings_dir(self) -> str | os.PathLike[str]: ...
+
+    def add_recording(self, path: str, call_uuid: str | None = None, **extra: Any) -> str: ...
+
+
 def wav_header(frames_per_channel: int) -> bytes:
     """The 58-byte header of a stereo mu-law WAV holding this many sample pairs."""
     data = frames_per_channel * CHANNELS
@@ -55,7 +46,9 @@ def wav_header(frames_per_channel: int) -> bytes:
 
 
 class Recording:
-    """One call's recording in progress; see the module docstring."""
+    """One call's recording in progress, fed every 20 ms by the port's PortMedia (the
+    reactor thread). Audio goes to the .part file as it comes, in small buffered writes,
+    so a power cut loses at most the last buffer (`recover`)."""
 
     def __init__(self, directory: Path, call_uuid: str, port: str, ani: str,
                  started: float) -> None:
@@ -99,8 +92,9 @@ class Recording:
         self.samples += n
 
     # ---- the end ----
-    def finish(self, store) -> str | None:
-        """Complete the file and index it in the outbox; its index row's UUID."""
+    def finish(self, store: RecordingStore | None) -> str | None:
+        """Complete the file, rename it to .wav and index it in the outbox (kind
+        "recording", with the call's CDR UUID); the index row's UUID."""
         while self._in or self._out:
             left = self._in.popleft() if self._in else None
             right = self._out.popleft() if self._out else None
@@ -128,7 +122,8 @@ def _seal(part: Path, final: Path) -> None:
     os.replace(part, final)
 
 
-def _index(store, path: Path, call_uuid: str, **extra) -> str | None:
+def _index(store: RecordingStore | None, path: Path, call_uuid: str,
+           **extra: object) -> str | None:
     if store is None:
         return None
     try:
@@ -139,8 +134,9 @@ def _index(store, path: Path, call_uuid: str, **extra) -> str | None:
         return None
 
 
-def recover(store) -> int:
-    """Seal and index the .part files a power cut left; how many."""
+def recover(store: RecordingStore) -> int:
+    """Seal and index the .part files a power cut left (when the core opens its CDR
+    store); how many."""
     directory = Path(store.recordings_dir)
     count = 0
     for part in sorted(directory.glob(f"*.wav{PART}")):

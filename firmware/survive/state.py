@@ -1,27 +1,8 @@
-"""The survivability state machine: which cloud edge the box uses, or none.
-
-States (an Enum, one `_set_state()` that logs `old -> new` with the reason, counts,
-stamps, queues a `state_change` event to the outbox and tells the listeners):
-  CLOUD_PRIMARY    the first edge of sip.edges is healthy
-  CLOUD_SECONDARY  the primary is not, a later edge is: registered and used there
-  SURVIVABLE       no edge is: the box is a small PBX for its branch
-An edge is healthy while it answers its OPTIONS pings (EDGE events: the bridge pings
-every sip.options_interval_s and reports a loss after sip.options_misses misses, ~1.5 s),
-its registration has not failed for a network reason (REGISTRATION events of the edge in
-use; 401/403/407 are configuration problems, not outages), and calls through it still
-carry RTP (MEDIA_TIMEOUT on every answered cloud call for blip_window_s marks it bad).
-
-Hysteresis. Moving to a worse state is immediate (calls are at stake). Moving to a
-better one waits until that edge has been healthy without a break for
-survive.failback_stable_s; an edge that was lost survive.flap_count times within
-survive.flap_hold_s is flapping and must stay healthy for flap_hold_s. So a WAN that
-flaps every few seconds makes one transition down and stays down until it is steady.
-If the edge in use dies while a better one is up but not yet steady, the box moves to
-the better one at once (any answering edge beats none).
-
-Edges not named in sip.edges (SimCloud's, NoCloudBridge's "none") are ranked in the
-order they are first reported. Assumes the reactor thread; time is the reactor clock.
-"""
+"""The survivability state machine: which cloud edge the box uses (CLOUD_PRIMARY,
+CLOUD_SECONDARY), or none (SURVIVABLE: a small PBX for its branch). An edge is healthy
+while it answers OPTIONS, keeps its registration (401/403/407 are config problems, not
+outages) and its calls carry RTP. Going worse is immediate; going better waits until the
+edge was healthy for failback_stable_s (flap_hold_s when it is flapping)."""
 
 from __future__ import annotations
 
@@ -30,9 +11,14 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+from firmware.callctl.base import Ev
+from firmware.cdr import CdrStore
+from firmware.core.config import Config
+from firmware.events import CoreEvent, EventBus, EventKind
 from firmware.sip import api
-from foundation.reactor import NEVER
+from foundation.reactor import NEVER, Reactor
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +41,7 @@ class Edge:
     registration_ok: bool = True
     media_ok: bool = True
     up_since: float = 0.0
-    losses: deque = field(default_factory=lambda: deque(maxlen=100))
+    losses: deque[float] = field(default_factory=lambda: deque(maxlen=100))
 
     @property
     def healthy(self) -> bool:
@@ -63,14 +49,16 @@ class Edge:
 
 
 class Survivability:
-    """See the module docstring. `on_change(old, new, reason)` listeners are told of
-    every transition; `edge_in_use` is the URI calls go through (None in SURVIVABLE)."""
+    """`listeners` fn(old, new, reason) and `events` hear of every transition;
+    `edge_in_use` is the URI calls go through (None in SURVIVABLE). Edges not named in
+    sip.edges are ranked in the order they are first reported."""
 
-    def __init__(self, reactor, doc: dict, cdr=None) -> None:
-        self.reactor, self.cdr = reactor, cdr
-        self.read_settings(doc)
+    def __init__(self, reactor: Reactor, cfg: Config,
+                 cdr: CdrStore | None = None, events: EventBus | None = None) -> None:
+        self.reactor, self.cdr, self.events = reactor, cdr, events
+        self.read_settings(cfg)
         now = reactor.now()
-        self.edges = [Edge(uri, up_since=now) for uri in doc.get("sip", {}).get("edges", [])]
+        self.edges = [Edge(uri, up_since=now) for uri in cfg.sip.edges]
         self.state = State.CLOUD_PRIMARY
         self.since = now
         self.since_wall = reactor.clock.wall()
@@ -81,11 +69,10 @@ class Survivability:
         self._timer = reactor.register_timer(self._recheck, NEVER)
         self._reasons: list[str] = []
 
-    def read_settings(self, doc: dict) -> None:
-        cfg = doc.get("survive", {})
-        self.stable_s = float(cfg.get("failback_stable_s", 30.0))
-        self.flap_count = int(cfg.get("flap_count", 3))
-        self.flap_hold_s = float(cfg.get("flap_hold_s", 120.0))
+    def read_settings(self, cfg: Config) -> None:
+        s = cfg.survive
+        self.stable_s, self.flap_count, self.flap_hold_s = (
+            s.failback_stable_s, s.flap_count, s.flap_hold_s)
 
     # ---- what the box asks ----
     @property
@@ -98,7 +85,7 @@ class Survivability:
             return None
         return self.edges[min(RANK[self.state], len(self.edges) - 1)].uri
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         return {"state": self.state.value, "since": self.since_wall,
                 "transitions": self.transitions, "last_reason": self.last_reason,
                 "edge": self.edge_in_use,
@@ -110,7 +97,7 @@ class Survivability:
         self.reactor.unregister_timer(self._timer)
 
     # ---- signals in ----
-    def on_sip(self, ev) -> None:
+    def on_sip(self, ev: Ev) -> None:
         """EDGE and REGISTRATION events from the bridge."""
         if ev.kind == api.EDGE:
             self._options(ev.data.get("edge", ""), bool(ev.data.get("ok")))
@@ -126,10 +113,10 @@ class Survivability:
                     edge.media_ok = True
                     self._changed(edge, reason)
             return
-        edge = self._edge(self.edge_in_use) if self.edge_in_use else None
-        if edge is not None and edge.media_ok:
-            edge.media_ok = False
-            self._changed(edge, reason)
+        lost = self._edge(self.edge_in_use) if self.edge_in_use else None
+        if lost is not None and lost.media_ok:
+            lost.media_ok = False
+            self._changed(lost, reason)
 
     # ---- inside ----
     def _edge(self, uri: str) -> Edge:
@@ -149,7 +136,7 @@ class Survivability:
             edge.media_ok = True  # the WAN is back: calls through it are worth trying again
         self._changed(edge, f"{uri} {'answers' if ok else 'stopped answering'} OPTIONS")
 
-    def _registration(self, data: dict) -> None:
+    def _registration(self, data: dict[str, Any]) -> None:
         uri = self.edge_in_use
         if uri is None or int(data.get("code") or 0) in CONFIG_CODES:
             return
@@ -219,6 +206,9 @@ class Survivability:
         self.transitions += 1
         self.history.append((self.since, old.name, new.name, reason))
         self._queue(old, new, reason)
+        if self.events is not None:
+            self.events.publish(CoreEvent(EventKind.SURVIVABILITY, self.since_wall, data={
+                "state": new.value, "was": old.value, "reason": reason}))
         for fn in list(self.listeners):
             try:
                 fn(old, new, reason)

@@ -1,109 +1,113 @@
-"""Configuration forms: one per section (system, country, sip, calls) and one per line,
-built from the config schema (type, unit, range, choices, help), read back into typed
-values, and the config store's problems mapped onto the inputs they name.
+"""Configuration forms built from the config schema: one per section (system, country,
+sip, calls) and one per line. Each input is named by its config path
+(`lines.fxs1.flash_max_ms`), so a problem the config store reports lands next to it.
 
-Input names are the config paths (`lines.fxs1.flash_max_ms`), so a ConfigError problem
-"lines.fxs1.flash_max_ms: 5000 is out of range; allowed 50..2000 ms" lands next to that
-input. Numbers are plain text inputs (inputmode numeric) so the server, not the
-browser, judges them and says the rule. Password fields show empty; left empty they
-keep the stored value. Lists are comma-separated. Only changed values are sent.
-
-Assumes the schema tables of firmware.core.config.schema (read only: the core's
-control API is what validates and stores).
+Numbers are text inputs (the server judges them and says the rule); password fields show
+empty and keep the stored value when left empty; lists are comma-separated; only changed
+values are sent. templates/macros.html (config_form) draws the rows made here.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
-from firmware.core.config import schema
-from firmware.web.html import esc, field_row, select, text_input
+from firmware.core.config import paths, schema
 
-SECTIONS = {
-    "system": ("System", schema.SYSTEM),
-    "country": ("Country", schema.COUNTRY),
-    "sip": ("SIP and cloud", schema.SIP),
-    "calls": ("Calls", schema.CALLS),
-}
+Field = schema.Field
+SECTIONS = {"system": "System", "country": "Country", "sip": "SIP and cloud",
+            "calls": "Calls"}  # the forms of schema.SECTIONS, titled
+LINE_KEYS = [k for k in {**schema.LINE, **schema.FXS_LINE, **schema.FXO_LINE}
+             if k not in ("kind", "chip", "alsa_device", "timeslot")]  # wiring: set in the file
 SECRET = {"password", "sip_password"}
-READ_ONLY_LINE = ("kind", "chip", "alsa_device", "timeslot")  # wiring: set in the file
 
 
-def section_fields(doc: dict, section: str) -> dict[str, Any]:
+class Control(StrEnum):
+    TEXT = "text"
+    NUMBER = "number"
+    SECRET = "secret"
+    CHOICE = "choice"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One input of a config form, as the template draws it."""
+
+    path: str
+    label: str
+    value: str
+    control: Control
+    choices: tuple[str, ...] = ()
+    hint: str = ""
+    error: str = ""
+
+
+def section_fields(doc: Mapping[str, Any], section: str) -> dict[str, Field]:
     """path -> Field for a section name or `lines.<name>`."""
-    if section.startswith("lines."):
-        line = section.split(".", 1)[1]
-        entry = doc.get("lines", {}).get(line)
-        if entry is None:
-            return {}
-        kinds = schema.KIND_FIELDS.get(entry.get("kind"), {})
-        fields = {k: f for k, f in {**schema.LINE, **kinds}.items() if k not in READ_ONLY_LINE}
+    if not section.startswith("lines."):
+        fields = schema.SECTIONS[section] if section in SECTIONS else {}
         return {f"{section}.{k}": f for k, f in fields.items()}
-    _title, fields = SECTIONS.get(section, ("", {}))
-    return {f"{section}.{k}": f for k, f in fields.items()}
+    if not isinstance(paths.get(doc, section, None), Mapping):
+        return {}
+    found = {f"{section}.{k}": schema.field_at(dict(doc), f"{section}.{k}") for k in LINE_KEYS}
+    return {path: f for path, f in found.items() if f is not None}
 
 
-def current(doc: dict, path: str) -> Any:
-    node: Any = doc
-    for part in path.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
+def current(doc: Mapping[str, Any], path: str) -> Any:
+    return paths.get(doc, path, None)
 
 
-def render_form(doc: dict, section: str, csrf: str, values: dict | None = None,
-                errors: dict[str, str] | None = None) -> str:
-    """The form of one section; `values` are what was typed (after a refused save)."""
+def is_secret(path: str) -> bool:
+    return path.rsplit(".", 1)[-1] in SECRET
+
+
+def rows(doc: Mapping[str, Any], section: str, values: Mapping[str, str] | None = None,
+         errors: Mapping[str, str] | None = None) -> list[Row]:
+    """The inputs of one section; `values` are what was typed (after a refused save)."""
     values, errors = values or {}, errors or {}
-    rows = [_row(path, f, values.get(path, _shown(doc, path, f)), errors.get(path, ""))
-            for path, f in section_fields(doc, section).items()]
-    general = errors.get("", "")
-    top = f'<div class="error form-error">{esc(general)}</div>' if general else ""
-    return (f'<form method="post" action="/config/{esc(section)}" class="config" '
-            f'id="form-{esc(section)}">{top}<input type="hidden" name="csrf" '
-            f'value="{esc(csrf)}">{"".join(rows)}'
-            '<button type="submit">Save</button></form>')
+    out = []
+    for path, f in section_fields(doc, section).items():
+        control, choices = _control(path, f)
+        value = values.get(path, _shown(doc, path))
+        out.append(Row(path, path.rsplit(".", 1)[-1].replace("_", " "), value, control,
+                       choices, _hint(f), errors.get(path, "")))
+    return out
 
 
-def _shown(doc: dict, path: str, f) -> str:
+def _shown(doc: Mapping[str, Any], path: str) -> str:
     value = current(doc, path)
-    if path.rsplit(".", 1)[-1] in SECRET:
+    if is_secret(path) or value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
         return ", ".join(str(v) for v in value)
-    return "" if value is None else str(value)
+    return str(value)
 
 
-def _row(path: str, f, value: str, error: str) -> str:
-    key = path.rsplit(".", 1)[-1]
-    label = key.replace("_", " ")
-    hint = _hint(f)
-    if key in SECRET:
-        control = text_input(path, "", "password", ' autocomplete="new-password" '
-                                                   'placeholder="(unchanged)"')
-    elif f.type is bool:
-        control = select(path, value, ("true", "false"))
-    elif f.choices is not None and f.type is not list:
+def _control(path: str, f: Field) -> tuple[Control, tuple[str, ...]]:
+    if is_secret(path):
+        return Control.SECRET, ()
+    if f.type is bool:
+        return Control.CHOICE, ("true", "false")
+    if f.choices is not None and f.type is not list:
         choices = f.choices() if callable(f.choices) else f.choices
-        control = select(path, value, ([""] if f.allow_empty else []) + list(choices))
-    elif f.type in (int, float):
-        control = text_input(path, value, "text", ' inputmode="decimal"')
-    else:
-        control = text_input(path, value)
-    return field_row(path, label, control, error, hint)
+        return Control.CHOICE, tuple(([""] if f.allow_empty else []) + [str(c) for c in choices])
+    return (Control.NUMBER if f.type in (int, float) else Control.TEXT), ()
 
 
-def _hint(f) -> str:
+def _hint(f: Field) -> str:
     parts = []
-    if f.minval is not None:
+    if f.minval is not None and f.maxval is not None:
         parts.append(f"{_num(f.minval)}..{_num(f.maxval)}")
     if f.unit:
         parts.append(f.unit)
     if f.type is list:
         parts.append("comma-separated")
-        if f.item is not None and f.item.choices is not None:
+        if f.item is not None and f.item.choices is not None and not callable(f.item.choices):
             parts.append("of " + ", ".join(map(str, f.item.choices)))
     if f.help:
         parts.append(f.help)
@@ -116,14 +120,16 @@ def _num(x: float) -> str:
 
 # ---- reading a submitted form ----
 
-def parse_form(doc: dict, section: str, form: dict[str, str]) -> tuple[dict, dict[str, str]]:
+def parse_form(doc: Mapping[str, Any], section: str,
+               form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     """(changed path -> typed value, path -> error) from a submitted form."""
-    changes, errors = {}, {}
+    changes: dict[str, Any] = {}
+    errors: dict[str, str] = {}
     for path, f in section_fields(doc, section).items():
         if path not in form:
             continue
         raw = form[path].strip()
-        if path.rsplit(".", 1)[-1] in SECRET and raw == "":
+        if is_secret(path) and raw == "":
             continue  # empty password field: keep the stored one
         try:
             value = typed(f, raw, path)
@@ -135,7 +141,7 @@ def parse_form(doc: dict, section: str, form: dict[str, str]) -> tuple[dict, dic
     return changes, errors
 
 
-def typed(f, raw: str, path: str) -> Any:
+def typed(f: Field, raw: str, path: str) -> Any:
     """The text of an input as the field's type; ValueError says the rule."""
     if f.type is list:
         items = [s.strip() for s in raw.split(",") if s.strip()]
@@ -151,10 +157,10 @@ def typed(f, raw: str, path: str) -> Any:
     return raw
 
 
-def _number(f, raw: str, path: str) -> int | float:
+def _number(f: Field, raw: str, path: str) -> int | float:
     unit = f" ({f.unit})" if f.unit else ""
     try:
-        return f.type(raw)
+        return int(raw) if f.type is int else float(raw)
     except ValueError:
         word = "a whole number" if f.type is int else "a number"
         raise ValueError(f"{path}: {raw!r} must be {word}{unit}") from None
@@ -163,11 +169,11 @@ def _number(f, raw: str, path: str) -> int | float:
 _PATH = re.compile(r"^([A-Za-z0-9_.\-]+?)(\[\d+\])?: ")
 
 
-def map_problems(problems: list[str], paths: list[str]) -> dict[str, str]:
+def map_problems(problems: list[str], paths_: list[str]) -> dict[str, str]:
     """Config problems keyed by the input they name ('' for the rest of the form)."""
     out: dict[str, str] = {}
     for problem in problems:
         m = _PATH.match(problem)
-        key = m.group(1) if m and m.group(1) in paths else ""
+        key = m.group(1) if m and m.group(1) in paths_ else ""
         out[key] = (out[key] + "; " + problem) if key in out else problem
     return out

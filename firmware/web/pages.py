@@ -1,368 +1,267 @@
-"""The technician's pages: login and first setup, dashboard, configuration, diagnostics,
-calls (CDRs), logs, backup/restore, firmware upload, audit log.
+"""The technician's pages (a Flask blueprint): login and first setup, the dashboard and
+its event stream, configuration, diagnostics, calls (CDRs), logs, audit log,
+backup/restore and firmware upload; their templates are in templates/.
 
-Each handler takes (app, req) and returns a Response; `dispatch` picks it by method and
-path and applies the login gate (anonymous: login only; after the setup code: the
-set-password page only; admin: everything). Every state change is written to the audit
-log with who, from where and what changed (secrets masked). Data come only from the
-core's control API (firmware.web.coreapi); when the core does not answer, pages still
-render with a banner saying so.
-
-Assumes the control API contract of issue 6 (paths under /api/v1).
+Data come only from the core's control API; when the core does not answer, a page still
+renders with a banner saying so. Every state change goes to the audit log (who, from
+where, what; secrets masked). The login gate, CSRF and headers are in server.py.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 import tomllib
-from typing import Any
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, cast
 
 import tomli_w
+from flask import Blueprint, Response, abort, current_app, g, jsonify, redirect, render_template
+from flask import request as rq
+from flask.typing import ResponseReturnValue
+from jinja2 import Undefined
+from werkzeug.exceptions import HTTPException
 
+from firmware.api.client import ApiError, CoreDown
 from firmware.auth import ADMIN, AuthError, LockedOut
-from firmware.web import forms, plots
-from firmware.web.coreapi import ApiError, CoreDown
-from firmware.web.html import (
-    ON,
-    Raw,
-    csrf_input,
-    esc,
-    field_row,
-    fmt_num,
-    fmt_time,
-    page,
-    select,
-    table,
-    text_input,
-)
-from firmware.web.server import HttpError, Response, redirect
+from firmware.events import EventKind
+from firmware.web import forms, plots, upload
+from firmware.web.sessions import Session, Stage
+
+if TYPE_CHECKING:
+    from firmware.web.server import Web
 
 log = logging.getLogger(__name__)
+bp = Blueprint("pages", __name__)
 
-PUBLIC = {("GET", "/login"), ("POST", "/login")}
-SETUP = {("GET", "/setup"), ("POST", "/setup"), ("POST", "/logout")}
 PAGE_SIZE = 50
+STATUS_TIMEOUT_S = 3.0
+SLOW_TIMEOUT_S = 60.0
 TONES = ("dial", "busy", "ringback", "congestion", "howler")
 
 
-def dispatch(app, req) -> Response:
-    key = (req.method if req.method != "HEAD" else "GET", req.path)
-    handler = ROUTES.get(key)
-    if handler is None:
-        if any(path == req.path for _m, path in ROUTES):
-            raise HttpError(405, f"{req.method} is not allowed on {req.path}")
-        prefix = next((p for p in PREFIX_ROUTES if key[1].startswith(p[1]) and key[0] == p[0]),
-                      None)
-        if prefix is None:
-            raise HttpError(404, f"{req.path}: no such page")
-        handler = PREFIX_ROUTES[prefix]
-    stage = req.session.stage
-    if key in PUBLIC or (stage == "setup" and key in SETUP) or stage == "admin":
-        return handler(app, req)
-    if stage == "setup":
-        return redirect("/setup")
-    if req.method == "GET" and req.path != "/live":
-        return redirect("/login")
-    raise HttpError(401, "log in first")
+class Diag(StrEnum):
+    RING = "ring"
+    TONE = "tone"
+    DTMF_ECHO = "dtmf-echo"
+    MEASURE = "measure"
+    LINE_TEST = "line-test"
+    PING = "ping"
 
 
-def error_page(app, req, status: int, message: str) -> Response:
-    body = f'<p class="error" id="page-error">{esc(message)}</p><p><a href="/">Back</a></p>'
-    title = {400: "Bad request", 401: "Not logged in", 403: "Refused", 404: "Not found",
-             405: "Not allowed", 413: "Too large", 429: "Too many attempts"}.get(status, "Error")
-    return Response(status, page(title, body, session=req.session, box=app.box))
+DIAG_FORMS = {  # the inputs of each diagnostic's form, in order
+    Diag.RING: ("Ring a phone", ("port", "seconds")),
+    Diag.TONE: ("Play a tone", ("port", "tone", "seconds")),
+    Diag.DTMF_ECHO: ("DTMF echo test", ("port", "seconds")),
+    Diag.MEASURE: ("Measure line", ("port",)),
+    Diag.LINE_TEST: ("Line test", ("port",)),
+    Diag.PING: ("Ping cloud edges", ()),
+}
 
 
-def _render(app, req, title: str, body: str, active: str = "", status: int = 200,
-            banner: str = "") -> Response:
-    return Response(status, page(title, body, session=req.session, box=app.box,
-                                 active=active, banner=banner))
+def web() -> Web:
+    return cast("Web", current_app.extensions["web"])
 
 
-def _core_banner(exc: ApiError) -> str:
-    cls = "banner down" if isinstance(exc, CoreDown) else "banner warn"
-    return f'<div class="{cls}" id="core-error">{esc(exc)}</div>'
+def me() -> Session:
+    return cast(Session, g.session)
 
 
-def _audit(app, req, action: str, detail: Any = "") -> None:
+def see(location: str) -> ResponseReturnValue:
+    return redirect(location, 303)
+
+
+def show(template: str, status: int = 200, **context: Any) -> ResponseReturnValue:
+    return render_template(template, **context), status
+
+
+def flash(message: str) -> None:
+    me().flash.append(message)
+
+
+def audit(action: str, detail: Any = "") -> None:
     try:
-        app.auth.audit(req.who, req.client, action, detail)
+        web().auth.audit(me().user or "anonymous", rq.remote_addr or "", action, detail)
     except OSError:
         log.exception("audit log write failed")
 
 
+@bp.app_context_processor
+def _frame() -> dict[str, Any]:
+    return {"me": g.get("session"), "box": web().box}
+
+
 # ---- login and first setup ----
 
-def login_get(app, req, error: str = "", status: int = 200) -> Response:
-    if req.session.stage == "admin":
-        return redirect("/")
-    setup = app.auth.needs_setup()
+@bp.get("/login")
+def login(error: str = "", status: int = 200) -> ResponseReturnValue:
+    if me().stage is Stage.ADMIN:
+        return see("/")
+    setup = web().auth.needs_setup()
     if setup:
-        app.auth.ensure_setup_code()
-        intro = ("<p>First login: type the <b>setup code</b> shown on the serial console "
-                 "and on the box label. You will then choose the admin password.</p>")
-        fields = field_row("code", "Setup code", text_input(
-            "code", "", extra=' autocomplete="one-time-code" autocapitalize="characters" '
-                              'required'))
-    else:
-        intro = ""
-        fields = (field_row("user", "User", text_input("user", ADMIN, extra=' autocomplete='
-                                                       '"username" required')) +
-                  field_row("password", "Password", text_input(
-                      "password", "", "password", ' autocomplete="current-password" required')))
-    err = f'<p class="error" id="login-error">{esc(error)}</p>' if error else ""
-    body = (f'{intro}{err}<form method="post" action="/login" class="login">'
-            f'{csrf_input(req.session)}{fields}<button type="submit">Log in</button></form>')
-    return _render(app, req, "Log in", body, status=status)
+        web().auth.ensure_setup_code()
+    return show("login.html", status, setup=setup, error=error, admin=ADMIN)
 
 
-def login_post(app, req) -> Response:
-    wait = app.limiter.allow(req.client)
+@bp.post("/login")
+def login_post() -> ResponseReturnValue:
+    client = rq.remote_addr or ""
+    wait = web().limiter.allow(client)
     if wait:
-        return login_get(app, req, f"too many login attempts from {req.client}; wait "
-                                   f"{int(wait) + 1} s", 429)
+        return login(f"too many login attempts from {client}; wait {int(wait) + 1} s", 429)
     try:
-        if app.auth.needs_setup():
-            app.auth.check_setup_code(req.form.get("code", ""))
-            stage, user, action = "setup", ADMIN, "login with setup code"
-        else:
-            user = req.form.get("user", "")
-            app.auth.login(user, req.form.get("password", ""))
-            stage, action = "admin", "login"
+        stage, user, action = _log_in()
     except LockedOut as exc:
-        _audit(app, req, "login refused (locked)", str(exc))
-        return login_get(app, req, str(exc), 403)
+        audit("login refused (locked)", str(exc))
+        return login(str(exc), 403)
     except AuthError as exc:
-        _audit(app, req, "login failed", str(exc))
-        return login_get(app, req, str(exc), 401)
-    req.session = app.sessions.promote(req.session, stage, user)
-    _audit(app, req, action)
-    return redirect("/setup" if stage == "setup" else "/")
+        audit("login failed", str(exc))
+        return login(str(exc), 401)
+    g.session = web().sessions.promote(me(), stage, user)
+    audit(action)
+    return see("/setup" if stage is Stage.SETUP else "/")
 
 
-def setup_get(app, req, error: str = "", status: int = 200) -> Response:
-    err = f'<p class="error" id="setup-error">{esc(error)}</p>' if error else ""
-    body = (f"<p>Choose the admin password (at least 10 characters). There is no default "
-            f"password; the setup code stops working once this is done.</p>{err}"
-            f'<form method="post" action="/setup" class="login">{csrf_input(req.session)}'
-            + field_row("password", "New password", text_input(
-                "password", "", "password", ' autocomplete="new-password" required'))
-            + field_row("confirm", "Confirm password", text_input(
-                "confirm", "", "password", ' autocomplete="new-password" required'))
-            + '<button type="submit">Set password</button></form>')
-    return _render(app, req, "Set the admin password", body, status=status)
+def _log_in() -> tuple[Stage, str, str]:
+    auth = web().auth
+    if auth.needs_setup():
+        auth.check_setup_code(rq.form.get("code", ""))
+        return Stage.SETUP, ADMIN, "login with setup code"
+    user = rq.form.get("user", "")
+    auth.login(user, rq.form.get("password", ""))
+    return Stage.ADMIN, user, "login"
 
 
-def setup_post(app, req) -> Response:
-    if req.session.stage not in ("setup", "admin"):
-        return redirect("/login")
+@bp.get("/setup")
+def setup(error: str = "", status: int = 200) -> ResponseReturnValue:
+    return show("setup.html", status, error=error)
+
+
+@bp.post("/setup")
+def setup_post() -> ResponseReturnValue:
+    if me().stage is Stage.ANON:
+        return see("/login")
     try:
-        app.auth.set_password(req.form.get("password", ""), req.form.get("confirm", ""))
+        web().auth.set_password(rq.form.get("password", ""), rq.form.get("confirm", ""))
     except AuthError as exc:
-        return setup_get(app, req, str(exc), 422)
-    req.session = app.sessions.promote(req.session, "admin", ADMIN)
-    _audit(app, req, "admin password set")
-    req.session.flash.append("Admin password set. Keep it safe: there is no default.")
-    return redirect("/")
+        return setup(str(exc), 422)
+    g.session = web().sessions.promote(me(), Stage.ADMIN, ADMIN)
+    audit("admin password set")
+    flash("Admin password set. Keep it safe: there is no default.")
+    return see("/")
 
 
-def logout_post(app, req) -> Response:
-    _audit(app, req, "logout")
-    app.sessions.end(req.session)
-    req.session = app.sessions.new()
-    return redirect("/login")
+@bp.post("/logout")
+def logout() -> ResponseReturnValue:
+    audit("logout")
+    web().sessions.end(me())
+    g.session = web().sessions.new()
+    return see("/login")
 
 
 # ---- dashboard ----
 
-def dashboard(app, req) -> Response:
-    body = f'<div id="live" data-live="/live">{_live_html(app)}</div>'
-    return _render(app, req, "Dashboard", body, "/")
+@bp.get("/")
+def dashboard() -> ResponseReturnValue:
+    return show("dashboard.html", kinds=[*EventKind, "ready", "dropped"], **_live())
 
 
-def live(app, req) -> Response:
-    if req.session.stage != "admin":
-        return Response(401, "log in again", "text/plain; charset=utf-8")
-    return Response(200, _live_html(app))
+@bp.get("/live")
+def live() -> ResponseReturnValue:
+    return show("live.html", **_live())
 
 
-def _live_html(app) -> str:
+@bp.get("/events")
+def events() -> ResponseReturnValue:
+    """The core's events relayed to this browser (the dashboard refreshes on each)."""
+    relay = web().relay
+    feed = relay.open()
+    if feed is None:
+        abort(503, "too many live pages are open; this one refreshes by polling")
+    response = Response(relay.frames(feed), mimetype="text/event-stream")
+    response.call_on_close(lambda: relay.drop(feed))  # also when the browser goes
+    return response
+
+
+def _live() -> dict[str, Any]:
     try:
-        st = app.api.call("GET", "/status", timeout=3.0)
+        st = web().api.request("GET", "/status", timeout=STATUS_TIMEOUT_S)
     except ApiError as exc:
-        return _core_banner(exc)
-    app.note_status(st)
-    return (_survivable_banner(st) + _restart_banner(st) + _box_html(st)
-            + _ports_html(st.get("ports") or [])
-            + _calls_html(st.get("calls") or []) + _sip_html(st))
+        return {"live_error": exc}
+    web().note_status(st)
+    return {"st": st, "cards": _cards(st)}
 
 
-def _survivable_banner(st: dict) -> str:
-    state = (st.get("survivability") or {}).get("state", "unknown")
-    if state == "SURVIVABLE":
-        return ('<div class="banner survivable" id="survivable">SURVIVABLE: the cloud is '
-                'unreachable; the box runs calls locally (extensions, PSTN, emergency)</div>')
-    return ""
-
-
-def _restart_banner(st: dict) -> str:
-    pending = (st.get("box") or {}).get("restart_required") or []
-    if not pending:
-        return ""
-    return ('<div class="banner warn" id="restart-needed">Saved settings that take effect '
-            f"after a restart: {esc(', '.join(map(str, pending)))}</div>")
-
-
-def _box_html(st: dict) -> str:
+def _cards(st: dict[str, Any]) -> list[tuple[str, Any]]:
     box, wan = st.get("box") or {}, st.get("wan") or {}
-    surv = (st.get("survivability") or {}).get("state", "unknown")
-    up = box.get("uptime_s")
     items = [("Box", box.get("name")), ("Version", box.get("version")),
-             ("Mode", box.get("mode")), ("Uptime", _duration(up)),
-             ("WAN", wan.get("state", "unknown")), ("Survivability", surv)]
+             ("Mode", box.get("mode")), ("Uptime", duration(box.get("uptime_s"))),
+             ("WAN", wan.get("state", "unknown")),
+             ("Survivability", (st.get("survivability") or {}).get("state", "unknown"))]
     relay = box.get("lifeline")
     if isinstance(relay, dict):  # the power-fail relay: where its phone is now
         items.append(("Lifeline", f"{relay.get('fxs')} on "
                       + ("its SLIC" if relay.get("phone_on") == "slic" else "the PSTN line")))
-    cells = "".join(f'<div class="kv"><span>{esc(k)}</span><b data-k="{esc(k.lower())}">'
-                    f"{esc(v if v not in (None, '') else '—')}</b></div>" for k, v in items)
-    return f'<section class="cards">{cells}</section>'
-
-
-def _hook(port: dict) -> str:
-    hook = port.get("hook")
-    if hook in (True, "off", "off_hook", "off-hook", "offhook"):
-        return "off-hook"
-    if hook in (False, "on", "on_hook", "on-hook", "onhook"):
-        return "on-hook"
-    return "—" if hook is None else str(hook)
-
-
-def _ports_html(ports: list) -> str:
-    rows, attrs = [], []
-    for p in ports:
-        hook = _hook(p)
-        call = p.get("call") or {}
-        ringing = "RINGING" if p.get("ringing") else ""
-        state = p.get("state") or ""
-        if p.get("failed_reason"):
-            state = f"{state}: {p['failed_reason']}"
-        rows.append([p.get("name"), p.get("kind"), state, hook, ringing,
-                     fmt_num(p.get("loop_current_ma"), 1, "mA"),
-                     fmt_num(p.get("line_voltage_v"), 1, "V"),
-                     fmt_num(p.get("erle_db"), 1, "dB"),
-                     _call_text(call)])
-        attrs.append(f'data-port="{esc(p.get("name"))}" data-hook="{esc(hook)}" '
-                     f'data-state="{esc(p.get("state"))}"' + (' class="ringing"' if ringing else ""))
-    return "<h2>Ports</h2>" + table(("Port", "Kind", "State", "Hook", "Ring", "Loop", "Line",
-                                     "ERLE", "Call"), rows, "ports", attrs)
-
-
-def _call_text(call: dict) -> str:
-    if not call:
-        return ""
-    mos = f" MOS {call['mos']:.2f}" if isinstance(call.get("mos"), int | float) else ""
-    return f"{call.get('direction', '')} {call.get('remote', '')} {call.get('state', '')}{mos}"
-
-
-def _calls_html(calls: list) -> str:
-    rows = [[c.get("port"), c.get("direction"), c.get("remote"), c.get("state"),
-             _duration(c.get("duration_s")), c.get("codec"), fmt_num(c.get("mos"), 2)]
-            for c in calls]
-    return "<h2>Active calls</h2>" + table(("Port", "Direction", "Remote", "State",
-                                            "Duration", "Codec", "MOS"), rows, "calls")
-
-
-def _sip_html(st: dict) -> str:
-    regs = [[r.get("account"), "registered" if r.get("ok") else "NOT registered",
-             r.get("code"), r.get("reason")] for r in st.get("registrations") or []]
-    edges = [[e.get("uri"), "up" if e.get("ok") else "DOWN", fmt_num(e.get("rtt_ms"), 0, "ms")]
-             for e in (st.get("wan") or {}).get("edges") or []]
-    return ("<h2>Registrations</h2>" + table(("Account", "State", "Code", "Reason"), regs)
-            + "<h2>Cloud edges</h2>" + table(("Edge", "State", "RTT"), edges))
-
-
-def _duration(s: Any) -> str:
-    if not isinstance(s, int | float) or isinstance(s, bool):
-        return "—"
-    s = int(s)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+    return [(k, "—" if _absent(v) else v) for k, v in items]
 
 
 # ---- configuration ----
 
-def _sections(doc: dict) -> list[tuple[str, str]]:
-    lines = [(f"lines.{n}", f"Line {n}") for n in sorted(doc.get("lines", {}))]
-    return lines + [(k, title) for k, (title, _f) in forms.SECTIONS.items()]
+def _sections(doc: Mapping[str, Any]) -> dict[str, str]:
+    lines = {f"lines.{n}": f"Line {n}" for n in sorted(doc.get("lines", {}))}
+    return lines | forms.SECTIONS
 
 
-def config_get(app, req, section: str | None = None, values=None, errors=None,
-               status: int = 200) -> Response:
+@bp.get("/config")
+def config(section: str = "", typed: dict[str, str] | None = None,
+           errors: dict[str, str] | None = None, status: int = 200) -> ResponseReturnValue:
     try:
-        got = app.api.call("GET", "/config")
-        versions = app.api.call("GET", "/config/versions")
+        got, versions = web().api.config(), web().api.config_versions()
     except ApiError as exc:
-        return _render(app, req, "Configuration", "", "/config", 503, _core_banner(exc))
+        return show("config.html", 503, core_error=exc)
     doc = got.get("document") or {}
     sections = _sections(doc)
-    section = section or req.query.get("section") or sections[0][0]
-    if section not in dict(sections):
-        raise HttpError(404, f"config section {section!r} does not exist")
-    tabs = "".join(f'<a href="/config?section={esc(k)}"{ON if k == section else ""}>'
-                   f"{esc(t)}</a>" for k, t in sections)
-    body = (f'<nav class="tabs">{tabs}</nav><p class="muted">Live version '
-            f'{esc(got.get("version"))}.</p>'
-            + forms.render_form(doc, section, req.session.csrf, values, errors)
-            + _versions_html(req, versions if isinstance(versions, list) else []))
-    return _render(app, req, "Configuration", body, "/config", status)
+    section = section or rq.args.get("section") or next(iter(sections))
+    if section not in sections:
+        abort(404, f"config section {section!r} does not exist")
+    return show("config.html", status, sections=sections, section=section,
+                version=got.get("version"), rows=forms.rows(doc, section, typed, errors),
+                general=(errors or {}).get(""), versions=list(reversed(versions[-10:])))
 
 
-def _versions_html(req, versions: list) -> str:
-    rows = []
-    for v in reversed(versions[-10:]):
-        n = v.get("version")
-        rollback = (f'<form method="post" action="/config-rollback" class="inline">'
-                    f'{csrf_input(req.session)}<input type="hidden" name="version" '
-                    f'value="{esc(n)}"><button type="submit" class="small">Roll back to '
-                    f'this</button></form>')
-        diff = f'<a href="/config-diff?against={esc(n)}">diff</a>'
-        rows.append([n, fmt_time(v.get("time")), v.get("reason"), Raw(diff + " " + rollback)])
-    return "<h2>Versions</h2>" + table(("Version", "Saved", "Reason", ""), rows, "versions")
-
-
-def config_post(app, req) -> Response:
-    section = req.path[len("/config/"):]
+@bp.post("/config/<path:section>")
+def config_post(section: str) -> ResponseReturnValue:
     try:
-        doc = app.api.call("GET", "/config").get("document") or {}
+        doc = web().api.config().get("document") or {}
     except ApiError as exc:
-        return _render(app, req, "Configuration", "", "/config", 503, _core_banner(exc))
-    if section not in dict(_sections(doc)):
-        raise HttpError(404, f"config section {section!r} does not exist")
-    changes, errors = forms.parse_form(doc, section, req.form)
-    typed = {p: req.form.get(p, "") for p in forms.section_fields(doc, section)}
+        return show("config.html", 503, core_error=exc)
+    if section not in _sections(doc):
+        abort(404, f"config section {section!r} does not exist")
+    fields = forms.section_fields(doc, section)
+    changes, errors = forms.parse_form(doc, section, rq.form)
+    typed = {p: rq.form.get(p, "") for p in fields}
     if errors:
-        return config_get(app, req, section, typed, errors, 422)
+        return config(section, typed, errors, 422)
     if not changes:
-        req.session.flash.append("Nothing changed.")
-        return redirect(f"/config?section={section}")
+        flash("Nothing changed.")
+        return see(f"/config?section={section}")
     try:
-        got = app.api.call("PATCH", "/config", {"set": changes,
-                                                "reason": f"web: {req.who} changed {section}"})
+        got = web().api.patch_config(changes, f"web: {me().user} changed {section}")
+    except CoreDown:
+        raise
     except ApiError as exc:
-        if isinstance(exc, CoreDown):
-            raise
-        paths = list(forms.section_fields(doc, section))
-        problems = exc.problems or [str(exc)]
-        return config_get(app, req, section, typed, forms.map_problems(problems, paths), 422)
-    _audit(app, req, "config changed", {"section": section, "version": got.get("version"),
-                                        "set": _masked(changes, doc)})
-    req.session.flash.append(f"Saved as version {got.get('version')}: "
-                             + ", ".join(sorted(changes)) + ". " + _applied(got))
-    return redirect(f"/config?section={section}")
+        problems = forms.map_problems(exc.problems or [str(exc)], list(fields))
+        return config(section, typed, problems, 422)
+    audit("config changed", {"section": section, "version": got.get("version"),
+                             "set": _masked(changes, doc)})
+    flash(f"Saved as version {got.get('version')}: {', '.join(sorted(changes))}. "
+          + _applied(got))
+    return see(f"/config?section={section}")
 
 
-def _applied(got: dict) -> str:
+def _applied(got: dict[str, Any]) -> str:
     """What a save means for the running box (the core's restart_required answer)."""
     pending = got.get("restart_required") or []
     if not pending:
@@ -370,158 +269,127 @@ def _applied(got: dict) -> str:
     return f"Takes effect after a restart: {', '.join(pending)}."
 
 
-def _masked(changes: dict, doc: dict) -> dict:
-    out = {}
-    for path, new in changes.items():
-        if path.rsplit(".", 1)[-1] in forms.SECRET:
-            out[path] = "(secret changed)"
-        else:
-            out[path] = {"old": forms.current(doc, path), "new": new}
-    return out
+def _masked(changes: dict[str, Any], doc: Mapping[str, Any]) -> dict[str, Any]:
+    return {path: "(secret changed)" if forms.is_secret(path)
+            else {"old": forms.current(doc, path), "new": new} for path, new in changes.items()}
 
 
-def rollback_post(app, req) -> Response:
-    raw = req.form.get("version", "")
+@bp.post("/config-rollback")
+def config_rollback() -> ResponseReturnValue:
+    raw = rq.form.get("version", "")
     version = int(raw) if raw.isdigit() else None
-    got = app.api.call("POST", "/config/rollback", {"version": version})
-    _audit(app, req, "config rolled back", {"to": version, "version": got.get("version")})
-    req.session.flash.append(f"Rolled back to version {version}; live is now version "
-                             f"{got.get('version')}. " + _applied(got))
-    return redirect("/config")
+    got = web().api.rollback(version)
+    audit("config rolled back", {"to": version, "version": got.get("version")})
+    flash(f"Rolled back to version {version}; live is now version {got.get('version')}. "
+          + _applied(got))
+    return see("/config")
 
 
-def diff_get(app, req) -> Response:
-    against = req.query.get("against", "")
+@bp.get("/config-diff")
+def config_diff() -> ResponseReturnValue:
+    against = rq.args.get("against", "")
     if not against.isdigit():
-        raise HttpError(400, "against: give a version number, e.g. ?against=3")
-    got = app.api.call("GET", "/config/diff", query={"against": against})
-    text = got.get("diff") or "(no difference)"
-    body = f'<pre class="diff">{esc(text)}</pre><p><a href="/config">Back</a></p>'
-    return _render(app, req, f"Changes since version {against}", body, "/config")
+        abort(400, "against: give a version number, e.g. ?against=3")
+    text = web().api.config_diff(int(against))
+    return show("diff.html", against=against, diff=text or "(no difference)")
 
 
 # ---- diagnostics ----
 
-def diag_get(app, req, result: str = "", status: int = 200) -> Response:
+@bp.get("/diag")
+def diag(result: dict[str, Any] | None = None, status: int = 200) -> ResponseReturnValue:
     try:
-        st = app.api.call("GET", "/status", timeout=3.0)
-        ports = [p.get("name") for p in st.get("ports") or [] if p.get("name")]
+        st = web().api.request("GET", "/status", timeout=STATUS_TIMEOUT_S)
     except ApiError as exc:
-        return _render(app, req, "Diagnostics", "", "/diag", 503, _core_banner(exc))
-    body = (f'<div id="diag-result">{result}</div>' + _diag_forms(req, ports)
-            + "<h2>Echo and call quality</h2>" + _plots_html(app))
-    return _render(app, req, "Diagnostics", body, "/diag", status)
+        return show("diag.html", 503, core_error=exc)
+    ports = [p.get("name") for p in st.get("ports") or [] if p.get("name")]
+    return show("diag.html", status, ports=ports, diags=DIAG_FORMS, tones=TONES,
+                result=result, plots=_plots())
 
 
-def _diag_forms(req, ports: list[str]) -> str:
-    def form(action: str, title: str, inner: str) -> str:
-        return (f'<form method="post" action="/diag/{action}" class="diag" id="diag-{action}">'
-                f"<h3>{esc(title)}</h3>{csrf_input(req.session)}{inner}"
-                f'<button type="submit">{esc(title)}</button></form>')
-
-    port = select("port", "", ports)
-    secs = text_input("seconds", "5", extra=' inputmode="decimal" class="short"')
-    return ('<div class="grid">'
-            + form("ring", "Ring a phone", f"<label>Port {port}</label><label>Seconds {secs}"
-                                           "</label>")
-            + form("tone", "Play a tone", f"<label>Port {port}</label><label>Tone "
-                                          f"{select('tone', 'dial', TONES)}</label>"
-                                          f"<label>Seconds {secs}</label>")
-            + form("dtmf-echo", "DTMF echo test", f"<label>Port {port}</label>"
-                                                  f"<label>Seconds {secs}</label>")
-            + form("measure", "Measure line", f"<label>Port {port}</label>")
-            + form("line-test", "Line test", f"<label>Port {port}</label>")
-            + form("ping", "Ping cloud edges", "")
-            + "</div>")
-
-
-def _plots_html(app) -> str:
-    out = []
-    for name in app.history.ports():
-        pts = [(t, e) for t, e, _m in app.history.series(name) if e is not None]
-        if pts:
-            t0 = pts[0][0]
-            out.append(plots.line_plot([(t - t0, e) for t, e in pts],
-                                       f"ERLE on {name} over the last call", "dB",
-                                       ident=f"erle-{name}"))
-    if not out:
-        out.append(plots.line_plot([], "ERLE over the last call (no call seen since the "
-                                       "web page started)", "dB", ident="erle"))
+@bp.post("/diag/<action>")
+def diag_post(action: str) -> ResponseReturnValue:
+    if action not in DIAG_FORMS:
+        abort(404, f"no diagnostic {action!r}")
+    body = _diag_body(Diag(action))
     try:
-        got = app.api.call("GET", "/cdrs", query={"limit": 20})
-        items = [c for c in got.get("items") or [] if isinstance(c.get("mos"), int | float)]
-    except ApiError:
-        items = []
-    bars = [(f"{c.get('port')} {fmt_time(c.get('started'))}", float(c["mos"]))
-            for c in reversed(items)]
-    out.append(plots.bar_plot(bars, "Call quality (MOS) of the last calls", "MOS",
-                              ident="mos"))
-    return '<div class="plots">' + "".join(out) + "</div>"
-
-
-def diag_post(app, req) -> Response:
-    action = req.path[len("/diag/"):]
-    if action not in ("ring", "tone", "dtmf-echo", "measure", "line-test", "ping"):
-        raise HttpError(404, f"no diagnostic {action!r}")
-    body = _diag_body(action, req.form)
-    try:
-        got = app.api.call("POST", f"/diag/{action}", body, timeout=60.0)
+        got = web().api.request("POST", f"/diag/{action}", body, timeout=SLOW_TIMEOUT_S)
+    except CoreDown:
+        raise
     except ApiError as exc:
-        if isinstance(exc, CoreDown):
-            raise
-        _audit(app, req, f"diag {action} refused", {**body, "error": str(exc)})
-        return diag_get(app, req, f'<p class="error">{esc(exc)}</p>', 422)
-    _audit(app, req, f"diag {action}", body)
-    title = f"{action} {body.get('port', '')}".strip()
-    return diag_get(app, req, f"<h2>Result: {esc(title)}</h2>" + _result_html(got))
+        audit(f"diag {action} refused", {**body, "error": str(exc)})
+        return diag({"error": str(exc)}, 422)
+    audit(f"diag {action}", body)
+    return diag({"title": f"{action} {body.get('port', '')}".strip(), **_result(got)})
 
 
-def _diag_body(action: str, form: dict) -> dict:
-    body: dict[str, Any] = {}
-    if action != "ping":
-        body["port"] = form.get("port", "")
-    if action in ("ring", "tone", "dtmf-echo"):
+def _diag_body(action: Diag) -> dict[str, Any]:
+    inputs = DIAG_FORMS[action][1]
+    body: dict[str, Any] = {k: rq.form.get(k, "") for k in inputs if k != "seconds"}
+    if "tone" in inputs:
+        body["tone"] = body["tone"] or "dial"
+    if "seconds" in inputs:
         try:
-            body["seconds"] = float(form.get("seconds", "5"))
+            body["seconds"] = float(rq.form.get("seconds", "5"))
         except ValueError:
-            raise HttpError(400, f"seconds: {form.get('seconds')!r} must be a number, "
-                                 "e.g. 5") from None
-    if action == "tone":
-        body["tone"] = form.get("tone", "dial")
+            abort(400, f"seconds: {rq.form.get('seconds')!r} must be a number, e.g. 5")
     return body
 
 
-def _result_html(got: Any) -> str:
+def _result(got: Any) -> dict[str, Any]:
+    """A diagnostic's answer: test items, cloud edges, or plain items."""
     if isinstance(got, dict) and isinstance(got.get("items"), list):
-        rows = [[i.get("name"), fmt_num(i.get("value"), 2, i.get("unit") or ""),
-                 i.get("limit"), Raw('<b class="pass">pass</b>' if i.get("pass")
-                                     else '<b class="fail">FAIL</b>')]
-                for i in got["items"]]
-        rest = {k: v for k, v in got.items() if k != "items"}
-        return table(("Test", "Value", "Limit", "Result"), rows, "result") + _kv(rest)
+        return {"tests": got["items"], "kv": _kv({k: v for k, v in got.items() if k != "items"})}
     if isinstance(got, dict) and isinstance(got.get("edges"), list):
-        rows = [[e.get("uri"), "up" if e.get("ok") else "DOWN", fmt_num(e.get("rtt_ms"), 0, "ms")]
-                for e in got["edges"]]
-        return table(("Edge", "State", "RTT"), rows, "result")
-    return _kv(got if isinstance(got, dict) else {"result": got})
+        return {"edges": got["edges"]}
+    return {"kv": _kv(got if isinstance(got, dict) else {"result": got})}
 
 
-def _kv(d: dict) -> str:
+def _kv(d: dict[str, Any]) -> list[tuple[str, Any]]:
     rows = []
     for k, v in d.items():
         if isinstance(v, dict):
             v = ", ".join(f"{a}={b}" for a, b in v.items())
         elif isinstance(v, list):
             v = "; ".join(str(x) for x in v)
-        rows.append([k.replace("_", " "), v if not isinstance(v, float) else f"{v:.3g}"])
-    return table(("Item", "Value"), rows, "result") if rows else ""
+        rows.append((k.replace("_", " "), f"{v:.3g}" if isinstance(v, float) else v))
+    return rows
+
+
+def _plots() -> list[plots.Plot]:
+    history, out = web().history, []
+    for name in history.ports():
+        pts = [(t, e) for t, e, _m in history.series(name) if e is not None]
+        if pts:
+            out.append(plots.line_plot([(t - pts[0][0], e) for t, e in pts],
+                                       f"ERLE on {name} over the last call", "dB",
+                                       ident=f"erle-{name}"))
+    if not out:
+        out.append(plots.line_plot([], "ERLE over the last call (no call seen since the web "
+                                       "page started)", "dB", ident="erle"))
+    try:
+        got = web().api.cdrs(0, 20)
+        items = [c for c in got.get("items") or [] if isinstance(c.get("mos"), int | float)]
+    except ApiError:
+        items = []
+    bars = [(f"{c.get('port')} {when(c.get('started'))}", float(c["mos"]))
+            for c in reversed(items)]
+    out.append(plots.bar_plot(bars, "Call quality (MOS) of the last calls", "MOS", ident="mos"))
+    return out
 
 
 # ---- CDRs, logs, audit ----
 
-def _page_args(req) -> tuple[int, int]:
-    raw = req.query.get("offset", "0")
-    return (int(raw) if raw.isdigit() else 0), PAGE_SIZE
+def _offset() -> int:
+    raw = rq.args.get("offset", "0")
+    return int(raw) if raw.isdigit() else 0
+
+
+def _pager(offset: int, total: int) -> dict[str, Any]:
+    """The query to keep and the offsets of the newer / older pages (None: no link)."""
+    keep = {k: v for k, v in rq.args.items() if k != "offset" and v}
+    return {"keep": keep, "newer": max(0, offset - PAGE_SIZE) if offset > 0 else None,
+            "older": offset + PAGE_SIZE if offset + PAGE_SIZE < total else None}
 
 
 def _epoch(day: str, end: bool = False) -> float | None:
@@ -530,194 +398,173 @@ def _epoch(day: str, end: bool = False) -> float | None:
     try:
         t = time.mktime(time.strptime(day, "%Y-%m-%d"))
     except ValueError:
-        raise HttpError(400, f"date {day!r}: use YYYY-MM-DD") from None
+        abort(400, f"date {day!r}: use YYYY-MM-DD")
     return t + 86400 if end else t
 
 
-def _cdr_query(req) -> dict:
-    q = req.query
-    return {"q": q.get("q", ""), "port": q.get("port", ""), "direction": q.get("direction", ""),
-            "since": _epoch(q.get("since", "")), "until": _epoch(q.get("until", ""), True)}
+def _cdr_filters() -> dict[str, Any]:
+    """The search form's filters that were given."""
+    a = rq.args
+    given = {"q": a.get("q", ""), "port": a.get("port", ""), "direction": a.get("direction", ""),
+             "since": _epoch(a.get("since", "")), "until": _epoch(a.get("until", ""), True)}
+    return {k: v for k, v in given.items() if v not in (None, "")}
 
 
-def cdrs_get(app, req) -> Response:
-    offset, limit = _page_args(req)
-    filters = _cdr_query(req)
+@bp.get("/cdrs")
+def cdrs() -> ResponseReturnValue:
+    offset, filters = _offset(), _cdr_filters()
+    search = {k: v for k, v in rq.args.items() if k != "offset" and v}
     try:
-        got = app.api.call("GET", "/cdrs", query={**filters, "offset": offset, "limit": limit})
+        got = web().api.cdrs(offset, PAGE_SIZE, **filters)
     except ApiError as exc:
-        return _render(app, req, "Calls", _cdr_filters(req), "/cdrs", 503, _core_banner(exc))
-    rows = [[fmt_time(c.get("started")), c.get("direction"), c.get("port"), c.get("ani"),
-             c.get("dnis"), c.get("disposition"), _duration(c.get("duration_s")),
-             c.get("codec"), fmt_num(c.get("mos"), 2)] for c in got.get("items") or []]
+        return show("cdrs.html", 503, core_error=exc, search=search)
     total = int(got.get("total") or 0)
-    body = (_cdr_filters(req) + f'<p class="muted" id="cdr-total">{total} calls</p>'
-            + table(("Started", "Direction", "Port", "From", "To", "Result", "Duration",
-                     "Codec", "MOS"), rows, "cdrs")
-            + _pager(req, "/cdrs", offset, limit, total))
-    return _render(app, req, "Calls", body, "/cdrs")
+    return show("cdrs.html", items=got.get("items") or [], total=total, search=search,
+                pager=_pager(offset, total))
 
 
-def _cdr_filters(req) -> str:
-    q = req.query
-    csv_q = "&".join(f"{k}={esc(v)}" for k, v in q.items() if k != "offset" and v)
-    return ('<form method="get" action="/cdrs" class="filters">'
-            f'<input name="q" placeholder="number or text" value="{esc(q.get("q", ""))}">'
-            + select("port", q.get("port", ""), ["", "fxs1", "fxs2", "fxo1", "headset"])
-            + select("direction", q.get("direction", ""), ["", "inbound", "outbound", "local",
-                                                           "emergency"])
-            + f'<input type="date" name="since" value="{esc(q.get("since", ""))}">'
-            + f'<input type="date" name="until" value="{esc(q.get("until", ""))}">'
-            + '<button type="submit">Search</button>'
-            + f'<a class="button" href="/cdrs.csv?{csv_q}" id="csv">Export CSV</a></form>')
+@bp.get("/cdrs.csv")
+def cdrs_csv() -> ResponseReturnValue:
+    text = web().api.request("GET", "/cdrs.csv", query=_cdr_filters(), timeout=SLOW_TIMEOUT_S,
+                             raw=True)
+    return Response(text, mimetype="text/csv",
+                    headers={"Content-Disposition": 'attachment; filename="cdrs.csv"'})
 
 
-def cdrs_csv(app, req) -> Response:
-    query = {k: v for k, v in _cdr_query(req).items() if v not in (None, "")}
-    text = app.api.call("GET", "/cdrs.csv", query=query, timeout=60.0)
-    if not isinstance(text, str):
-        text = str(text)
-    return Response(200, text, "text/csv; charset=utf-8",
-                    [("Content-Disposition", 'attachment; filename="cdrs.csv"')])
-
-
-def _pager(req, base: str, offset: int, limit: int, total: int) -> str:
-    keep = "&".join(f"{k}={esc(v)}" for k, v in req.query.items() if k != "offset" and v)
-    links = []
-    if offset > 0:
-        links.append(f'<a href="{base}?{keep}&offset={max(0, offset - limit)}">« newer</a>')
-    if offset + limit < total:
-        links.append(f'<a href="{base}?{keep}&offset={offset + limit}">older »</a>')
-    return f'<p class="pager">{" ".join(links)}</p>'
-
-
-def logs_get(app, req) -> Response:
-    offset, limit = _page_args(req)
-    level = req.query.get("level", "")
+@bp.get("/logs")
+def logs() -> ResponseReturnValue:
+    offset, level = _offset(), rq.args.get("level", "")
     try:
-        got = app.api.call("GET", "/logs", query={"offset": offset, "limit": limit,
-                                                  "level": level})
+        got = web().api.logs(offset, PAGE_SIZE, level or None)
     except ApiError as exc:
-        return _render(app, req, "Logs", "", "/logs", 503, _core_banner(exc))
-    rows = [[fmt_time(i.get("time")), i.get("level"), i.get("source"), i.get("message")]
-            for i in got.get("items") or []]
+        return show("logs.html", 503, core_error=exc, level=level)
     total = int(got.get("total") or 0)
-    filt = ('<form method="get" action="/logs" class="filters">'
-            + select("level", level, ["", "debug", "info", "warning", "error"])
-            + '<button type="submit">Filter</button></form>')
-    body = (filt + f'<p class="muted">{total} lines</p>'
-            + table(("Time", "Level", "Source", "Message"), rows, "logs")
-            + _pager(req, "/logs", offset, limit, total))
-    return _render(app, req, "Logs", body, "/logs")
+    return show("logs.html", items=got.get("items") or [], total=total, level=level,
+                pager=_pager(offset, total))
 
 
-def audit_get(app, req) -> Response:
-    offset, limit = _page_args(req)
-    total, entries = app.auth.audit_entries(offset, limit)
-    rows = [[fmt_time(e.get("time")), e.get("who"), e.get("where"), e.get("action"),
-             _detail(e.get("detail"))] for e in entries]
-    body = (f'<p class="muted">{total} entries, newest first.</p>'
-            + table(("Time", "Who", "From", "Action", "What changed"), rows, "audit")
-            + _pager(req, "/audit", offset, limit, total))
-    return _render(app, req, "Audit log", body, "/audit")
+@bp.get("/audit")
+def audit_log() -> ResponseReturnValue:
+    offset = _offset()
+    total, entries = web().auth.audit_entries(offset, PAGE_SIZE)
+    return show("audit.html", items=entries, total=total, pager=_pager(offset, total))
 
 
-def _detail(d: Any) -> str:
+# ---- backup / restore, reboot, firmware ----
+
+@bp.get("/backup")
+def backup(error: str = "", status: int = 200) -> ResponseReturnValue:
+    return show("backup.html", status, error=error)
+
+
+@bp.get("/backup.toml")
+def backup_toml() -> ResponseReturnValue:
+    got = web().api.config()
+    name = f"{web().box}-config-v{got.get('version')}.toml"
+    audit("config downloaded", {"version": got.get("version")})
+    return Response(tomli_w.dumps(got.get("document") or {}), mimetype="application/toml",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@bp.post("/backup/restore")
+def restore() -> ResponseReturnValue:
+    file = rq.files.get("file")
+    if file is None:
+        abort(400, "file: no file in the form; choose a file and try again")
+    try:
+        doc = tomllib.loads(file.read().decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        return backup(f"the file is not a TOML config: {exc}", 422)
+    try:
+        web().api.validate_config(doc)
+        got = web().api.put_config(doc, f"web: {me().user} restored a backup")
+    except CoreDown:
+        raise
+    except ApiError as exc:
+        return backup("; ".join(exc.problems) or str(exc), 422)
+    audit("config restored", {"version": got.get("version")})
+    flash(f"Restored: live config is version {got.get('version')}. " + _applied(got))
+    return see("/backup")
+
+
+@bp.post("/reboot")
+def reboot() -> ResponseReturnValue:
+    web().api.reboot()
+    audit("reboot")
+    flash("Reboot requested.")
+    return see("/")
+
+
+@bp.get("/firmware")
+def firmware() -> ResponseReturnValue:
+    return show("firmware.html", images=upload.stored(web().data_dir))
+
+
+@bp.post("/firmware/upload")
+def firmware_upload() -> ResponseReturnValue:
+    try:
+        got = upload.receive(web().data_dir, rq)
+    except HTTPException as exc:
+        audit("firmware upload refused", exc.description)
+        return jsonify(ok=False, error=exc.description), exc.code or 400
+    audit("firmware uploaded", got)
+    return jsonify(got)
+
+
+# ---- how values look on a page ----
+
+def _absent(v: Any) -> bool:
+    return v is None or v == "" or isinstance(v, Undefined)
+
+
+@bp.app_template_filter("num")
+def num(v: Any, digits: int = 1, unit: str = "") -> str:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return "—" if _absent(v) else str(v)
+    return f"{v:.{digits}f}{(' ' + unit) if unit else ''}"
+
+
+@bp.app_template_filter("when")
+def when(t: Any) -> str:
+    """Epoch seconds as local ISO time (or the text as given)."""
+    if isinstance(t, int | float):
+        return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+    return "" if t is None else str(t)
+
+
+@bp.app_template_filter("duration")
+def duration(s: Any) -> str:
+    if not isinstance(s, int | float) or isinstance(s, bool):
+        return "—"
+    s = int(s)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+@bp.app_template_filter("hook")
+def hook(port: Mapping[str, Any]) -> str:
+    h = port.get("hook")
+    if h in (True, "off", "off_hook", "off-hook", "offhook"):
+        return "off-hook"
+    if h in (False, "on", "on_hook", "on-hook", "onhook"):
+        return "on-hook"
+    return "—" if h is None else str(h)
+
+
+@bp.app_template_filter("call_text")
+def call_text(call: Any) -> str:
+    if not isinstance(call, Mapping) or not call:
+        return ""
+    mos = f" MOS {call['mos']:.2f}" if isinstance(call.get("mos"), int | float) else ""
+    return f"{call.get('direction', '')} {call.get('remote', '')} {call.get('state', '')}{mos}"
+
+
+@bp.app_template_filter("detail")
+def detail(d: Any) -> str:
     if isinstance(d, dict):
-        return "; ".join(f"{k}: {_detail(v)}" for k, v in d.items())
+        return "; ".join(f"{k}: {detail(v)}" for k, v in d.items())
     return "" if d is None else str(d)
 
 
-# ---- backup / restore, reboot ----
-
-def backup_get(app, req, error: str = "", status: int = 200) -> Response:
-    err = f'<p class="error" id="restore-error">{esc(error)}</p>' if error else ""
-    body = ('<p><a class="button" href="/backup.toml" id="download">Download the config '
-            "(TOML)</a></p><h2>Restore</h2><p>Upload a saved config: it is validated first; "
-            f"nothing changes if it is refused.</p>{err}"
-            '<form method="post" action="/backup/restore" enctype="multipart/form-data">'
-            f'{csrf_input(req.session)}<input type="file" name="file" accept=".toml" required>'
-            '<button type="submit">Restore</button></form>'
-            '<h2>Reboot</h2><form method="post" action="/reboot" data-confirm="Reboot the box? '
-            f'Calls in progress will drop.">{csrf_input(req.session)}'
-            '<button type="submit" class="danger">Reboot</button></form>')
-    return _render(app, req, "Backup and restore", body, "/backup", status)
-
-
-def backup_toml(app, req) -> Response:
-    got = app.api.call("GET", "/config")
-    text = tomli_w.dumps(got.get("document") or {})
-    name = f"{app.box}-config-v{got.get('version')}.toml"
-    _audit(app, req, "config downloaded", {"version": got.get("version")})
-    return Response(200, text, "application/toml; charset=utf-8",
-                    [("Content-Disposition", f'attachment; filename="{name}"')])
-
-
-def restore_post(app, req) -> Response:
-    from firmware.web.upload import multipart_file
-
-    data = multipart_file(req, "file")
-    try:
-        doc = tomllib.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        return backup_get(app, req, f"the file is not a TOML config: {exc}", 422)
-    try:
-        app.api.call("POST", "/config/validate", {"document": doc})
-        got = app.api.call("PUT", "/config", {"document": doc,
-                                              "reason": f"web: {req.who} restored a backup"})
-    except ApiError as exc:
-        if isinstance(exc, CoreDown):
-            raise
-        return backup_get(app, req, "; ".join(exc.problems) or str(exc), 422)
-    _audit(app, req, "config restored", {"version": got.get("version")})
-    req.session.flash.append(f"Restored: live config is version {got.get('version')}. "
-                             + _applied(got))
-    return redirect("/backup")
-
-
-def reboot_post(app, req) -> Response:
-    app.api.call("POST", "/reboot", {})
-    _audit(app, req, "reboot")
-    req.session.flash.append("Reboot requested.")
-    return redirect("/")
-
-
-def firmware_get(app, req) -> Response:
-    from firmware.web.upload import firmware_page
-
-    return _render(app, req, "Firmware", firmware_page(app, req), "/firmware")
-
-
-def firmware_post(app, req) -> Response:
-    from firmware.web.upload import receive_firmware
-
-    try:
-        got = receive_firmware(app, req)
-    except HttpError as exc:
-        _audit(app, req, "firmware upload refused", str(exc))
-        return Response(exc.status, _json({"ok": False, "error": str(exc)}), "application/json")
-    _audit(app, req, "firmware uploaded", got)
-    return Response(200, _json(got), "application/json")
-
-
-def _json(d: Any) -> str:
-    import json
-
-    return json.dumps(d)
-
-
-ROUTES = {
-    ("GET", "/login"): login_get, ("POST", "/login"): login_post,
-    ("GET", "/setup"): setup_get, ("POST", "/setup"): setup_post,
-    ("POST", "/logout"): logout_post,
-    ("GET", "/"): dashboard, ("GET", "/live"): live,
-    ("GET", "/config"): config_get, ("POST", "/config-rollback"): rollback_post,
-    ("GET", "/config-diff"): diff_get,
-    ("GET", "/diag"): diag_get,
-    ("GET", "/cdrs"): cdrs_get, ("GET", "/cdrs.csv"): cdrs_csv,
-    ("GET", "/logs"): logs_get, ("GET", "/audit"): audit_get,
-    ("GET", "/backup"): backup_get, ("GET", "/backup.toml"): backup_toml,
-    ("POST", "/backup/restore"): restore_post, ("POST", "/reboot"): reboot_post,
-    ("GET", "/firmware"): firmware_get, ("POST", "/firmware/upload"): firmware_post,
-}
-PREFIX_ROUTES = {("POST", "/config/"): config_post, ("POST", "/diag/"): diag_post}
+@bp.app_template_test("core_down")
+def core_down(exc: Any) -> bool:
+    return isinstance(exc, CoreDown)

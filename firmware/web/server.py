@@ -1,128 +1,75 @@
-"""The `web` process: HTTPS server, the HTTP->HTTPS redirect, sessions, CSRF, headers.
-
-`WebApp` holds what every request needs (control API client, Auth, sessions, rate
-limiter, ERLE history) and dispatches to the page handlers in firmware.web.pages.
-`serve(app, listen, redirect_port, cert, key)` runs a ThreadingHTTPServer wrapped in
-TLS (handshakes happen in the request's own thread, so a stuck client never blocks
-the others) and, when asked, a plain-HTTP server answering 301 to the HTTPS address.
-
-Rules applied to every request, in order: session (every visitor gets an HttpOnly,
-Secure, SameSite=Strict cookie), static files, login gate by session stage, CSRF
-token on every POST/PUT/PATCH/DELETE (403 without it), then the page. Every answer
-carries the security headers (CSP default-src 'self', X-Frame-Options DENY, nosniff,
-no referrer, HSTS). Bad input never gets a traceback: 400/403/404/405/413 pages with one
-line; an unexpected error is logged and answered 500 with no detail.
-
-Assumes the core's control API is the only way to the box (no /dev, no config files)
-and that this process may be killed at any time without harming calls.
+"""The `web` process: a Flask app served over HTTPS by cheroot's bounded worker pool, and
+the plain-HTTP server that redirects to it. Every request, in order: its session (every
+visitor gets an HttpOnly, Secure, SameSite=Strict cookie), the body size limit, the CSRF
+token and Origin on every POST/PUT/PATCH/DELETE (403 without), the login gate by session
+stage, then the page (pages.py); every answer carries the security headers. Bad input
+gets a one-line 4xx page; an unexpected error a 500 without detail (logged). The process
+only talks to the core's control API and may be killed at any time without harming calls.
 """
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
-import http.server
 import logging
-import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from http.cookies import CookieError, SimpleCookie
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any
+from urllib.parse import urlsplit
 
+from cheroot import wsgi
+from cheroot.server import HTTPConnection
+from flask import Flask, abort, g, redirect, render_template, request
+from flask.typing import ResponseReturnValue
+from jinja2 import ChainableUndefined
+from werkzeug import Response
+from werkzeug.exceptions import HTTPException
+from werkzeug.utils import redirect as plain_redirect
+
+from firmware.api.client import ApiClient, ApiError, CoreDown
 from firmware.auth import Auth
-from firmware.web.coreapi import ApiError, CoreApi
+from firmware.web import pages
+from firmware.web.pages import me
 from firmware.web.plots import History
-from firmware.web.sessions import COOKIE, RateLimiter, Session, Sessions
+from firmware.web.relay import Relay
+from firmware.web.sessions import COOKIE, RateLimiter, Sessions, Stage
+from firmware.web.tls import LazyTls
+from firmware.web.upload import MAX_FIRMWARE
 from foundation.errors import BranchlineError
 
 log = logging.getLogger(__name__)
 
-STATIC_DIR = Path(__file__).parent / "static"
-STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-                ".svg": "image/svg+xml"}
 MAX_FORM = 1 << 20
-MAX_DISCARD = 32 << 20
-STATE_CHANGING = ("POST", "PUT", "PATCH", "DELETE")
-SECURITY_HEADERS = (
-    ("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; "
-                                "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"),
-    ("X-Frame-Options", "DENY"),
-    ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "no-referrer"),
-    ("Strict-Transport-Security", "max-age=31536000"),
-    ("Cross-Origin-Opener-Policy", "same-origin"),
-    ("Permissions-Policy", "camera=(), microphone=(), geolocation=()"),
-)
+MAX_DISCARD = 32 << 20  # a refused body up to this is read, so the client sees the answer
+WORKERS = 16
+QUEUE = 32  # accepted connections waiting for a worker; more are answered 503
+MAX_FEEDS = WORKERS // 2  # dashboards' event streams, each holding a worker
+TIMEOUT_S = 15  # socket timeout: a stuck or idle client lets go of its worker
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+PUBLIC = frozenset({"pages.login", "pages.login_post", "static"})
+SETUP_PAGES = frozenset({"pages.setup", "pages.setup_post", "pages.logout"})
+FEEDS = frozenset({"pages.live", "pages.events"})  # 401 when logged out, not a redirect
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+                               "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Strict-Transport-Security": "max-age=31536000",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+TITLES = {400: "Bad request", 401: "Not logged in", 403: "Refused", 404: "Not found",
+          405: "Not allowed", 413: "Too large", 429: "Too many attempts"}
 
 
-class HttpError(BranchlineError):
-    """A request the page refuses: status and one line for the person."""
+class Web:
+    """What every request needs (control API client, accounts, sessions, login rate
+    limit, ERLE history, event relay, box name) and the Flask app that serves it."""
 
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: object
-    client: str
-    rfile: object
-    session: Session
-    length: int = 0
-    _body: bytes | None = None
-    form: dict[str, str] = field(default_factory=dict)
-    files: dict[str, bytes] = field(default_factory=dict)
-
-    def body(self, limit: int = MAX_FORM) -> bytes:
-        if self._body is None:
-            if self.length > limit:
-                self._discard()
-                raise HttpError(413, f"request too large (over {limit // 1024} KiB)")
-            self._body = self.rfile.read(self.length) if self.length else b""
-        return self._body
-
-    def _discard(self) -> None:
-        """Read and drop a refused body (up to MAX_DISCARD) so the client sees the answer."""
-        if self.length > MAX_DISCARD:
-            return  # the connection is closed after the answer instead
-        left = self.length
-        while left > 0:
-            chunk = self.rfile.read(min(1 << 16, left))
-            if not chunk:
-                break
-            left -= len(chunk)
-        self._body = b""
-
-    @property
-    def who(self) -> str:
-        return self.session.user or "anonymous"
-
-
-@dataclass
-class Response:
-    status: int = 200
-    body: bytes | str = b""
-    ctype: str = "text/html; charset=utf-8"
-    headers: list[tuple[str, str]] = field(default_factory=list)
-
-
-def redirect(location: str, status: int = 303) -> Response:
-    return Response(status, b"", headers=[("Location", location)])
-
-
-class WebApp:
-    """See the module docstring."""
-
-    def __init__(self, api: CoreApi, data_dir: str | Path,
-                 clock: Callable[[], float] = time.time, login_limit: int = 20):
+    def __init__(self, api: ApiClient, data_dir: str | Path,
+                 clock: Callable[[], float] = time.time, login_limit: int = 20) -> None:
         self.api = api
         self.data_dir = Path(data_dir)
         self.clock = clock
@@ -130,253 +77,210 @@ class WebApp:
         self.sessions = Sessions(clock)
         self.limiter = RateLimiter(limit=login_limit, clock=clock)
         self.history = History()
+        self.relay = Relay(api, max_feeds=MAX_FEEDS)
         self.box = "branchline"
         self._stop = threading.Event()
-        from firmware.web import pages  # late: pages import this module's names
+        self.app = _flask_app(self)
 
-        self.pages = pages
-
-    # ---- background poll: box name and the ERLE history ----
-    def start_sampler(self, period: float = 1.0) -> threading.Thread:
-        t = threading.Thread(target=self._sample_loop, args=(period,), name="sampler",
-                             daemon=True)
-        t.start()
-        return t
+    def start_sampler(self, period: float = 1.0) -> None:
+        """Poll the core's status for the box name and the ERLE history."""
+        threading.Thread(target=self._sample, args=(period,), name="sampler",
+                         daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
+        self.relay.stop()
 
-    def _sample_loop(self, period: float) -> None:
+    def _sample(self, period: float) -> None:
         while not self._stop.wait(period):
             try:
-                status = self.api.call("GET", "/status", timeout=3.0)
+                self.note_status(self.api.request("GET", "/status", timeout=3.0))
             except ApiError:
                 continue
             except Exception:  # noqa: BLE001 - the sampler must keep running
                 log.exception("status poll failed")
-                continue
-            self.note_status(status)
 
-    def note_status(self, status: dict) -> None:
+    def note_status(self, status: Any) -> None:
         if isinstance(status, dict):
             self.box = str((status.get("box") or {}).get("name") or self.box)
             self.history.feed(status, self.clock())
 
-    # ---- one request ----
-    def handle(self, req: Request) -> Response:
-        try:
-            if req.path.startswith("/static/"):
-                return self._static(req.path[len("/static/"):])
-            return self._guarded(req)
-        except HttpError as exc:
-            return self.pages.error_page(self, req, exc.status, str(exc))
-        except ApiError as exc:  # the core refused, or does not answer
-            status = exc.status if 400 <= exc.status < 600 else 502
-            return self.pages.error_page(self, req, status, str(exc))
-        except Exception:  # noqa: BLE001 - never a traceback to the browser
-            log.exception("%s %s failed", req.method, req.path)
-            return self.pages.error_page(self, req, 500, "internal error; it is in the "
-                                         "web process's log")
 
-    def _guarded(self, req: Request) -> Response:
-        if req.method in STATE_CHANGING:
-            self._read_form(req)
-            self._check_csrf(req)
-        return self.pages.dispatch(self, req)
-
-    def _read_form(self, req: Request) -> None:
-        ctype = req.headers.get("Content-Type", "") or ""
-        if ctype.startswith("application/x-www-form-urlencoded"):
-            text = req.body().decode("utf-8", errors="replace")
-            req.form = dict(parse_qsl(text, keep_blank_values=True, max_num_fields=500))
-        elif ctype.startswith("multipart/form-data"):
-            req.form, req.files = _multipart(ctype, req.body())
-
-    def _check_csrf(self, req: Request) -> None:
-        token = req.form.get("csrf") or req.headers.get("X-CSRF-Token")
-        if not req.session.csrf_ok(token):
-            raise HttpError(403, "refused: the form's security token (CSRF) is missing or "
-                                 "out of date; reload the page and try again")
-        origin = req.headers.get("Origin")
-        host = req.headers.get("Host", "")
-        if origin and origin != "null" and urlsplit(origin).netloc != host:
-            raise HttpError(403, f"refused: request from another site ({origin})")
-
-    def _static(self, name: str) -> Response:
-        path = (STATIC_DIR / name).resolve()
-        if STATIC_DIR.resolve() not in path.parents or not path.is_file():
-            raise HttpError(404, f"/static/{name}: no such file")
-        ctype = STATIC_TYPES.get(path.suffix, "application/octet-stream")
-        return Response(200, path.read_bytes(), ctype, [("Cache-Control", "no-cache")])
+def _flask_app(web: Web) -> Flask:
+    app = Flask(__name__)
+    app.config.update(MAX_CONTENT_LENGTH=MAX_FORM, MAX_FORM_PARTS=500)
+    app.jinja_options = {"undefined": ChainableUndefined, "trim_blocks": True,
+                         "lstrip_blocks": True, "finalize": _blank}
+    app.extensions["web"] = web
+    app.register_blueprint(pages.bp)
+    for hook in (_open_session, _limit_body, _check_csrf, _gate):  # in this order
+        app.before_request(hook)
+    app.after_request(_finish)
+    app.register_error_handler(Exception, _error_page)
+    return app
 
 
-def _multipart(ctype: str, body: bytes) -> tuple[dict[str, str], dict[str, bytes]]:
-    """Text fields and file fields of a multipart/form-data body."""
-    msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        f"Content-Type: {ctype}\r\n\r\n".encode() + body)
-    form, files = {}, {}
-    for part in msg.iter_parts() if msg.is_multipart() else []:
-        name = part.get_param("name", header="content-disposition")
-        if not isinstance(name, str):
-            continue
-        data = part.get_payload(decode=True) or b""
-        if part.get_filename() is not None:
-            files[name] = data
+def _blank(value: Any) -> Any:
+    return "" if value is None else value
+
+
+def _open_session() -> None:
+    g.sid = request.cookies.get(COOKIE)
+    sessions = pages.web().sessions
+    g.session = sessions.get(g.sid) or sessions.new()
+
+
+def _limit_body() -> None:
+    """1 MiB, but for a logged-in admin's firmware upload (which streams)."""
+    upload = request.endpoint == "pages.firmware_upload" and me().stage is Stage.ADMIN
+    request.max_content_length = MAX_FIRMWARE if upload else MAX_FORM
+    if (request.content_length or 0) > request.max_content_length:
+        abort(413, f"request too large (over {request.max_content_length // 1024} KiB)")
+
+
+def _check_csrf() -> None:
+    if request.method not in STATE_CHANGING:
+        return
+    token = request.headers.get("X-CSRF-Token") or request.form.get("csrf")
+    if not me().csrf_ok(token):
+        abort(403, "refused: the form's security token (CSRF) is missing or out of date; "
+                   "reload the page and try again")
+    origin = request.headers.get("Origin")
+    if origin and origin != "null" and urlsplit(origin).netloc != request.host:
+        abort(403, f"refused: request from another site ({origin})")
+
+
+def _gate() -> ResponseReturnValue | None:
+    """Anonymous: the login page only; after the setup code: the set-password page only."""
+    endpoint, stage = request.endpoint, me().stage
+    if endpoint is None or endpoint in PUBLIC or stage is Stage.ADMIN:
+        return None  # endpoint None: no such page, the router answers 404/405
+    if stage is Stage.SETUP:
+        return None if endpoint in SETUP_PAGES else redirect("/setup", 303)
+    if request.method in ("GET", "HEAD") and endpoint not in FEEDS:
+        return redirect("/login", 303)
+    abort(401, "log in first")
+
+
+def _finish(response: Response) -> Response:
+    session = g.get("session")
+    if session is not None and session.id != g.get("sid"):
+        response.set_cookie(COOKIE, session.id, path="/", httponly=True, secure=True,
+                            samesite="Strict")
+    response.headers.update(SECURITY_HEADERS)
+    response.headers.setdefault("Cache-Control", "no-store")
+    log.debug("%s %s %s %s", request.remote_addr, request.method, request.full_path,
+              response.status_code)
+    return response
+
+
+def _error_page(exc: Exception) -> ResponseReturnValue:
+    if isinstance(exc, HTTPException):
+        status, message = exc.code or 500, exc.description or exc.name
+        if status == 413:
+            _discard_body()
+    elif isinstance(exc, CoreDown):
+        status, message = 503, str(exc)
+    elif isinstance(exc, ApiError):  # the core refused
+        status, message = (exc.status if 400 <= exc.status < 600 else 502), str(exc)
+    else:
+        log.exception("%s %s failed", request.method, request.path)
+        status, message = 500, "internal error; it is in the web process's log"
+    return render_template("error.html", title=TITLES.get(status, "Error"),
+                           message=message), status
+
+
+def _discard_body() -> None:
+    """Read a refused body (up to MAX_DISCARD; a bigger one is cut by closing)."""
+    left = request.content_length or 0
+    if left > MAX_DISCARD:
+        return
+    body = request.environ["wsgi.input"]
+    while left > 0 and (chunk := body.read(min(1 << 16, left))):
+        left -= len(chunk)
+
+
+# ---- the HTTP servers ----
+
+class _Connection(HTTPConnection):
+    fresh = True  # not yet read from
+    waited = False  # has waited in the selector for its first bytes
+
+    def communicate(self) -> bool:
+        """The TLS handshake first, here in the worker; a failed one just closes."""
+        if self.fresh and isinstance(self.socket, ssl.SSLSocket):
+            self.fresh = False
+            try:
+                self.socket.do_handshake()
+            except OSError as exc:
+                log.debug("TLS handshake with %s failed: %s", self.remote_addr, exc)
+                return False
+        self.fresh = False
+        return bool(super().communicate())
+
+
+class _Server(wsgi.Server):
+    ConnectionClass = _Connection
+
+    def process_conn(self, conn: _Connection) -> None:
+        """A new connection waits in the selector until it sends something: one that
+        connects and says nothing holds no worker (it is closed after TIMEOUT_S)."""
+        if not conn.waited and not conn.rfile.has_data():
+            conn.waited = True
+            self.put_conn(conn)
         else:
-            form[name] = data.decode("utf-8", errors="replace")
-    return form, files
+            super().process_conn(conn)
+
+    def error_log(self, msg: str = "", level: int = logging.INFO,
+                  traceback: bool = False) -> None:
+        """cheroot's complaints about single connections (a dropped client) are debug
+        lines; the rest are errors."""
+        log.log(logging.DEBUG if level < logging.ERROR else logging.ERROR, "%s", msg,
+                exc_info=traceback)
 
 
-# ---- the HTTP plumbing ----
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    app: WebApp
-    server_version = "branchline-web"
-    sys_version = ""
-    timeout = 60
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        self._serve()
-
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_GET  # noqa: N815
-
-    def _serve(self) -> None:
-        url = urlsplit(self.path)
-        session, new = self._session()
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        query = dict(parse_qsl(url.query, keep_blank_values=True, max_num_fields=100))
-        req = Request(self.command, url.path or "/", query, self.headers,
-                      self.client_address[0], self.rfile, session, max(length, 0))
-        if length < 0:
-            resp = self.app.pages.error_page(self.app, req, 400, "bad Content-Length")
-        else:
-            resp = self.app.handle(req)
-        self._send(resp, req.session if (new or req.session is not session) else None)
-        if req._body is None and req.length and not getattr(req, "consumed", False):
-            self.close_connection = True  # unread body: do not reuse the connection
-
-    def _session(self) -> tuple[Session, bool]:
-        try:
-            jar = SimpleCookie(self.headers.get("Cookie") or "")
-        except CookieError:
-            jar = SimpleCookie()
-        sid = jar[COOKIE].value if COOKIE in jar else None
-        s = self.app.sessions.get(sid)
-        return (s, False) if s else (self.app.sessions.new(), True)
-
-    def _send(self, resp: Response, cookie_session: Session | None) -> None:
-        body = resp.body.encode() if isinstance(resp.body, str) else resp.body
-        self.send_response(resp.status)
-        self.send_header("Content-Type", resp.ctype)
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in SECURITY_HEADERS:
-            self.send_header(k, v)
-        if not any(k == "Cache-Control" for k, _ in resp.headers):
-            self.send_header("Cache-Control", "no-store")
-        for k, v in resp.headers:
-            self.send_header(k, v)
-        if cookie_session is not None:
-            self.send_header("Set-Cookie", f"{COOKIE}={cookie_session.id}; Path=/; HttpOnly; "
-                                           "Secure; SameSite=Strict")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - base signature
-        log.debug("%s %s", self.client_address[0], format % args)
-
-
-class _Redirect(http.server.BaseHTTPRequestHandler):
-    https_port = 443
-    server_version = "branchline-web"
-    sys_version = ""
-    timeout = 10
-
-    def do_GET(self) -> None:  # noqa: N802
-        host = (self.headers.get("Host") or "").rsplit(":", 1)[0] or "localhost"
-        if host.endswith("]") is False and host.count(":") > 1:
+def _redirect(https_port: int) -> Callable[[dict[str, Any], Any], Iterable[bytes]]:
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        host = (environ.get("HTTP_HOST") or "").rsplit(":", 1)[0] or "localhost"
+        if not host.endswith("]") and host.count(":") > 1:
             host = f"[{host}]"
-        port = "" if self.https_port == 443 else f":{self.https_port}"
-        target = f"https://{host}{port}{self.path if self.path.startswith('/') else '/'}"
-        self.send_response(301)
-        self.send_header("Location", target)
-        self.send_header("Content-Length", "0")
-        self.send_header("Connection", "close")
-        self.end_headers()
+        port = "" if https_port == 443 else f":{https_port}"
+        uri = environ.get("REQUEST_URI") or "/"
+        target = f"https://{host}{port}{uri if uri.startswith('/') else '/'}"
+        return plain_redirect(target, 301)(environ, start_response)
 
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_GET  # noqa: N815
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002
-        log.debug("redirect %s %s", self.client_address[0], format % args)
-
-
-class _TlsServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 64
-
-    def __init__(self, addr, handler, context: ssl.SSLContext):
-        self.context = context
-        host = addr[0]
-        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        super().__init__(addr, handler)
-
-    def get_request(self):
-        sock, addr = self.socket.accept()
-        return self.context.wrap_socket(sock, server_side=True,
-                                        do_handshake_on_connect=False), addr
-
-    def handle_error(self, request, client_address) -> None:
-        log.debug("connection from %s ended badly", client_address[0], exc_info=True)
-
-
-class _PlainServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, addr, handler):
-        self.address_family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
-        super().__init__(addr, handler)
-
-    def handle_error(self, request, client_address) -> None:
-        log.debug("redirect connection from %s ended badly", client_address[0])
-
-
-def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(str(cert), str(key))
-    return ctx
+    return app
 
 
 class Servers:
     """The HTTPS server and the optional redirect server, each in its own thread."""
 
-    def __init__(self, app: WebApp, listen: tuple[str, int], redirect_port: int | None,
-                 cert: Path, key: Path):
-        handler = type("Handler", (_Handler,), {"app": app})
+    def __init__(self, web: Web, listen: tuple[str, int], redirect_port: int | None,
+                 cert: Path, key: Path) -> None:
+        self.https = _Server(listen, web.app, numthreads=WORKERS, server_name="branchline-web",
+                             request_queue_size=64, timeout=TIMEOUT_S,
+                             accepted_queue_size=QUEUE, accepted_queue_timeout=1)
+        self.https.ssl_adapter = LazyTls(str(cert), str(key))
+        self.https.max_request_body_size = MAX_FIRMWARE + MAX_FORM
+        self.http: _Server | None = None
         try:
-            self.https = _TlsServer(listen, handler, tls_context(cert, key))
-            self.http = None
+            self.https.prepare()
+            self.port = int(self.https.bind_addr[1])
             if redirect_port is not None:
-                port = self.https.server_address[1]
-                red = type("Redirect", (_Redirect,), {"https_port": port})
-                self.http = _PlainServer((listen[0], redirect_port), red)
+                self.http = _Server((listen[0], redirect_port), _redirect(self.port),
+                                    numthreads=2, server_name="branchline-web", timeout=10)
+                self.http.prepare()
         except OSError as exc:
             raise BranchlineError(f"web: cannot listen on {listen[0]}:{listen[1]} or "
-                                  f"{redirect_port}: {exc.strerror}; choose another "
-                                  "--listen / --http-redirect port or stop what uses it") from None
+                                  f"{redirect_port}: {exc}; choose another --listen / "
+                                  "--http-redirect port or stop what uses it") from None
 
     def start(self) -> None:
         for srv in (self.https, self.http):
             if srv is not None:
-                threading.Thread(target=srv.serve_forever, daemon=True,
-                                 name=f"http-{srv.server_address[1]}").start()
+                threading.Thread(target=srv.serve, daemon=True, name="http").start()
 
     def stop(self) -> None:
         for srv in (self.https, self.http):
             if srv is not None:
-                srv.shutdown()
-                srv.server_close()
+                srv.stop()

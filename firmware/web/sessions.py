@@ -1,14 +1,10 @@
-"""Web sessions, CSRF tokens and the per-address login rate limit.
+"""Web sessions, CSRF tokens and the per-address login rate limit, in this process's memory.
 
-A session id is 256 random bits (secrets.token_urlsafe(32)) sent in an HttpOnly, Secure,
-SameSite=Strict cookie. Every visitor gets one (anonymous until login), so the login
-form carries a CSRF token too; logging in replaces the id (no session fixation). A
-session ends after IDLE_S without a request or ABSOLUTE_S after it was made. Stages:
-"anon" (nothing but the login page), "setup" (setup code given: only the
-set-password page), "admin".
-
-Sessions live in the web process's memory: restarting `branchline web` logs everybody
-out, which is fine for a box with one admin. Time comes from the injected clock.
+A session id is 256 random bits in an HttpOnly, Secure, SameSite=Strict cookie; every
+visitor gets one (so the login form has a CSRF token too) and a login replaces it (no
+session fixation). A session ends IDLE_S after its last request or ABSOLUTE_S after it
+began; at most MAX_SESSIONS live (an anonymous flood pushes out the oldest). Restarting
+`branchline web` logs everybody out. Time comes from the injected clock.
 """
 
 from __future__ import annotations
@@ -20,11 +16,18 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 IDLE_S = 30 * 60
 ABSOLUTE_S = 8 * 3600
 MAX_SESSIONS = 200
 COOKIE = "branchline_session"
+
+
+class Stage(StrEnum):
+    ANON = "anon"  # the login page only
+    SETUP = "setup"  # setup code given: the set-password page only
+    ADMIN = "admin"
 
 
 @dataclass
@@ -33,39 +36,39 @@ class Session:
     csrf: str
     created: float
     seen: float
-    stage: str = "anon"
+    stage: Stage = Stage.ANON
     user: str = ""
     flash: list[str] = field(default_factory=list)
 
     def csrf_ok(self, token: str | None) -> bool:
         return bool(token) and hmac.compare_digest(self.csrf, token or "")
 
+    def pop_flash(self) -> list[str]:
+        out, self.flash = self.flash, []
+        return out
+
 
 class Sessions:
     """The live sessions of this web process."""
 
     def __init__(self, clock: Callable[[], float] = time.time,
-                 idle_s: float = IDLE_S, absolute_s: float = ABSOLUTE_S):
+                 idle_s: float = IDLE_S, absolute_s: float = ABSOLUTE_S) -> None:
         self.clock, self.idle_s, self.absolute_s = clock, idle_s, absolute_s
         self._by_id: dict[str, Session] = {}
         self._lock = threading.Lock()
 
     def get(self, sid: str | None) -> Session | None:
         """The live session of a cookie value (its idle timer restarted), else None."""
-        if not sid:
-            return None
         now = self.clock()
         with self._lock:
-            s = self._by_id.get(sid)
-            if s is None:
-                return None
-            if now - s.seen > self.idle_s or now - s.created > self.absolute_s:
-                del self._by_id[sid]
+            s = self._by_id.get(sid or "")
+            if s is None or self._dead(s, now):
+                self._by_id.pop(sid or "", None)
                 return None
             s.seen = now
             return s
 
-    def new(self, stage: str = "anon", user: str = "") -> Session:
+    def new(self, stage: Stage = Stage.ANON, user: str = "") -> Session:
         now = self.clock()
         s = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), now, now,
                     stage, user)
@@ -74,7 +77,7 @@ class Sessions:
             self._by_id[s.id] = s
         return s
 
-    def promote(self, old: Session, stage: str, user: str) -> Session:
+    def promote(self, old: Session, stage: Stage, user: str) -> Session:
         """A fresh session (new id and CSRF token) for a login; the old one ends."""
         self.end(old)
         return self.new(stage, user)
@@ -83,12 +86,13 @@ class Sessions:
         with self._lock:
             self._by_id.pop(s.id, None)
 
+    def _dead(self, s: Session, now: float) -> bool:
+        return now - s.seen > self.idle_s or now - s.created > self.absolute_s
+
     def _expire(self, now: float) -> None:
-        dead = [k for k, s in self._by_id.items()
-                if now - s.seen > self.idle_s or now - s.created > self.absolute_s]
-        for k in dead:
+        for k in [k for k, s in self._by_id.items() if self._dead(s, now)]:
             del self._by_id[k]
-        if len(self._by_id) >= MAX_SESSIONS:  # anonymous floods push out the oldest
+        if len(self._by_id) >= MAX_SESSIONS:
             oldest = sorted(self._by_id.values(), key=lambda s: s.seen)
             for s in oldest[:len(self._by_id) - MAX_SESSIONS + 1]:
                 del self._by_id[s.id]
@@ -98,7 +102,7 @@ class RateLimiter:
     """At most `limit` login attempts per client address per `window_s`."""
 
     def __init__(self, limit: int = 20, window_s: float = 300.0,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time) -> None:
         self.limit, self.window_s, self.clock = limit, window_s, clock
         self._hits: dict[str, deque[float]] = {}
         self._lock = threading.Lock()

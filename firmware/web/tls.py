@@ -1,13 +1,8 @@
-"""The web page's self-signed TLS certificate, made on first start.
-
-EC P-256 key and a self-signed certificate (CN = box name; SAN = the box name, its
-`.local` name and the box's IP addresses), valid for ten years, written to
-data_dir/tls-key.pem and data_dir/tls-cert.pem (0600). Its SHA-256 fingerprint (colon
-hex, as browsers show it) goes to data_dir/tls-fingerprint, which the serial console
-prints so a technician can check the browser warning against it.
-
-Assumes `cryptography` is installed; an existing key and certificate are reused as is.
-"""
+"""The web page's TLS: a self-signed certificate made on first start and the cheroot
+adapter that serves it. EC P-256 key and certificate (CN and SAN: the box name, its .local
+name and IP addresses; ten years) in data_dir/tls-key.pem and tls-cert.pem (0600); the
+SHA-256 fingerprint in data_dir/tls-fingerprint, which the serial console prints so a
+technician can check the browser's warning against it. Existing files are reused."""
 
 from __future__ import annotations
 
@@ -16,8 +11,11 @@ import ipaddress
 import logging
 import os
 import socket
+import ssl
 from pathlib import Path
+from typing import Any
 
+from cheroot.ssl.builtin import BuiltinSSLAdapter
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -65,7 +63,8 @@ def local_ips() -> list[str]:
     return sorted(ips)
 
 
-def _generate(name: str, ips: list[str]):
+def _generate(name: str,
+              ips: list[str]) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name),
                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, "branchline")])
@@ -95,3 +94,13 @@ def _write(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+class LazyTls(BuiltinSSLAdapter):
+    """cheroot's TLS (1.2 or later: ssl.create_default_context's floor) with the handshake
+    left to the worker thread, not done in the accepting thread: a client that connects
+    and says nothing blocks nobody."""
+
+    def wrap(self, sock: socket.socket) -> tuple[ssl.SSLSocket, dict[str, Any]]:
+        tls = self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return tls, {"wsgi.url_scheme": "https", "HTTPS": "on"}

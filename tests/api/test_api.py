@@ -17,16 +17,7 @@ from firmware.api import spec
 from firmware.api.client import ApiClient, ApiError
 from firmware.api.server import ApiServer, ApiSetupError, parse_listen
 from firmware.core.config import ConfigStore
-
-
-def wait_for(predicate, timeout: float = 5.0, step: float = 0.05):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return predicate()
+from lab.wait import wait_until
 
 
 def port(status: dict, name: str) -> dict:
@@ -54,27 +45,27 @@ def test_unix_socket_is_0660(live):
 def test_sim_phone_off_hook_shows_in_status(live):
     live.api.sim_phone("fxs1", "off_hook")
     try:
-        assert wait_for(lambda: port(live.api.status(), "fxs1")["state"] == "off-hook")
+        assert wait_until(lambda: port(live.api.status(), "fxs1")["state"] == "off-hook")
         assert port(live.api.status(), "fxs1")["hook"] == "off"
     finally:
         live.api.sim_phone("fxs1", "on_hook")
-    assert wait_for(lambda: port(live.api.status(), "fxs1")["state"] == "on-hook")
+    assert wait_until(lambda: port(live.api.status(), "fxs1")["state"] == "on-hook")
 
 
 def test_sim_co_ring_shows_ringing_then_stops(live):
     live.api.sim_co("fxo1", "ring", number="2125550199", name="TEST CALLER")
     try:
-        assert wait_for(lambda: port(live.api.status(), "fxo1")["state"] == "ringing", 4)
+        assert wait_until(lambda: port(live.api.status(), "fxo1")["state"] == "ringing", 4)
     finally:
         live.api.sim_co("fxo1", "stop_ring")
-    assert wait_for(lambda: port(live.api.status(), "fxo1")["state"] == "idle", 10)
+    assert wait_until(lambda: port(live.api.status(), "fxo1")["state"] == "idle", 10)
 
 
 def test_sim_headset_unplug_and_plug(live):
     live.api.sim_headset("unplug")
-    assert wait_for(lambda: port(live.api.status(), "headset")["state"] == "absent", 3)
+    assert wait_until(lambda: port(live.api.status(), "headset")["state"] == "absent", 3)
     live.api.sim_headset("plug")
-    assert wait_for(lambda: port(live.api.status(), "headset")["state"] == "present", 3)
+    assert wait_until(lambda: port(live.api.status(), "headset")["state"] == "present", 3)
 
 
 def test_sim_phone_refusals(live):
@@ -171,8 +162,8 @@ def test_rollback_and_diff_refusals(live):
 def test_ring_rings_the_phone_then_stops(live):
     phone = live.board.phones["fxs2"]
     assert live.api.ring("fxs2", 1.0)["ok"] is True
-    assert wait_for(lambda: live.on_reactor(lambda: phone.is_ringing), 2)
-    assert wait_for(lambda: not live.on_reactor(lambda: phone.is_ringing), 4)
+    assert wait_until(lambda: live.on_reactor(lambda: phone.is_ringing), 2)
+    assert wait_until(lambda: not live.on_reactor(lambda: phone.is_ringing), 4)
 
 
 def test_ring_refusals(live):
@@ -188,10 +179,10 @@ def test_tone_plays_then_restores(live):
     media = live.core.cc.ports["fxs2"].media
     live.api.sim_phone("fxs2", "off_hook")
     try:
-        assert wait_for(lambda: live.on_reactor(lambda: media.tone_name) == "dial")
+        assert wait_until(lambda: live.on_reactor(lambda: media.tone_name) == "dial")
         live.api.tone("fxs2", "busy", 0.6)
         assert live.on_reactor(lambda: media.tone_name) == "busy"
-        assert wait_for(lambda: live.on_reactor(lambda: media.tone_name) == "dial", 3)
+        assert wait_until(lambda: live.on_reactor(lambda: media.tone_name) == "dial", 3)
     finally:
         live.api.sim_phone("fxs2", "on_hook")
 
@@ -211,7 +202,7 @@ def test_dtmf_echo_plays_back_what_it_hears(live):
             heard = live.on_reactor(lambda: phone.heard)
             return "7" in [d for d, *_ in DtmfDetector().process(heard[start:])]
 
-        assert wait_for(echoed, 3, 0.2)
+        assert wait_until(echoed, 3, step=0.2)
         logs = live.api.logs(limit=50, level="info")["items"]
         assert any("heard 7" in r["message"] for r in logs)
     finally:
@@ -429,7 +420,7 @@ def test_busy_reactor_gives_503_not_a_hang(live):
         assert err.value.status == 503 and "did not answer" in str(err.value)
     finally:
         adapter.hop_timeout = 5.0
-    assert wait_for(lambda: live.api.status(), 3)
+    assert wait_until(lambda: live.api.status(), 3)
 
 
 # ---- the document, the client, the listeners ----------------------------------------
@@ -493,14 +484,14 @@ def test_a_real_local_call_shows_in_status_and_cdrs(live):
     try:
         time.sleep(0.3)
         live.api.sim_phone("fxs1", "dial", digits="202")
-        assert wait_for(lambda: port(live.api.status(), "fxs2")["ringing"], 8)
+        assert wait_until(lambda: port(live.api.status(), "fxs2")["ringing"], 8)
         live.api.sim_phone("fxs2", "off_hook")
         def connected():
             status = live.api.status()
             states = {c["port"]: c["state"] for c in status["calls"]}
             return status if states.get("fxs1") == "connected" else None
 
-        status = wait_for(connected, 5)
+        status = wait_until(connected, 5)
         assert status, live.api.status()["calls"]
         calls = {c["port"]: c for c in status["calls"]}
         assert calls["fxs1"]["direction"] == "local" and "fxs2" in calls
@@ -509,6 +500,6 @@ def test_a_real_local_call_shows_in_status_and_cdrs(live):
     finally:
         live.api.sim_phone("fxs1", "on_hook")
         live.api.sim_phone("fxs2", "on_hook")
-    assert wait_for(lambda: live.api.cdrs()["total"] > before, 5)
-    assert wait_for(lambda: live.api.cdrs(limit=1)["items"][0]["disposition"] == "answered", 5)
+    assert wait_until(lambda: live.api.cdrs()["total"] > before, 5)
+    assert wait_until(lambda: live.api.cdrs(limit=1)["items"][0]["disposition"] == "answered", 5)
     assert live.api.cdrs(limit=1)["items"][0]["direction"] == "local"

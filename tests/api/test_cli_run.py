@@ -5,21 +5,15 @@ still exits 0 at --duration. A non-loopback --api is refused with one line, exit
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from firmware.api.client import ApiClient, ApiError
+from lab.ports import free_port
+from lab.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _run(tmp: Path, *extra: str, duration: float = 8.0) -> subprocess.Popen:
@@ -31,18 +25,11 @@ def _run(tmp: Path, *extra: str, duration: float = 8.0) -> subprocess.Popen:
 
 
 def _wait_up(client: ApiClient, timeout: float = 10.0) -> dict:
-    end = time.monotonic() + timeout
-    while True:
-        try:
-            return client.status()
-        except ApiError:
-            if time.monotonic() > end:
-                raise
-            time.sleep(0.1)
+    return wait_until(client.status, timeout, "the core's API", step=0.1, retry=(ApiError,))
 
 
 def test_run_serves_the_api_on_tcp_and_unix(tmp_path):
-    port = _free_port()
+    port = free_port("tcp")
     sock = tmp_path / "core.sock"
     proc = _run(tmp_path, "--api", f"127.0.0.1:{port}", "--api-socket", str(sock))
     try:
@@ -50,13 +37,8 @@ def test_run_serves_the_api_on_tcp_and_unix(tmp_path):
         assert _wait_up(tcp)["box"]["mode"] == "sim"
         assert ApiClient(unix_path=str(sock)).status()["ports"]
         tcp.sim_phone("fxs1", "off_hook")
-        end = time.monotonic() + 3
-        while time.monotonic() < end:
-            fxs1 = next(p for p in tcp.status()["ports"] if p["name"] == "fxs1")
-            if fxs1["state"] == "off-hook":
-                break
-            time.sleep(0.1)
-        assert fxs1["state"] == "off-hook"
+        wait_until(lambda: any(p["name"] == "fxs1" and p["state"] == "off-hook"
+                               for p in tcp.status()["ports"]), 3, "fxs1 off hook", step=0.1)
         out, err = proc.communicate(timeout=20)
     finally:
         proc.kill()

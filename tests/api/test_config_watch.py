@@ -6,19 +6,12 @@ with its problem logged while the core keeps running on what it has.
 
 from __future__ import annotations
 
-import time
-
 from firmware.core.config import ConfigStore
+from lab.wait import wait_until
 
 
 def _until(predicate, timeout: float = 5.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = predicate()
-        if got:
-            return got
-        assert time.monotonic() < deadline, "the running core did not follow the store"
-        time.sleep(0.1)
+    return wait_until(predicate, timeout, "running core following the store", step=0.1)
 
 
 def _store_set(live, reason: str, **paths) -> int:

@@ -1,9 +1,9 @@
-"""Fixtures of the call-control tests: `rig(**changes)` builds a Rig (tests/callctl/rig.py)
+"""Fixtures of the call-control tests: `rig(**changes)` builds a Rig (lab/rig.py)
 with config changes given as section__key=value, and closes it after the test."""
 
 import pytest
 
-from tests.callctl.rig import Rig
+from lab.rig import Rig
 
 
 @pytest.fixture

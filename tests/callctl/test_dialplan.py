@@ -3,7 +3,7 @@
 import pytest
 
 from firmware.callctl.dialplan import Dialplan, DigitMap, Match
-from firmware.core.config import default_document, validate
+from firmware.core.config import Config, default_document
 
 FULL, MORE, PART, NONE = Match.FULL, Match.FULL_MORE, Match.PARTIAL, Match.NO_MATCH
 
@@ -45,7 +45,7 @@ def test_bad_digit_maps_are_refused(bad):
 
 @pytest.fixture
 def plan():
-    return Dialplan(validate(default_document()), "us")
+    return Dialplan(Config.from_doc(default_document()), "us")
 
 
 def test_local_extensions_win_over_the_map(plan):
@@ -65,10 +65,10 @@ def test_country_emergency_numbers_and_override():
     doc = default_document()
     doc["country"]["code"] = "uk"
     doc["calls"]["dialplan"] = "0xxxxxxxxxx|999|112"
-    uk = Dialplan(validate(doc), "uk")
+    uk = Dialplan(Config.from_doc(doc), "uk")
     assert uk.decide("999").kind == "emergency" and uk.decide("112").kind == "emergency"
     doc["calls"]["emergency"] = ["112"]
-    only = Dialplan(validate(doc), "uk")
+    only = Dialplan(Config.from_doc(doc), "uk")
     assert only.decide("999").kind == "external" and only.decide("112").kind == "emergency"
 
 
@@ -92,7 +92,7 @@ def test_hash_sends_now_and_timeout_decides(plan):
 def test_full_with_longer_possible_waits_for_the_timeout():
     doc = default_document()
     doc["calls"]["dialplan"] = "011x.|[2-9]xxxxxx"
-    plan = Dialplan(validate(doc), "us")
+    plan = Dialplan(Config.from_doc(doc), "us")
     assert plan.decide("011442079").match is MORE
     d = plan.decide("011442079", final=True)
     assert d.match is FULL and d.number == "011442079"

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from drivers.sim.phone import dbm0_amplitude
-from firmware.cdr import MIGRATIONS, SCHEMA_VERSION, CdrStore, _statements
-from firmware.sip import pjbridge
+from firmware.cdr import MIGRATIONS, SCHEMA_VERSION, CdrStore, statements
+from firmware.sip.sipmsg import g711_only, offers_g711
 from tests.callctl.rig import Rig, connect, rms, sine, tone_level
 
 VOICE = {"mode": "voice", "echo_canceller": True, "nlp": True, "comfort_noise": True,
@@ -101,7 +101,7 @@ def test_cng_from_the_phone_switches_the_call_to_fax_passthrough(rig_cdr, store)
     port = r.cc.status()["ports"]["fxs1"]
     assert port["media_mode"] == "fax"
     assert port["passthrough"]["tone"] == "CNG" and port["passthrough"]["side"] == "line"
-    assert r.cc.media_mode(call.handle) == "fax"
+    assert r.cc.call_info(call.handle).media_mode == "fax"
     assert store.list()[0]["media_mode"] == "fax"  # marked while the call runs
     r.phone().on_hook()
     r.run(1.5)
@@ -252,7 +252,7 @@ def test_cdr_schema_2_migrates_to_media_mode_voice(tmp_path):
     path = tmp_path / "old.sqlite"
     con = sqlite3.connect(path)
     for script in MIGRATIONS[:2]:
-        for stmt in _statements(script):
+        for stmt in statements(script):
             con.execute(stmt)
     con.execute("INSERT INTO cdr (uuid, direction, port, started) "
                 "VALUES ('u1', 'outbound', 'fxs1', 1.0)")
@@ -268,7 +268,7 @@ def test_cdr_schema_2_migrates_to_media_mode_voice(tmp_path):
             s.update("u1", media_mode="data")
 
 
-# ---- the SIP side's SDP (firmware/sip/pjbridge.py) ----
+# ---- the SIP side's SDP (firmware/sip/sipmsg.py) ----
 OFFER = ("v=0\r\no=- 3 4 IN IP4 127.0.0.1\r\ns=pjmedia\r\nt=0 0\r\n"
          "m=audio 4000 RTP/AVP 9 0 8 101\r\nc=IN IP4 127.0.0.1\r\n"
          "a=rtpmap:9 G722/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
@@ -276,18 +276,18 @@ OFFER = ("v=0\r\no=- 3 4 IN IP4 127.0.0.1\r\ns=pjmedia\r\nt=0 0\r\n"
 
 
 def test_passthrough_sdp_keeps_g711_only_with_vad_off():
-    sdp = pjbridge.g711_only(OFFER)
+    sdp = g711_only(OFFER)
     assert "m=audio 4000 RTP/AVP 0 8\r\n" in sdp
     assert "G722" not in sdp and "telephone-event" not in sdp and "fmtp:101" not in sdp
     assert "a=silenceSupp:off - - - -\r\n" in sdp and "a=gpmd:0 vbd=yes" in sdp
     assert sdp.startswith("v=0\r\no=- 3 4 ") and "a=sendrecv" in sdp
-    assert pjbridge.g711_only(sdp) == sdp  # applying it twice changes nothing
+    assert g711_only(sdp) == sdp  # applying it twice changes nothing
 
 
 def test_passthrough_sdp_without_g711_is_left_alone():
     g722 = OFFER.replace("RTP/AVP 9 0 8 101", "RTP/AVP 9 101")
-    assert pjbridge.g711_only(g722) is None
-    assert not pjbridge._offers_g711(g722) and pjbridge._offers_g711(OFFER)
+    assert g711_only(g722) is None
+    assert not offers_g711(g722) and offers_g711(OFFER)
     # static payload types without rtpmap lines count as what RFC 3551 says they are
     bare = "v=0\nm=audio 5 RTP/AVP 18 0\na=rtpmap:18 G729/8000\n"
-    assert pjbridge.g711_only(bare).splitlines()[1] == "m=audio 5 RTP/AVP 0"
+    assert g711_only(bare).splitlines()[1] == "m=audio 5 RTP/AVP 0"

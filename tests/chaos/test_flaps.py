@@ -11,10 +11,9 @@ Skipped, with the reason, where network namespaces are not allowed.
 
 from __future__ import annotations
 
-import time
-
 from firmware.sip import api
 from lab.chaos import random_schedule
+from lab.wait import TimedOut, wait_until
 from tests.chaos.conftest import box_doc, box_in
 from tests.sip.conftest import ToneFeeder
 
@@ -40,21 +39,22 @@ def _short_call(box, target: str) -> str:
     is retransmitted at 0.5, 1, 2, 4 s...: legitimately slow). Either way the call must
     then end: box.wait(ENDED) fails the test if it stays half-open."""
     call = box.bridge.make_call("fxs1", target)
-    deadline = time.monotonic() + 8
-    while time.monotonic() < deadline:
+
+    def settled() -> str | None:
         kinds = box.kinds(call)
-        if api.ENDED in kinds:
-            return str(next(ev.data["code"] for ev in box.events
-                            if ev.call == call and ev.kind == api.ENDED))
-        if api.ANSWERED in kinds:
-            box.run(0.3)
-            box.bridge.hangup(call)
-            box.wait(api.ENDED, call, timeout=8)
-            return "answered"
-        box.run(0.05)
+        return "ended" if api.ENDED in kinds else "answered" if api.ANSWERED in kinds else None
+    try:
+        how = wait_until(settled, 8, "answer or end", tick=box.run)
+    except TimedOut:
+        how = "cancelled"
+    if how == "ended":
+        return str(next(ev.data["code"] for ev in box.events
+                        if ev.call == call and ev.kind == api.ENDED))
+    if how == "answered":
+        box.run(0.3)
     box.bridge.hangup(call)
     box.wait(api.ENDED, call, timeout=8)
-    return "cancelled"
+    return how
 
 
 def test_50_random_flaps_during_call_traffic(netlink, netcloud):

@@ -19,6 +19,7 @@ import pytest
 
 from lab.chaos import ChaosClient, ChaosError, ChaosProxy, random_schedule
 from lab.ports import free_port
+from lab.wait import wait_until
 
 
 class UdpEcho:
@@ -281,14 +282,8 @@ def test_control_socket_from_another_process(udp_echo):
         line = proc.stdout.readline().split()
         assert line[0] == "READY"
         port = int(line[1])
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                ctl = ChaosClient(control)
-                break
-            except ConnectionRefusedError:
-                assert time.monotonic() < deadline, "control port never opened"
-                time.sleep(0.05)
+        ctl = wait_until(lambda: ChaosClient(control), 5, "control port open",
+                         retry=(ConnectionRefusedError,))
         ctl.blackhole()
         with client(0.2) as s:
             s.sendto(b"x", ("127.0.0.1", port))

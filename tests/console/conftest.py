@@ -12,7 +12,6 @@ import json
 import os
 import re
 import select
-import socket
 import subprocess
 import sys
 import time
@@ -22,15 +21,13 @@ from pathlib import Path
 
 import pytest
 
+from lab.ports import free_port
+from lab.procs import stop_process
+from lab.wait import wait_until
+
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 ANSI = re.compile(rb"\x1b\[[0-9;]*[A-Za-z]|[\x07\x08]")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Api:
@@ -69,20 +66,14 @@ class Core:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(self._command(), cwd=ROOT, stdout=log, stderr=log,
                                          stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while not self.api.up():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
+        def up() -> bool:
+            if self.proc is None or self.proc.poll() is not None:
                 raise RuntimeError("core did not start: " + self.log.read_text()[-2000:])
-            time.sleep(0.1)
+            return self.api.up()
+        wait_until(up, 20, "core up", step=0.1, detail=lambda: self.log.read_text()[-2000:])
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         self.proc = None
 
 
@@ -127,17 +118,16 @@ class Terminal:
         """Read until the (ANSI-stripped) output matches; return the text up to the match
         end and keep the rest."""
         regex = re.compile(pattern.encode(), re.S)
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def matched() -> str | None:
             clean = ANSI.sub(b"", self.buf)
             match = regex.search(clean)
-            if match:
-                self.buf = clean[match.end():]
-                return clean[:match.end()].decode("ascii", "replace")
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no {pattern!r} in console output: {clean[-1500:]!r}")
-            self._read(min(left, 0.2))
+            if not match:
+                return None
+            self.buf = clean[match.end():]
+            return clean[:match.end()].decode("ascii", "replace")
+        return wait_until(matched, timeout, f"{pattern!r} in console output", step=0.2,
+                          tick=self._read, detail=lambda: ANSI.sub(b"", self.buf)[-1500:])
 
     def drain(self, quiet: float = 0.3) -> str:
         """Whatever arrives until the console is quiet for `quiet` seconds."""
@@ -170,13 +160,7 @@ class ConsoleProc:
         return self.proc.poll() is None
 
     def stop(self) -> None:
-        if self.alive():
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         if self.term.master >= 0:
             self.term.unplug()
 

@@ -6,15 +6,17 @@ core whose commit is refused (the pending changes stay).
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 
+from firmware.api.client import ApiClient, CoreDown
 from firmware.auth import Auth
-from firmware.console import commands, confpath, grammar
-from firmware.console.corelink import CoreDown, CoreLink
+from firmware.console import commands, confpath, grammar, views
 from firmware.console.lineedit import MAX_LINE, LineEditor
-from firmware.console.session import CONFIG, CORE_DOWN, Session
+from firmware.console.session import CORE_DOWN, Mode, Session
 from firmware.core.config import default_document
+from lab.wait import wait_until
 
 
 class Recorder:
@@ -155,9 +157,9 @@ def test_typed_values_follow_the_schema():
 
 def _session(core, tmp_path, api=None):
     out = []
-    session = Session(lambda b: out.append(b), api or CoreLink(tcp=core.listen),
+    session = Session(lambda b: out.append(b), api or ApiClient(tcp=core.listen),
                       Auth(tmp_path / "data"), "console:test")
-    session.user, session.state = "admin", CONFIG
+    session.user, session.state = "admin", Mode.CONFIG
     return session, out
 
 
@@ -173,9 +175,42 @@ def test_refused_commit_keeps_the_pending_changes(core, tmp_path):
 
 
 def test_core_down_is_one_line(core, tmp_path):
-    session, out = _session(core, tmp_path, CoreLink(tcp="127.0.0.1:9"))
+    session, out = _session(core, tmp_path, ApiClient(tcp="127.0.0.1:9"))
     session.state = "exec"
     session.on_line("show status")
     assert CORE_DOWN in b"".join(out).decode()
     with pytest.raises(CoreDown):
-        CoreLink(tcp="127.0.0.1:9").status()
+        ApiClient(tcp="127.0.0.1:9").status()
+
+
+def test_monitor_prints_live_events_until_a_key(core, tmp_path):
+    session, out = _session(core, tmp_path)
+    session.state = Mode.EXEC
+    session.on_line("monitor")
+    assert session.state == Mode.MONITOR and b"press any key" in b"".join(out)
+    api = ApiClient(tcp=core.listen)
+    api.sim_phone("fxs1", "off_hook")
+    try:
+        time.sleep(0.3)
+        api.sim_phone("fxs1", "dial", digits="202")
+        wait_until(lambda: b"ringing" in b"".join(out), 10, "ringing on the monitor",
+                   detail=lambda: b"".join(out).decode())
+    finally:
+        api.sim_phone("fxs1", "on_hook")
+    text = b"".join(out).decode()
+    assert any(" ringing " in line and "fxs1" in line and "201 -> 202" in line
+               for line in text.splitlines()), text
+    session.feed(b"q")
+    assert session.state == Mode.EXEC and "monitor stopped" in b"".join(out).decode()
+    assert session.monitor is None
+
+
+def test_monitor_refuses_an_unknown_kind_and_renders_events(core, tmp_path):
+    session, out = _session(core, tmp_path)
+    session.state = Mode.EXEC
+    session.on_line("monitor nonsense")
+    assert session.state == Mode.EXEC and 'no event kind "nonsense"' in b"".join(out).decode()
+    line = views.event({"kind": "ringing", "time": 0, "port": "fxo1", "ani": "5551234",
+                        "dnis": "100", "direction": "inbound"})
+    assert "ringing" in line and "fxo1" in line and "5551234 -> 100 inbound" in line
+    assert "3 event(s) lost" in views.event({"kind": "dropped", "count": 3})

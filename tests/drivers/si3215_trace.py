@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+from driver_settings import driver_settings
+
 from drivers.bus.gpio import SimGpio
 from drivers.bus.pcm import SimPcmLink
 from drivers.bus.spi import SimSpiDevice
@@ -96,8 +98,7 @@ def make_line(reactor, settings=None, part=DEFAULT_PART, seated=True, start=True
         highway.start()
     spi = SpiRecorder(SimSpiDevice(0, 1, emu if seated else None))
     events: list = []
-    full = {"timeslot": 0, "pcm_law": "ulaw",
-            "board": {"type": part, **(board or {})}, **(settings or {})}
+    full = driver_settings("fxs", board={"type": part, **(board or {})}, **(settings or {}))
     drv = driver_cls("fxs1", spi, gpio, RESET, INT, reactor, full, events.append)
     link = SimPcmLink("fxs1")
     phone = VirtualPhone(reactor, emu, link.device)

@@ -17,7 +17,7 @@ from drivers.bus.spi import SPI_HINT
 from drivers.chips.si3050 import Si3050
 from drivers.chips.si3215 import Si3215
 from drivers.sim.board import SimBoard
-from firmware.core.config import default_document, validate
+from firmware.core.config import Config, default_document, validate
 from firmware.gateway import SEIZED, Gateway
 from foundation.errors import HardwareError
 from foundation.events import CHIP_FAILED, OFF_HOOK, ON_HOOK, RING_START
@@ -29,11 +29,14 @@ def doc():
 
 
 def _boot(reactor, doc, **kw):
+    """The board, the gateway, and the port book's events from boot on."""
     board = SimBoard(reactor, doc, **kw)
-    gateway = Gateway(doc, board, reactor)
+    gateway = Gateway(Config.from_doc(doc), board, reactor)
+    log = []
+    gateway.book.listeners.append(lambda event, _old, _new: log.append(event))
     gateway.start()
     reactor.run_for(0.5)
-    return board, gateway
+    return board, gateway, log
 
 
 def test_sim_board_builds_every_port_of_the_default_config(reactor, doc):
@@ -48,48 +51,48 @@ def test_sim_board_builds_every_port_of_the_default_config(reactor, doc):
 
 
 def test_gateway_brings_every_port_up_and_follows_the_phone(reactor, doc):
-    board, gateway = _boot(reactor, doc)
-    states = {n: p.state for n, p in gateway.ports.items()}
+    board, gateway, log = _boot(reactor, doc)
+    states = {n: p.state for n, p in gateway.book.ports.items()}
     assert states == {"fxs1": "on-hook", "fxs2": "on-hook", "fxo1": "idle", "headset": "present"}
     assert all(board.spi[c].transfers > 0 for c in board.spi)  # every chip was talked to
     board.phones["fxs1"].off_hook()
     reactor.run_for(0.3)
-    assert gateway.ports["fxs1"].state == "off-hook"
+    assert gateway.book.ports["fxs1"].state == "off-hook"
     board.phones["fxs1"].on_hook()
     reactor.run_for(1.5)
-    kinds = [(e.port, e.kind) for e in gateway.log if e.port == "fxs1"]
+    kinds = [(e.port, e.kind) for e in log if e.port == "fxs1"]
     assert kinds == [("fxs1", OFF_HOOK), ("fxs1", ON_HOOK)]
-    assert gateway.ports["fxs1"].state == "on-hook"
+    assert gateway.book.ports["fxs1"].state == "on-hook"
 
 
 def test_a_chip_not_seated_is_marked_failed_and_the_rest_runs(reactor, doc):
-    board, gateway = _boot(reactor, doc, unseated={"slic1"})
-    fxs2 = gateway.ports["fxs2"]
+    board, gateway, log = _boot(reactor, doc, unseated={"slic1"})
+    fxs2 = gateway.book.ports["fxs2"]
     assert fxs2.state == "failed"
     assert "spidev0.1" in fxs2.reason and "0xFF" in fxs2.reason
-    assert [e.kind for e in gateway.log if e.port == "fxs2"] == [CHIP_FAILED]
+    assert [e.kind for e in log if e.port == "fxs2"] == [CHIP_FAILED]
     board.phones["fxs1"].off_hook()
     board.cos["fxo1"].ring(callerid=None)
     reactor.run_for(2.5)
-    assert gateway.ports["fxs1"].state == "off-hook"
-    assert gateway.ports["fxo1"].state == "ringing"
-    assert RING_START in [e.kind for e in gateway.log if e.port == "fxo1"]
+    assert gateway.book.ports["fxs1"].state == "off-hook"
+    assert gateway.book.ports["fxo1"].state == "ringing"
+    assert RING_START in [e.kind for e in log if e.port == "fxo1"]
     assert gateway.status()["fxs2"]["state"] == "failed"
 
 
 def test_seize_and_release_reach_the_central_office(reactor, doc):
-    board, gateway = _boot(reactor, doc)
+    board, gateway, log = _boot(reactor, doc)
     gateway.seize("fxo1")
     reactor.run_for(0.3)
-    assert board.cos["fxo1"].answered and gateway.ports["fxo1"].state == "seized"
-    assert gateway.log[-1].kind == SEIZED
+    assert board.cos["fxo1"].answered and gateway.book.ports["fxo1"].state == "seized"
+    assert log[-1].kind == SEIZED
     gateway.release("fxo1")
     reactor.run_for(0.3)
-    assert not board.cos["fxo1"].answered and gateway.ports["fxo1"].state == "idle"
+    assert not board.cos["fxo1"].answered and gateway.book.ports["fxo1"].state == "idle"
 
 
 def test_line_audio_flows_between_gateway_and_phone(reactor, doc):
-    board, _gateway = _boot(reactor, doc)
+    board, _gateway, _log = _boot(reactor, doc)
     phone = board.phones["fxs1"]
     phone.off_hook()
     reactor.run_for(0.3)
@@ -127,10 +130,10 @@ def test_real_board_without_devices_reports_each_line_and_keeps_going(reactor, d
         line: f"{tmp_path}/spidev0.{cs} not found: {SPI_HINT}"
         for line, cs in (("fxs1", 0), ("fxs2", 1), ("fxo1", 2))}
     assert "dtoverlay=branchline-card" in SPI_HINT and "spidev0.0-0.2" in SPI_HINT
-    gateway = Gateway(doc, board, reactor)
+    gateway = Gateway(Config.from_doc(doc), board, reactor)
     gateway.start()
     reactor.run_for(1.5)
-    assert {n: p.state for n, p in gateway.ports.items()} == {
+    assert {n: p.state for n, p in gateway.book.ports.items()} == {
         "fxs1": "failed", "fxs2": "failed", "fxo1": "failed", "headset": "absent"}
     gateway.stop()
 

@@ -7,6 +7,7 @@ gateway's PCM end, in fake time.
 
 import numpy as np
 import pytest
+from driver_settings import driver_settings
 
 from cext import toneplans
 from drivers.bus.gpio import SimGpio
@@ -51,8 +52,8 @@ class Line:
         bus = TdmBus(SimPcmStream(highway), "ulaw", reactor).start()  # PCLK before the chip
         self.port = bus.port(2, "fxo1")
         self.daa = Si3050("fxo1", SimSpiDevice(1, 0, self.emu), gpio, 22, 23, reactor,
-                          {"country": country, "ring_min_ms": 200, "timeslot": 2,
-                           "pcm_law": "ulaw"}, lambda e: None)
+                          driver_settings("fxo", country=country, ring_min_ms=200, timeslot=2),
+                          lambda e: None)
         self.co = VirtualCO(reactor, self.emu, self.emu.analog.device, country=country,
                             cid_audio=cid_audio)
         self.daa.start()

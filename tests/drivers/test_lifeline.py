@@ -20,7 +20,7 @@ from drivers.bus.gpio import SimGpio
 from drivers.lifeline import TOGGLE_S, Lifeline, Relay
 from drivers.sim.board import SimBoard
 from drivers.sim.lifeline_sim import SimRelay
-from firmware.core.config import ConfigError, default_document, validate
+from firmware.core.config import Config, ConfigError, default_document, validate
 from firmware.core.runtime import Core
 from firmware.gateway import Gateway
 from foundation import events as ev
@@ -79,7 +79,7 @@ def off_hook_and_listen(reactor: Reactor, phone, seconds: float = 2.0) -> np.nda
 def test_level_drive_follows_the_pin():
     reactor, gpio = Reactor(FakeClock()), SimGpio()
     relay = SimRelay(reactor, gpio, 26, drive="level")
-    lifeline = Lifeline(gpio, reactor, {"gpio": 26, "drive": "level"})
+    lifeline = Lifeline(gpio, reactor, make_doc(drive="level")["board"]["lifeline"])
     assert not relay.energised
     lifeline.energise()
     reactor.run_for(5.0)
@@ -91,7 +91,7 @@ def test_level_drive_follows_the_pin():
 def test_pulse_drive_holds_while_toggled_and_drops_within_the_hold_time_when_it_stops():
     reactor, gpio = Reactor(FakeClock()), SimGpio()
     relay = SimRelay(reactor, gpio, 26, drive="pulse", hold_s=HOLD_S)
-    lifeline = Lifeline(gpio, reactor, {"gpio": 26, "drive": "pulse", "pulse_hold_ms": 1000})
+    lifeline = Lifeline(gpio, reactor, make_doc(drive="pulse", pulse_hold_ms=1000)["board"]["lifeline"])
     lifeline.energise()
     reactor.run_for(10.0)
     assert relay.energised and relay.changes == [(True, 1000.0)]  # never dropped meanwhile
@@ -164,7 +164,7 @@ def test_core_running_the_phone_hears_the_boxs_dial_tone_and_the_co_sees_no_loop
     assert board.lifeline.state is Relay.ENERGISED and board.relay.energised
     co = board.cos["fxo1"]
     heard = off_hook_and_listen(reactor, board.phones["fxs1"])
-    assert core.gateway.ports["fxs1"].state == "off-hook"  # the SLIC saw the loop
+    assert core.gateway.book.ports["fxs1"].state == "off-hook"  # the SLIC saw the loop
     assert co.state == "idle" and not co.answered
     assert not [what for what, _t in co.events if what == "seized"]
     assert hears_dial_tone(heard)  # the box's, through the SLIC and the PCM
@@ -218,7 +218,7 @@ def test_core_stop_gives_the_phone_back_to_the_pstn():
 
 def test_gateway_stop_releases_the_relay():
     reactor, board = make_board()
-    gateway = Gateway(board.doc, board, reactor)
+    gateway = Gateway(Config.from_doc(board.doc), board, reactor)
     gateway.start()
     reactor.run_for(0.5)
     assert board.lifeline.energised and board.relay.energised
@@ -233,7 +233,7 @@ def test_gateway_stop_releases_the_relay():
 
 def test_level_drive_releases_at_once_on_stop():
     reactor, board = make_board(make_doc(drive="level"))
-    gateway = Gateway(board.doc, board, reactor)
+    gateway = Gateway(Config.from_doc(board.doc), board, reactor)
     gateway.start()
     reactor.run_for(0.5)
     assert board.relay.energised
@@ -243,10 +243,10 @@ def test_level_drive_releases_at_once_on_stop():
 
 def test_a_failed_fxs_port_never_energises_the_relay():
     reactor, board = make_board(unseated=("slic0",))
-    gateway = Gateway(board.doc, board, reactor)
+    gateway = Gateway(Config.from_doc(board.doc), board, reactor)
     gateway.start()
     reactor.run_for(0.5)
-    assert gateway.ports["fxs1"].state == "failed"
+    assert gateway.book.ports["fxs1"].state == "failed"
     assert board.lifeline.state is Relay.RELEASED and "fxs1" in board.lifeline.reason
     assert not board.relay.energised
     heard = off_hook_and_listen(reactor, board.phones["fxs1"])
@@ -257,7 +257,7 @@ def test_a_failed_fxs_port_never_energises_the_relay():
 @pytest.mark.parametrize("port", ["fxs1", "fxo1"])
 def test_a_lifeline_port_failing_later_releases_the_relay(port):
     reactor, board = make_board()
-    gateway = Gateway(board.doc, board, reactor)
+    gateway = Gateway(Config.from_doc(board.doc), board, reactor)
     gateway.start()
     reactor.run_for(0.5)
     assert board.lifeline.energised
@@ -269,7 +269,7 @@ def test_a_lifeline_port_failing_later_releases_the_relay(port):
 
 def test_fxs2_failing_keeps_the_relay():
     reactor, board = make_board()
-    gateway = Gateway(board.doc, board, reactor)
+    gateway = Gateway(Config.from_doc(board.doc), board, reactor)
     gateway.start()
     reactor.run_for(0.5)
     board.emit(LineEvent("fxs2", ev.CHIP_FAILED, reactor.now(), {"error": "test"}))
@@ -280,7 +280,7 @@ def test_fxs2_failing_keeps_the_relay():
 def test_a_disabled_lifeline_builds_nothing():
     reactor, board = make_board(make_doc(enabled=False))
     assert board.lifeline is None and board.relay is None
-    gateway = Gateway(board.doc, board, reactor)
+    gateway = Gateway(Config.from_doc(board.doc), board, reactor)
     gateway.start()
     reactor.run_for(0.3)
     gateway.stop()
@@ -288,7 +288,7 @@ def test_a_disabled_lifeline_builds_nothing():
 
 def test_a_gateway_without_the_lifeline_leaves_it_released():
     reactor, board = make_board()
-    gateway = Gateway(board.doc, board, reactor, lifeline=False)
+    gateway = Gateway(Config.from_doc(board.doc), board, reactor, lifeline=False)
     gateway.start()
     reactor.run_for(0.5)
     assert not board.lifeline.energised and not board.relay.energised
@@ -300,7 +300,7 @@ def test_the_core_waits_for_a_pstn_call_on_the_lifeline_to_end_before_taking_the
     """The FXO driver's LINE_IN_USE/LINE_FREE are played here: a DAA that starts while a
     phone is already off hook on its line learns that voltage as idle (see the report)."""
     reactor, board = make_board()
-    gateway = Gateway(board.doc, board, reactor)
+    gateway = Gateway(Config.from_doc(board.doc), board, reactor)
     board.emit(LineEvent("fxo1", ev.LINE_IN_USE, reactor.now()))
     gateway.start()
     reactor.run_for(0.5)

@@ -6,6 +6,7 @@ matters); the DTMF checks look at the audio with an FFT, not at what the phone m
 
 import numpy as np
 import pytest
+from driver_settings import driver_settings
 
 from drivers.bus.gpio import SimGpio
 from drivers.bus.pcm import FRAME, LINE_RATE, SimPcmLink
@@ -32,7 +33,8 @@ def rig(reactor):
     gpio = SimGpio()
     emu = clocked(Si3215Emulator(reactor, gpio, 17, 27), reactor)
     events = []
-    drv = Si3215("fxs1", SimSpiDevice(0, 0, emu), gpio, 17, 27, reactor, {}, events.append)
+    drv = Si3215("fxs1", SimSpiDevice(0, 0, emu), gpio, 17, 27, reactor, driver_settings("fxs"),
+                 events.append)
     drv.start()
     link = SimPcmLink("fxs1")
     phone = VirtualPhone(reactor, emu, link.device)
@@ -152,7 +154,8 @@ def test_bell_follows_ring_voltage(rig):
 def test_no_ring_without_ring_amplitude(reactor):
     gpio = SimGpio()
     emu = clocked(Si3215Emulator(reactor, gpio, 17, 27), reactor)
-    drv = Si3215("fxs1", SimSpiDevice(0, 0, emu), gpio, 17, 27, reactor, {"ring_vpk": 0}, print)
+    drv = Si3215("fxs1", SimSpiDevice(0, 0, emu), gpio, 17, 27, reactor,
+                 driver_settings("fxs", ring_vpk=0), print)
     phone = VirtualPhone(reactor, emu, SimPcmLink("x").device)
     drv.start()
     drv.ring((1.0, 1.0))

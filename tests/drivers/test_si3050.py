@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 import pytest
+from driver_settings import driver_settings
 
 from cext import g711, toneplans
 from drivers.bus import tdm
@@ -50,9 +51,9 @@ class Port:
             self.pi.start()  # the core starts the PCM stream before the chips
         self.spi = SimSpiDevice(1, 0, self.emu)
         self.events = []
-        line = {"kind": "fxo", "country": "us", "timeslot": SLOT, "pcm_law": "ulaw",
-                "disconnect": ["loop_drop", "reversal", "tone"], "ring_min_ms": 200}
-        line.update(settings)
+        line = driver_settings("fxo", **{"country": "us", "timeslot": SLOT, "ring_min_ms": 200,
+                                         "disconnect": ["loop_drop", "reversal", "tone"],
+                                         **settings})
         self.daa = Si3050("fxo1", self.spi, self.gpio, RESET, INT, reactor, line, self.events.append)
         self.co = VirtualCO(reactor, self.emu, self.emu.analog.device, cid_audio=burst_audio,
                             plan=plan)
@@ -225,7 +226,8 @@ def test_no_pclk_is_named_when_the_link_never_comes_up(reactor):
 
 
 def test_timeslot_outside_the_frame_is_refused_by_name(reactor):
-    p = Port(reactor, timeslot=5)
+    p = Port(reactor)
+    p.daa.settings = {**p.daa.settings, "timeslot": 5}  # past the schema's range
     with pytest.raises(ChipFailed, match=r"fxo1: lines\.fxo1\.timeslot = 5"):
         p.daa.start()
 

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pytest
+from driver_settings import driver_settings
 
 from cext import g711
 from drivers.bus import tdm
@@ -74,8 +75,8 @@ class Rig:
         self.highway = SimHighway(reactor)
         self.emu.attach_highway(self.highway)
         self.pi = SimPcmStream(self.highway).start()
-        line = {"kind": "fxo", "country": "uk", "timeslot": 2, "pcm_law": "ulaw",
-                "disconnect": ["loop_drop"], **settings}
+        line = driver_settings("fxo", **{"country": "uk", "timeslot": 2,
+                                         "disconnect": ["loop_drop"], **settings})
         self.daa = driver_cls("fxo1", SimSpiDevice(0, 2, self.emu), self.gpio, RESET, INT,
                               reactor, line, lambda event: None)
 

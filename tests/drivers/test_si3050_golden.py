@@ -14,6 +14,7 @@ from itertools import zip_longest
 from pathlib import Path
 
 import pytest
+from driver_settings import driver_settings
 
 from drivers.bus.gpio import SimGpio
 from drivers.bus.spi import SimSpiDevice
@@ -52,7 +53,7 @@ def bring_up(reactor, settings: dict) -> tuple[RecordingSpi, Si3050Emulator, Si3
     emu.attach_highway(highway)
     highway.start()  # PCLK runs before the chip is brought up
     spi = RecordingSpi(SimSpiDevice(0, 2, emu))
-    line = {"kind": "fxo", "disconnect": ["loop_drop", "reversal", "tone"], **settings}
+    line = driver_settings("fxo", **{"disconnect": ["loop_drop", "reversal", "tone"], **settings})
     daa = Si3050("fxo1", spi, gpio, RESET, INT, reactor, line, lambda event: None)
     daa.start()
     return spi, emu, daa

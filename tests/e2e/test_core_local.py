@@ -78,13 +78,15 @@ def test_local_only_numbers_go_out_the_pstn_line(tmp_path):
 
 def test_inbound_pstn_call_without_a_cloud_is_refused_and_the_line_left_alone(tmp_path):
     core, board, reactor = _core(tmp_path)
+    seen = []
+    core.events.subscribe(seen.append)
     try:
         board.cos["fxo1"].ring(callerid=CALLER)
         reactor.run_for(8.0)
         assert not board.cos["fxo1"].answered  # the caller hears it ring on, unanswered
-        port = core.gateway.ports["fxo1"]
+        port = core.gateway.book.ports["fxo1"]
         assert port.caller["number"] == CALLER["number"]
-        assert any(e.kind == "caller_id" for e in core.gateway.log)
+        assert any(e.kind == "caller_id" and e.port == "fxo1" for e in seen)
     finally:
         core.stop()
 
@@ -102,7 +104,7 @@ def test_with_a_cloud_the_line_shows_seized_and_the_caller(tmp_path):
         st = core.status()["ports"]["fxo1"]
         assert st["state"] == "seized" and st["call"] == "connected"
         assert clouds[0].invites[-1].from_number == CALLER["number"]
-        assert core.gateway.ports["fxo1"].caller["name"] == CALLER["name"]
+        assert core.gateway.book.ports["fxo1"].caller["name"] == CALLER["name"]
         board.cos["fxo1"].disconnect("loop_drop")
         reactor.run_for(1.0)
         assert core.status()["ports"]["fxo1"]["state"] == "idle"

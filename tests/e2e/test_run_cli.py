@@ -11,10 +11,10 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 from firmware.core.config import ConfigStore
+from lab.wait import wait_until
 from tests.e2e.conftest import e2e_doc
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,17 +32,16 @@ def _start(config_dir: Path, data_dir: Path) -> tuple[subprocess.Popen, queue.Qu
 
 
 def _wait_line(lines: queue.Queue, needle: str, timeout: float = 15.0) -> str:
-    deadline = time.monotonic() + timeout
-    seen = []
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=0.2)
-        except queue.Empty:
-            continue
-        seen.append(line)
-        if needle in line:
-            return line
-    raise AssertionError(f"no line with {needle!r} within {timeout} s; got {seen}")
+    seen: list[str] = []
+
+    def found() -> str | None:
+        while not lines.empty():
+            seen.append(lines.get_nowait())
+            if needle in seen[-1]:
+                return seen[-1]
+        return None
+    return wait_until(found, timeout, f"line with {needle!r}", step=0.1,
+                      detail=lambda: f"got {seen}")
 
 
 def _stop(proc: subprocess.Popen) -> tuple[int, str]:

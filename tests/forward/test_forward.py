@@ -28,7 +28,7 @@ def _forwarder(store, rx_or_url, *, batch=20, timeout=2.0, context=None, **kw):
 
 
 def _seq_order(store):
-    return [r[0] for r in store._read("SELECT uuid FROM outbox ORDER BY seq")]
+    return [r[0] for r in store.read("SELECT uuid FROM outbox ORDER BY seq")]
 
 
 def test_delivers_everything_in_order_in_batches_with_recordings_alone(store, receiver):
@@ -141,10 +141,10 @@ def test_housekeeping_prunes_delivered_rows_after_keep_days(store, receiver, clo
     [call(store, i) for i in range(5)]
     fwd = _forwarder(store, receiver, clock=clock.now, keep_days=7, prune_every_s=3600)
     fwd.step(2.0)
-    assert store._read("SELECT COUNT(*) FROM outbox")[0][0] == 5
+    assert store.read("SELECT COUNT(*) FROM outbox")[0][0] == 5
     clock.set(clock.now() + 8 * 86400)
     fwd.step(2.0)
-    assert store._read("SELECT COUNT(*) FROM outbox")[0][0] == 0
+    assert store.read("SELECT COUNT(*) FROM outbox")[0][0] == 0
 
 
 def test_an_hour_offline_in_fake_time_then_everything_exactly_once_in_order(tmp_path):

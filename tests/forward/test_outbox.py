@@ -124,7 +124,7 @@ def test_prune_drops_old_delivered_rows_and_files_never_pending_ones(store, cloc
     store.mark_delivered([fresh])
     assert store.prune(keep_days=7) == 4
     assert not (store.recordings_dir / "done.wav").exists()
-    left = store._read("SELECT uuid FROM outbox ORDER BY seq")
+    left = store.read("SELECT uuid FROM outbox ORDER BY seq")
     assert [r[0] for r in left] == [keep, fresh]
     assert store.get(delivered[0]) is not None  # the CDR table itself is not pruned
     assert store.prune(keep_days=7) == 0 and store.check_totals()
@@ -133,8 +133,8 @@ def test_prune_drops_old_delivered_rows_and_files_never_pending_ones(store, cloc
 def test_a_version_1_database_is_migrated_with_its_pending_rows(tmp_path):
     db = tmp_path / "cdr.db"
     con = sqlite3.connect(db)
-    from firmware.cdr import MIGRATIONS, _statements
-    for stmt in _statements(MIGRATIONS[0]):
+    from firmware.cdr import MIGRATIONS, statements
+    for stmt in statements(MIGRATIONS[0]):
         con.execute(stmt)
     con.execute("INSERT INTO outbox (uuid, kind, body, created) VALUES"
                 " ('u1', 'cdr', '{\"a\": 1}', 1.0), ('u2', 'ring', '{}', 2.0)")
@@ -184,7 +184,7 @@ def test_kill_9_of_a_writer_while_offline_keeps_every_committed_record(tmp_path)
     records = [ln for ln in lines if not ln.startswith("R")]
     recordings = [ln[1:] for ln in lines if ln.startswith("R")]
     with CdrStore(db, max_bytes=200_000) as s:
-        assert s._read("PRAGMA integrity_check")[0][0] == "ok" and s.check_totals()
+        assert s.read("PRAGMA integrity_check")[0][0] == "ok" and s.check_totals()
         pending = {p["uuid"]: p for p in s.pending(MAX_PAGE)}
         assert set(records) <= set(pending)  # no committed record lost
         index = {r["uuid"]: r for r in s.recordings(MAX_PAGE)}

@@ -9,7 +9,7 @@ peer is on 127.0.0.1 at ports chosen at run time and is stopped by its fixture.
 from __future__ import annotations
 
 import copy
-import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -21,6 +21,7 @@ from foundation.reactor import MonotonicClock, Reactor
 from lab.agent import dominant_tone
 from lab.agentctl import Agent
 from lab.kamailio import Kamailio, LabError
+from lab.wait import wait_until
 
 USERS = {"branch": "secret", "201": "pw201", "202": "pw202",
          **{f"agent{i}": "secret" for i in range(1, 7)}}
@@ -56,10 +57,11 @@ class Harness:
         self.reactor = Reactor(MonotonicClock())
         self.bridge = PjBridge(self.reactor, self.doc, lines=lines)
         self.events: list[SipEvent] = []
+        self.on_event: Callable[[SipEvent], None] = self.events.append  # may be swapped
         self._taken: set[int] = set()
 
     def start(self) -> Harness:
-        self.bridge.start(self.events.append)
+        self.bridge.start(lambda ev: self.on_event(ev))
         return self
 
     def stop(self) -> None:
@@ -71,8 +73,7 @@ class Harness:
     def wait(self, kind: str, call: int | None = None, timeout: float = 5.0,
              **match) -> SipEvent:
         """The first not yet taken event of `kind` (for `call`, with data matching)."""
-        deadline = time.monotonic() + timeout
-        while True:
+        def take() -> SipEvent | None:
             for i, ev in enumerate(self.events):
                 if i in self._taken or ev.kind != kind:
                     continue
@@ -81,10 +82,9 @@ class Harness:
                 if all(ev.data.get(k) == v for k, v in match.items()):
                     self._taken.add(i)
                     return ev
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {kind} event for call {call} {match or ''} within "
-                                     f"{timeout} s; events: {self.events}")
-            self.reactor.run_for(0.02)
+            return None
+        return wait_until(take, timeout, f"{kind} event for call {call} {match or ''}",
+                          step=0.02, tick=self.run, detail=lambda: f"events: {self.events}")
 
     def kinds(self, call: int) -> list[str]:
         return [ev.kind for ev in self.events if ev.call == call]
@@ -94,14 +94,9 @@ class Harness:
         """Wait until `agent` hears `hz` on its call, running this box's reactor
         meanwhile: a ToneFeeder lives on that reactor, so a plain agent.wait_tone would
         starve the pipe and the agent would hear silence."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return agent.wait_tone(hz, call=call, timeout=0.0, **kw)
-            except LabError:
-                if time.monotonic() > deadline:
-                    raise
-            self.run(0.1)
+        return wait_until(lambda: agent.wait_tone(hz, call=call, timeout=0.0, **kw), timeout,
+                          f"{hz:.0f} Hz at {agent.user}", step=0.1, tick=self.run,
+                          retry=(LabError,))
 
 
 class ToneFeeder:

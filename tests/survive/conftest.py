@@ -1,12 +1,12 @@
 """Fixtures of the survivability scenarios (fake time): `srig(**changes)` is a call-control
-Rig (tests/callctl/rig.py: SimBoard twins, real drivers and DSP, SimCloud) whose cloud has
+Rig (lab/rig.py: SimBoard twins, real drivers and DSP, SimCloud) whose cloud has
 two edges and the WAN model on (OPTIONS every 1 s, down after 2 misses, RTP timeout
 2 s), with a CDR store in tmp_path unless cdr=False; closed after the test."""
 
 import pytest
 
 from firmware.cdr import CdrStore
-from tests.callctl.rig import Rig
+from lab.rig import Rig
 
 EDGES = ["sip:edge1.sim", "sip:edge2.sim"]
 
@@ -20,7 +20,6 @@ def srig(tmp_path):
         changes.setdefault("sip.edges", list(EDGES))
         store = CdrStore(tmp_path / f"cdr{len(made)}.db") if cdr else None
         r = Rig(changes, cdr=store)
-        r.store = store
         r.cloud.enable_wan(tuple(EDGES), interval_s=1.0, misses=2, rtp_timeout_s=2.0)
         r.run(0.5)
         made.append(r)

@@ -4,7 +4,7 @@ the secondary edge, and every transition counted and queued to the outbox."""
 
 from firmware.callctl.base import Ev
 from firmware.cdr import CdrStore
-from firmware.core.config import default_document, validate
+from firmware.core.config import Config, default_document
 from firmware.sip import api
 from firmware.survive.state import State, Survivability
 from foundation.reactor import FakeClock, Reactor
@@ -18,7 +18,7 @@ def machine(tmp_path=None, **survive):
     doc["survive"].update(survive)
     reactor = Reactor(FakeClock())
     cdr = CdrStore(tmp_path / "cdr.db") if tmp_path else None
-    return reactor, Survivability(reactor, validate(doc), cdr), cdr
+    return reactor, Survivability(reactor, Config.from_doc(doc), cdr), cdr
 
 
 def edge(reactor, sm, uri, ok, then=0.0):

@@ -1,5 +1,5 @@
-"""Real peers for the web tests (used by conftest.py): a sim core with its control API (`branchline run --sim
---api`), the web process (`branchline web`) as a subprocess, headless Chromium (Debian's
+"""Real peers for the web tests (used by conftest.py): a sim core with its control API
+(`branchline run --sim --api`), the web process (`branchline web`) as a subprocess, headless Chromium (Debian's
 /usr/bin/chromium driven by Playwright) and a raw HTTPS client (requests).
 
 Everything listens on 127.0.0.1 with free ports, in tmp dirs, and is stopped by the
@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
 import urllib3
 
 from firmware.api.client import ApiClient, ApiError
+from lab.ports import free_port
+from lab.procs import stop_process as _stop  # noqa: F401 - the web tests stop peers with it
+from lab.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -31,37 +33,19 @@ PASSWORD = "correct horse battery"
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _branchline(*args: str, log: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "firmware", *args], cwd=ROOT, env=env,
                             stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
-def _wait(ok, what: str, proc: subprocess.Popen, log: Path, timeout: float = 20.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
+def _wait(ok: Callable[[], bool], what: str, proc: subprocess.Popen, log: Path,
+          timeout: float = 20.0) -> None:
+    def up() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited: {log.read_text()[-2000:]}")
-        if ok():
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} did not come up: {log.read_text()[-2000:]}")
+        return ok()
+    wait_until(up, timeout, f"{what} up", step=0.1, detail=lambda: log.read_text()[-2000:])
 
 
 class Core:

@@ -8,10 +8,18 @@ import stat
 
 import pytest
 
+from firmware.api.client import ApiClient
 from firmware.auth import Auth, AuthError, LockedOut, check_secret, hash_secret
 from firmware.core.config import default_document
 from firmware.web import forms, plots
+from firmware.web.server import Web
 from firmware.web.sessions import RateLimiter, Sessions
+
+
+def macros(tmp_path):
+    """The page's template macros (templates/macros.html), rendered as the pages do."""
+    app = Web(ApiClient(tcp="127.0.0.1:1"), tmp_path).app
+    return app.jinja_env.get_template("macros.html").module
 
 
 class Clock:
@@ -123,7 +131,7 @@ def test_rate_limiter_window():
     assert rl.allow("a") == 0
 
 
-def test_form_parsing_and_problem_mapping():
+def test_form_parsing_and_problem_mapping(tmp_path):
     doc = default_document()
     changes, errors = forms.parse_form(doc, "lines.fxs1", {
         "lines.fxs1.flash_max_ms": "600", "lines.fxs1.debounce_ms": "2x",
@@ -137,12 +145,13 @@ def test_form_parsing_and_problem_mapping():
                                  "lines.fxs1.flash_min_ms: must be below flash_max_ms",
                                  "something else"], ["sip.edges", "lines.fxs1.flash_min_ms"])
     assert set(mapped) == {"sip.edges", "lines.fxs1.flash_min_ms", ""}
-    html = forms.render_form(doc, "lines.fxs1", "tok", errors={"lines.fxs1.name": "bad <x>"})
+    rows = forms.rows(doc, "lines.fxs1", errors={"lines.fxs1.name": "bad <x>"})
+    html = str(macros(tmp_path).config_form("lines.fxs1", rows, "tok"))
     assert 'data-error-for="lines.fxs1.name"' in html and "bad &lt;x&gt;" in html
     assert forms.section_fields(doc, "lines.nosuch") == {}
 
 
-def test_plots_and_history():
+def test_plots_and_history(tmp_path):
     h = plots.History()
     for i in range(5):
         h.feed({"ports": [{"name": "fxs1", "erle_db": 20.0 + i,
@@ -150,7 +159,8 @@ def test_plots_and_history():
     h.feed({"ports": [{"name": "fxs1", "erle_db": None, "call": None}]}, 106.0)
     series = h.series("fxs1")
     assert len(series) == 5 and series[-1][1] == 24.0
-    svg = plots.line_plot([(t - 100, e) for t, e, _m in series], "ERLE", "dB")
+    draw = macros(tmp_path).plot
+    svg = str(draw(plots.line_plot([(t - 100, e) for t, e, _m in series], "ERLE", "dB")))
     assert "<path d=\"M" in svg and "<script" not in svg
-    bars = plots.bar_plot([("call <1>", 4.3), ("call 2", 3.1)], "MOS", "MOS")
+    bars = str(draw(plots.bar_plot([("call <1>", 4.3), ("call 2", 3.1)], "MOS", "MOS")))
     assert bars.count("<rect") == 2 and "call &lt;1&gt;" in bars and "#c33" in bars

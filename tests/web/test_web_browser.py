@@ -2,7 +2,7 @@
 
 First login with the setup code, a line setting changed through the form and seen by
 the control API, a bad value shown next to its field with nothing changed, the live
-dashboard following a virtual phone off hook, diagnostics, firmware upload with its
+dashboard following a virtual phone off hook through the event stream (no polling), diagnostics, firmware upload with its
 progress bar; screenshots of the main pages (desktop and phone) in tests/artifacts/.
 """
 
@@ -129,6 +129,11 @@ def test_dashboard_follows_phone_off_hook(browser, web, core):
     try:
         login(page, web)
         page.wait_for_selector("tr[data-port='fxs1'][data-hook='on-hook']")
+        page.wait_for_timeout(1000)  # the event stream is up (and its refresh done)
+        fetched = []
+        page.on("request", lambda r: fetched.append(r.url) if "/live" in r.url else None)
+        page.wait_for_timeout(2500)
+        assert fetched == []  # nothing happened: no polling
         core.api.sim_phone("fxs1", "off_hook")
         page.wait_for_selector("tr[data-port='fxs1'][data-hook='off-hook']", timeout=6000)
         shot(page, "dashboard-desktop")

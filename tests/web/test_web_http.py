@@ -1,15 +1,18 @@
 """The web process over raw HTTPS (requests): redirect, security headers and cookie
 flags, CSRF refusal, lockout after bad passwords, backup/restore, CSV export, a dead
-core, and bad input that never gets a 500."""
+core, bad input that never gets a 500, the relayed event stream and the bounded pool."""
 
 from __future__ import annotations
 
 import re
+import socket
+import time
 
 import pytest
 import requests
 import tomli_w
 
+from firmware.web.server import MAX_FEEDS, WORKERS
 from tests.web.peers import PASSWORD, Web, _stop, csrf, free_port
 
 pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
@@ -174,3 +177,46 @@ def test_core_down_shows_banner(tmp_path):
         assert w.proc.poll() is None
     finally:
         _stop(w.proc)
+
+
+def _next_event(lines, kind: str) -> str:
+    """The data line of the next `kind` event on an open /events stream."""
+    for line in lines:
+        if line == f"event: {kind}":
+            return next(lines)
+    raise AssertionError(f"the stream ended before a {kind} event")
+
+
+def test_event_stream_needs_login_relays_core_events_and_is_bounded(core, tmp_path):
+    w = Web(tmp_path, core.addr)  # its own: no other test's streams open
+    try:
+        assert w.session().get(w.url + "/events").status_code == 401
+        s = w.admin()
+        with s.get(w.url + "/events", stream=True, timeout=10) as r:
+            assert r.status_code == 200
+            assert r.headers["Content-Type"].startswith("text/event-stream")
+            lines = r.iter_lines(decode_unicode=True)
+            assert next(lines).startswith("retry: ")
+            _next_event(lines, "ready")  # the core's stream is up
+            try:
+                core.api.sim_phone("fxs1", "off_hook")
+                assert '"port": "fxs1"' in _next_event(lines, "port_state")
+            finally:
+                core.api.sim_phone("fxs1", "on_hook")
+            more = [s.get(w.url + "/events", stream=True, timeout=10) for _ in range(MAX_FEEDS)]
+            for m in more:
+                m.close()
+            assert [m.status_code for m in more] == [200] * (MAX_FEEDS - 1) + [503]
+    finally:
+        _stop(w.proc)
+
+
+def test_idle_connections_hold_no_worker(web):
+    idle = [socket.create_connection(("127.0.0.1", web.port)) for _ in range(WORKERS * 2)]
+    try:
+        started = time.monotonic()
+        assert web.session().get(web.url + "/login", timeout=5).status_code == 200
+        assert time.monotonic() - started < 2
+    finally:
+        for sock in idle:
+            sock.close()

@@ -1,8 +1,8 @@
-"""The config store every process shares: schema, validation, versioned atomic storage.
+"""The config every process shares: schema, validation, the typed view, versioned storage.
 
     doc = ConfigStore(config_dir()).load()     # validated, defaults filled in
+    cfg = Config.from_doc(doc)                 # typed and frozen: cfg.sip, cfg.line("fxs1")
     store.save(doc, reason="...")              # validate, then atomic versioned write
-    line_country(doc, "fxs1"), effective_ring_cadence(doc, "fxo1"), effective_callerid(...)
 
 Bad input raises ConfigError (a BranchlineError) naming field path, value and rule.
 """
@@ -15,8 +15,10 @@ from firmware.core.config.rules import (
 )
 from firmware.core.config.schema import ConfigError, default_document
 from firmware.core.config.store import ConfigStore, config_dir, load_file
+from firmware.core.config.typed import Config
 
 __all__ = [
+    "Config",
     "ConfigError",
     "ConfigStore",
     "config_dir",

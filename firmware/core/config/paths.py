@@ -16,7 +16,7 @@ def split(path: str) -> list[str]:
     """The parts of a dotted path; ConfigError naming it when a part is empty."""
     parts = path.split(".")
     if not path or not all(parts):
-        raise ConfigError([f"{path!r}: not a dotted setting path like lines.fxs1.flash_max_ms"])
+        raise ConfigError([f"{path}: not a dotted setting path like lines.fxs1.flash_max_ms"])
     return parts
 
 

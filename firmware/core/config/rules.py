@@ -1,13 +1,7 @@
-"""Cross-checks between settings, `validate()`, and the per-line helpers callers use.
-
-A field can be valid on its own and still wrong next to another: two chips on one chip
-select, a GPIO pin wired to two things (the SPI buses' own pins included), an FXS line
-on a DAA, two lines in one PCM timeslot, extensions that shadow each other or the
-emergency number, a flash window inside the hook debounce, a ring filter longer than
-the country's ring bursts. Each problem names the field, the value and both users.
-
-Assumes the Raspberry Pi SPI pin-out (BCM numbers; SPI3-6 as the Pi 4 overlays map
-them) and single-port chips. Tone plans come from `cext.toneplans`.
+"""Cross-checks between settings (shared chip selects and pins, a line on the wrong chip,
+shared timeslots, shadowed or emergency-blocking extensions, flash and ring-filter
+windows), `validate()`, and the per-line country helpers. Each problem names the
+field, the value and both users.
 """
 
 from __future__ import annotations
@@ -18,10 +12,9 @@ from typing import Any
 from cext import toneplans
 from firmware.core.config.schema import FXO_CHIPS, FXS_CHIPS, ConfigError, read_document
 
-# Fixed pins of each SPI controller (BCM). SPI0 has three chip selects as the card's
-# overlay makes them (image/overlays/branchline-card-overlay.dts: CE0 8, CE1 7 as
-# dtparam=spi=on has them, CE2 on GPIO 24 as a cs-gpio, the way the Raspberry Pi
-# spi1-3cs overlay adds its third): keep OVERLAY_CS2_GPIO and the overlay in step.
+# Fixed pins of each SPI controller (BCM; SPI3-6 as the Pi 4 overlays map them). SPI0's
+# CE2 is GPIO 24, a cs-gpio of the card's overlay (image/overlays/branchline-card-overlay.dts,
+# as the Pi's spi1-3cs adds its third): keep OVERLAY_CS2_GPIO and the overlay in step.
 OVERLAY_CS2_GPIO = 24
 SPI_PINS: dict[int, dict[str, Any]] = {
     0: {"MISO": 9, "MOSI": 10, "SCLK": 11, "CE": (8, 7, OVERLAY_CS2_GPIO)},
@@ -37,7 +30,7 @@ MAX_CS = {0: 2, 1: 2, 2: 2, 3: 1, 4: 1, 5: 1, 6: 1}  # highest chip select per b
 KIND_CHIPS = {"fxs": FXS_CHIPS, "fxo": FXO_CHIPS}
 
 
-def validate(doc: dict) -> dict:
+def validate(doc: Any) -> dict[str, Any]:
     """The document with defaults filled in; ConfigError lists every problem found.
 
     The input is never modified. Cross-checks run only when every field is valid on
@@ -51,19 +44,16 @@ def validate(doc: dict) -> dict:
     return out
 
 
-def cross_problems(doc: dict) -> list[str]:
+def cross_problems(doc: dict[str, Any]) -> list[str]:
     chips, lines = doc["board"]["chips"], doc["lines"]
-    lifeline = doc["board"].get("lifeline", {})
+    lifeline = doc["board"]["lifeline"]
     return (_spi_problems(chips) + _gpio_problems(chips, bool(lines), lifeline)
             + _chip_problems(chips, lines) + _pcm_problems(doc) + _extension_problems(doc)
             + _timing_problems(doc) + _lifeline_problems(lifeline, lines))
 
 
-# --- board -----------------------------------------------------------------------------
-
-
-def _spi_problems(chips: dict) -> list[str]:
-    problems, users = [], {}
+def _spi_problems(chips: dict[str, Any]) -> list[str]:
+    problems, users = [], dict[tuple[int, int], str]()
     for name, chip in chips.items():
         bus, cs = chip["spi_bus"], chip["spi_cs"]
         if cs > MAX_CS[bus]:
@@ -79,7 +69,7 @@ def _spi_problems(chips: dict) -> list[str]:
     return problems
 
 
-def _pin_claims(chips: dict, pcm: bool, lifeline: dict | None = None) -> list[tuple[int, str, str]]:
+def _pin_claims(chips: dict, pcm: bool, lifeline: dict) -> list[tuple[int, str, str]]:
     """(pin, user, field path): the PCM audio pins (when lines use them), the SPI buses'
     pins, then the chips' GPIOs and the lifeline relay's."""
     claims = [(pin, f"the lines' PCM audio ({fn})", "board") for pin, fn in PCM_PINS.items()
@@ -101,13 +91,13 @@ def _pin_claims(chips: dict, pcm: bool, lifeline: dict | None = None) -> list[tu
         for key in ("reset_gpio", "int_gpio"):
             path = f"board.chips.{name}.{key}"
             claims.append((chip[key], path, path))
-    if lifeline and lifeline.get("enabled"):
+    if lifeline["enabled"]:
         claims.append((lifeline["gpio"], "board.lifeline.gpio", "board.lifeline.gpio"))
     return claims
 
 
-def _gpio_problems(chips: dict, pcm: bool, lifeline: dict | None = None) -> list[str]:
-    problems, owners = [], {}
+def _gpio_problems(chips: dict[str, Any], pcm: bool, lifeline: dict[str, Any]) -> list[str]:
+    problems, owners = [], dict[int, str]()
     for pin, user, path in _pin_claims(chips, pcm, lifeline):
         if pin in owners:
             problems.append(f"{path}: GPIO {pin} is also used by {owners[pin]}; "
@@ -121,13 +111,13 @@ def _lifeline_problems(lifeline: dict, lines: dict) -> list[str]:
     """The relay switches one FXS line onto one FXO line: both must exist with that kind
     (a board without FXS or without FXO lines has nothing for the relay to switch)."""
     kinds = {line["kind"] for line in lines.values()}
-    if not lifeline.get("enabled") or not {"fxs", "fxo"} <= kinds:
+    if not lifeline["enabled"] or not {"fxs", "fxo"} <= kinds:
         return []
     problems = []
     for key, kind in (("fxs", "fxs"), ("fxo", "fxo")):
         name, path = lifeline[key], f"board.lifeline.{key}"
         if name not in lines:
-            problems.append(f"{path}: {name!r} is not a line in lines{_suggest(name, lines)}; "
+            problems.append(f"{path}: {name!r} is not a line in lines{suggest(name, lines)}; "
                             "name the line the relay is wired to, or set enabled = false")
         elif lines[name]["kind"] != kind:
             problems.append(f"{path}: {name!r} is an {lines[name]['kind']} line; the relay "
@@ -135,15 +125,12 @@ def _lifeline_problems(lifeline: dict, lines: dict) -> list[str]:
     return problems
 
 
-# --- lines -----------------------------------------------------------------------------
-
-
-def _chip_problems(chips: dict, lines: dict) -> list[str]:
-    problems, served = [], {}
+def _chip_problems(chips: dict[str, Any], lines: dict[str, Any]) -> list[str]:
+    problems, served = [], dict[str, str]()
     for name, line in lines.items():
         chip, path = line["chip"], f"lines.{name}.chip"
         if chip not in chips:
-            problems.append(f"{path}: {chip!r} is not a chip in board.chips{_suggest(chip, chips)}")
+            problems.append(f"{path}: {chip!r} is not a chip in board.chips{suggest(chip, chips)}")
             continue
         ctype, wanted = chips[chip]["type"], KIND_CHIPS[line["kind"]]
         if ctype not in wanted:
@@ -157,15 +144,13 @@ def _chip_problems(chips: dict, lines: dict) -> list[str]:
     return problems
 
 
-def _suggest(word: str, known: Any) -> str:
+def suggest(word: str, known: Any) -> str:
     close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
-    if close:
-        return f"; did you mean {close[0]!r}?"
-    return f"; known: {', '.join(known) or '(none)'}"
+    return f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known) or '(none)'}"
 
 
-def _pcm_problems(doc: dict) -> list[str]:
-    problems, users = [], {}
+def _pcm_problems(doc: dict[str, Any]) -> list[str]:
+    problems, users = [], dict[tuple[str, int], str]()
     for name, line in doc["lines"].items():
         key = (line["alsa_device"], line["timeslot"])
         if key in users:
@@ -184,11 +169,11 @@ def _pcm_problems(doc: dict) -> list[str]:
 
 def _extension_problems(doc: dict) -> list[str]:
     problems, seen = [], {}
-    headset = doc.get("calls", {}).get("headset_extension", "")
+    headset = doc["calls"]["headset_extension"]
     if headset:
         seen[headset] = "headset (calls.headset_extension)"
     for name, line in doc["lines"].items():
-        ext = line.get("extension", "")
+        ext = line["extension"] if line["kind"] == "fxs" else ""
         if not ext:
             continue
         path = f"lines.{name}.extension"
@@ -200,17 +185,14 @@ def _extension_problems(doc: dict) -> list[str]:
 
 
 def _overlap(ext: str, other_ext: str, other: str, path: str) -> list[str]:
+    owner = other if other.startswith("headset") else f"lines.{other}"
     if ext == other_ext:
-        return [f"{path}: {ext!r} is also the extension of {_owner(other)}"]
+        return [f"{path}: {ext!r} is also the extension of {owner}"]
     if other_ext.startswith(ext) or ext.startswith(other_ext):
         short, long_ = sorted((ext, other_ext), key=len)
-        return [f"{path}: {ext!r} and {other_ext!r} ({_owner(other)}) overlap; a caller "
+        return [f"{path}: {ext!r} and {other_ext!r} ({owner}) overlap; a caller "
                 f"dialling {long_} would reach {short} first"]
     return []
-
-
-def _owner(other: str) -> str:
-    return other if other.startswith("headset") else f"lines.{other}"
 
 
 def _emergency_problems(doc: dict, name: str, ext: str, path: str) -> list[str]:
@@ -256,30 +238,22 @@ def _ring_filter_problems(doc: dict, name: str, line: dict, path: str) -> list[s
     return []
 
 
-# --- helpers for the rest of the firmware -------------------------------------------------
-
-
-def _line(doc: dict, line_name: str) -> dict:
-    lines = doc.get("lines", {})
-    if line_name not in lines:
-        raise ConfigError([f"lines.{line_name}: no such line{_suggest(line_name, lines)}"])
-    return lines[line_name]
-
-
-def line_country(doc: dict, line_name: str) -> str:
+def line_country(doc: dict[str, Any], line_name: str) -> str:
     """The line's own country, or the box's `country.code` when the line leaves it empty."""
-    return _line(doc, line_name).get("country") or doc.get("country", {}).get("code", "us")
+    lines = doc["lines"]
+    if line_name not in lines:
+        raise ConfigError([f"lines.{line_name}: no such line{suggest(line_name, lines)}"])
+    return str(lines[line_name]["country"] or doc["country"]["code"])
 
 
-def effective_ring_cadence(doc: dict, line_name: str) -> tuple[float, ...]:
+def effective_ring_cadence(doc: dict[str, Any], line_name: str) -> tuple[float, ...]:
     """`country.ring_cadence` when set, else the ring cadence of the line's country."""
-    override = doc.get("country", {}).get("ring_cadence") or []
-    if override:
-        return tuple(float(s) for s in override)
-    return tuple(toneplans.plan(line_country(doc, line_name)).ring_cadence)
+    cadence = (doc["country"]["ring_cadence"]
+               or toneplans.plan(line_country(doc, line_name)).ring_cadence)
+    return tuple(float(s) for s in cadence)
 
 
-def effective_callerid(doc: dict, line_name: str) -> str:
+def effective_callerid(doc: dict[str, Any], line_name: str) -> str:
     """`country.callerid` when set, else the caller-ID standard of the line's country."""
-    override = doc.get("country", {}).get("callerid", "")
-    return override or toneplans.plan(line_country(doc, line_name)).callerid
+    override = doc["country"]["callerid"]
+    return str(override or toneplans.plan(line_country(doc, line_name)).callerid)

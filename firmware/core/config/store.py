@@ -1,23 +1,9 @@
-"""Versioned, crash-safe storage of the config document.
-
-The directory (default /etc/branchline; env BRANCHLINE_CONFIG_DIR) holds:
-  branchline.toml        the live document, what `load()` reads
-  versions/v000007.toml  the last N saved documents, byte for byte as they were live
-  versions/index.json    {"versions": [{"version", "time", "reason"}, ...]}, oldest first
-  .lock                  flock that serialises writers (the core, the CLI)
-
-Every file is written by temp file + fsync + rename + fsync of the directory, in this
-order: version file, live file, index. Renaming the live file is the commit point. A
-writer killed before it leaves the old document (and perhaps an orphan version file,
-swept by the next save); killed after it, the live file equals the orphan version
-`last + 1`, whose header carries its time and reason, so readers count it as committed
-and the next save writes it into the index. Files are 0600 (the document will hold SIP
-passwords), new directories 0700.
-
-Hand edits of branchline.toml are allowed: the next save or rollback first keeps the
-edited file as a version of its own, so a rollback can return to it.
-
-The wall clock only stamps versions (metadata, not logic); it is injectable.
+"""Versioned, crash-safe storage of the config document in one directory (default
+/etc/branchline; env BRANCHLINE_CONFIG_DIR): branchline.toml (the live document),
+versions/v000007.toml (the last N saved, byte for byte), versions/index.json (their
+version, time and reason, oldest first) and .lock (an flock serialising writers).
+Files are 0600 (the document holds SIP passwords), new directories 0700. A hand edit
+of branchline.toml is kept as a version of its own by the next save or rollback.
 """
 
 from __future__ import annotations
@@ -101,11 +87,6 @@ def _header(version: int, when: float, reason: str) -> bytes:
             f"# reason: {reason}\n").encode()
 
 
-def _strip_header(data: bytes) -> bytes:
-    match = _HEADER_RE.match(data)
-    return data[match.end():] if match else data
-
-
 class ConfigStore:
     """The config document in one directory: load, save, list versions, roll back."""
 
@@ -117,8 +98,6 @@ class ConfigStore:
         self.index_path = self.versions_dir / "index.json"
         self.keep = max(1, keep)
         self._clock = clock
-
-    # --- reading ----------------------------------------------------------------------
 
     def load(self) -> dict:
         """The validated live document, or the default one when none was saved yet."""
@@ -141,8 +120,6 @@ class ConfigStore:
         if data is None:
             raise ConfigError([f"version {version}: its file {self._vpath(entry)} is missing"])
         return parse(data, f"version {version}")
-
-    # --- writing ----------------------------------------------------------------------
 
     def save(self, doc: dict, reason: str = "") -> int:
         """Validate, then write atomically as a new version; returns its number."""
@@ -198,6 +175,10 @@ class ConfigStore:
             os.close(fd)
 
     def _commit(self, body: bytes, reason: str, entries: list[dict]) -> int:
+        """Write the version file, the live file, then the index, each by temp file +
+        fsync + rename + fsync of the directory. Renaming the live file is the commit
+        point: a writer killed after it leaves the live file equal to version `last + 1`,
+        whose header carries its time and reason, so `_reconcile` counts it in."""
         version = entries[-1]["version"] + 1 if entries else 1
         when = self._clock()
         data = _header(version, when, reason) + body
@@ -215,10 +196,9 @@ class ConfigStore:
         live = self._read(self.path)
         if live is None or (entries and live == self._read(self._vpath(entries[-1]))):
             return entries
-        self._commit(_strip_header(live), "hand edit found on disk", entries)
+        header = _HEADER_RE.match(live)
+        self._commit(live[header.end():] if header else live, "hand edit found on disk", entries)
         return entries
-
-    # --- crash recovery ---------------------------------------------------------------
 
     def _reconcile(self, write: bool) -> list[dict]:
         """The index as committed: a save killed after its commit point is counted in.
@@ -229,9 +209,8 @@ class ConfigStore:
         entries = self._read_index()
         following = {"version": entries[-1]["version"] + 1 if entries else 1}
         orphan = self._read(self._vpath(following))
-        live = self._read(self.path)
-        committed = orphan is not None and orphan == live
-        if committed and self._meta(orphan)["version"] == following["version"]:
+        if (orphan is not None and orphan == self._read(self.path)
+                and self._meta(orphan)["version"] == following["version"]):
             entries = (entries + [self._meta(orphan)])[-self.keep:]
             if write:
                 self._write_index(entries)
@@ -268,8 +247,6 @@ class ConfigStore:
                 stale_version = _VERSION_RE.fullmatch(path.name) and path.name not in kept
                 if stale_version or (path.name.startswith(".") and ".tmp-" in path.name):
                     path.unlink(missing_ok=True)
-
-    # --- files ------------------------------------------------------------------------
 
     def _vpath(self, entry: dict) -> Path:
         return self.versions_dir / f"v{entry['version']:06d}.toml"

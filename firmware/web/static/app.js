@@ -1,5 +1,6 @@
 /* branchline web page: the little JavaScript it needs (no libraries, no CDN).
-   - the dashboard refreshes its live part once a second (/live returns server-rendered HTML);
+   - the dashboard's live part (/live, server-rendered HTML) refreshes on each core event
+     of /events, and polls once a second only while that stream is down;
    - forms with data-confirm ask before they submit (reboot);
    - the firmware form uploads with XMLHttpRequest to show progress;
    - the first field with a validation error gets the focus.
@@ -7,20 +8,42 @@
 "use strict";
 
 function startLive(box) {
-  var url = box.getAttribute("data-live");
-  var busy = false;
-  setInterval(function () {
-    if (busy || document.hidden) { return; }
+  var busy = false, again = false, poll = null;
+
+  function refresh() {
+    if (busy) { again = true; return; }
     busy = true;
-    fetch(url, {credentials: "same-origin", cache: "no-store"}).then(function (r) {
-      if (r.status === 401) { window.location = "/login"; return null; }
-      return r.text();
-    }).then(function (html) {
-      if (html !== null) { box.innerHTML = html; box.classList.remove("stale"); }
-    }).catch(function () {
-      box.classList.add("stale");
-    }).finally(function () { busy = false; });
-  }, 1000);
+    fetch(box.getAttribute("data-live"), {credentials: "same-origin", cache: "no-store"})
+      .then(function (r) {
+        if (r.status === 401) { window.location = "/login"; return null; }
+        return r.text();
+      }).then(function (html) {
+        if (html !== null) { box.innerHTML = html; box.classList.remove("stale"); }
+      }).catch(function () {
+        box.classList.add("stale");
+      }).finally(function () {
+        busy = false;
+        if (again) { again = false; refresh(); }
+      });
+  }
+
+  function polling(on) {  // only while the event stream is down
+    if (on && !poll) { poll = setInterval(function () { if (!document.hidden) { refresh(); } }, 1000); }
+    if (!on && poll) { clearInterval(poll); poll = null; }
+  }
+
+  function listen() {
+    var source = new EventSource(box.getAttribute("data-events"));
+    box.getAttribute("data-kinds").split(" ").forEach(function (kind) {
+      source.addEventListener(kind, function () { polling(false); refresh(); });
+    });
+    source.onerror = function () {
+      polling(true);
+      if (source.readyState === EventSource.CLOSED) { setTimeout(listen, 10000); }
+    };
+  }
+
+  if (window.EventSource) { listen(); } else { polling(true); }
 }
 
 function confirmForms() {
