@@ -6,6 +6,7 @@ live event stream. A refusal raises ApiError (the server's one line, .status, .f
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
@@ -65,10 +66,8 @@ class EventStream(Iterator[dict[str, Any]]):
     def close(self) -> None:
         sock = self.conn.sock
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         self.conn.close()
 
 
@@ -89,8 +88,6 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 class ApiClient:
-    """See the module docstring."""
-
     def __init__(self, unix_path: str | None = None, tcp: str | None = None,
                  timeout: float = DEFAULT_TIMEOUT_S) -> None:
         if not unix_path and not tcp:
