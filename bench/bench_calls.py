@@ -266,7 +266,7 @@ class Box:
         if self.board.lifeline is not None:
             self.board.lifeline.energise()  # the phone on fxs1 to its SLIC, as the gateway does
         self.bridge = PjBridge(self.reactor, self.doc)
-        self.cc = CallControl(self.reactor, Config.from_doc(self.doc), self.board, self.bridge)
+        self.cc = CallControl(self.reactor, Config.from_valid(self.doc), self.board, self.bridge)
         self.names = list(self.doc["lines"])
         self.auto_answer = False
         self.rings: list[tuple[str, float]] = []  # (line, wall time the ring voltage came on)
