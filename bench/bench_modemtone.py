@@ -16,13 +16,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import ctypes  # noqa: E402
-import io  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import time  # noqa: E402
-import wave  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -32,6 +29,7 @@ from cext.dtmf import dtmf_samples  # noqa: E402
 from cext.modemtone import ModemToneDetector  # noqa: E402
 from cext.ref import modemtone as ref  # noqa: E402
 from lab.linemodel import add_noise, dbm0_to_rms, g711_munge, speech_like, to_int16  # noqa: E402
+from lab.talkoff import speak  # noqa: E402
 
 RATE = 8000
 RESULTS = Path(__file__).with_name("results") / "modemtone.json"
@@ -112,18 +110,7 @@ def espeak_corpus():
     """espeak-ng speech (12 voices x 6 sentences, ~5 min) at 8 kHz, or None without it."""
     if shutil.which("espeak-ng") is None:
         return None
-    parts = []
-    for voice, wpm, pitch in VOICES:
-        for text in SENTENCES:
-            wav = subprocess.run(["espeak-ng", "-v", voice, "-s", str(wpm), "-p", str(pitch),
-                                  "--stdout", text], capture_output=True, check=True).stdout
-            with wave.open(io.BytesIO(wav)) as w:
-                x = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).astype(float)
-                rate_in = w.getframerate()
-            n_out = int(round(x.size * RATE / rate_in))  # band-limited FFT resampling
-            spec = np.fft.rfft(x)[: n_out // 2 + 1]
-            taper = np.clip((RATE / 2 - np.arange(spec.size) * rate_in / x.size) / 300.0, 0, 1)
-            parts.append(np.fft.irfft(spec * taper, n_out) * (n_out / x.size))
+    parts = [speak(v, s, p, text) for v, s, p in VOICES for text in SENTENCES]
     x = np.concatenate(parts)
     active = np.abs(x) > np.max(np.abs(x)) * 0.01
     return x / np.sqrt(np.mean(x[active] ** 2))  # unit active-speech RMS

@@ -7,10 +7,8 @@ music, sweeps, DTMF and several countries' call-progress tones; the kernel repor
 exactly what its NumPy twin (cext.ref.modemtone) does. Signals are made here."""
 
 import functools
-import io
 import shutil
 import subprocess
-import wave
 
 import numpy as np
 import pytest
@@ -21,6 +19,7 @@ from cext.modemtone import ModemTone, ModemToneDetector
 from cext.ref import modemtone as ref
 from cext.tones import tone_samples
 from lab.linemodel import add_noise, dbm0_to_rms, g711_munge, to_int16
+from lab.talkoff import speak
 
 RATE = 8000
 LEAD = np.zeros(1600)  # 0.2 s of line before each signal (T.30: CED after 0.2 s silence)
@@ -314,27 +313,12 @@ VOICES = (("en", 160, 50), ("en+f3", 140, 80), ("de", 170, 40), ("fr+f2", 180, 9
           ("en-us", 220, 20))
 
 
-def _resample(x, rate_in):
-    """Band-limited resampling to 8 kHz by truncating the spectrum (test corpus only)."""
-    n_out = int(round(x.size * RATE / rate_in))
-    spec = np.fft.rfft(x)[: n_out // 2 + 1]
-    taper = np.clip((RATE / 2 - np.arange(spec.size) * rate_in / x.size) / 300.0, 0, 1)
-    return np.fft.irfft(spec * taper, n_out) * (n_out / x.size)
-
-
 @functools.cache
 def speech():
     if shutil.which("espeak-ng") is None:
         pytest.fail("espeak-ng not found: install the Debian package 'espeak-ng' "
                     "(scripts/debian-test-packages.txt) to make the talk-off corpus")
-    parts = []
-    for voice, wpm, pitch in VOICES:
-        for text in SENTENCES:
-            out = subprocess.run(["espeak-ng", "-v", voice, "-s", str(wpm), "-p", str(pitch),
-                                  "--stdout", text], capture_output=True, check=True).stdout
-            with wave.open(io.BytesIO(out)) as w:
-                pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
-                parts.append(_resample(pcm.astype(float), w.getframerate()))
+    parts = [speak(v, s, p, text) for v, s, p in VOICES for text in SENTENCES]
     return np.concatenate(parts)
 
 

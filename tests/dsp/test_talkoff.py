@@ -7,16 +7,14 @@ names the package: CI installs it (scripts/debian-test-packages.txt).
 """
 
 import functools
-import io
 import shutil
-import subprocess
-import wave
 
 import numpy as np
 import pytest
 
 from cext.dtmf import DtmfDetector
 from lab.linemodel import dbm0_to_rms, g711_munge, to_int16
+from lab.talkoff import speak
 
 RATE = 8000
 SENTENCES = (
@@ -33,25 +31,6 @@ VOICES = (
     ("fr", 180, 55), ("es", 150, 65), ("en+m3", 220, 30), ("it", 175, 80),
     ("en-gb", 120, 45), ("pt", 190, 35),
 )
-
-
-def resample_fft(x, rate_in, rate_out=RATE):
-    """Band-limited resampling by truncating the spectrum, with a short taper below the
-    new Nyquist (fine for a test corpus: utterances begin and end in silence)."""
-    n_out = int(round(x.size * rate_out / rate_in))
-    spec = np.fft.rfft(x)[: n_out // 2 + 1]
-    taper = np.clip((rate_out / 2 - np.arange(spec.size) * rate_in / x.size) / 300.0, 0, 1)
-    return np.fft.irfft(spec * taper, n_out) * (n_out / x.size)
-
-
-def speak(voice, wpm, pitch, text):
-    out = subprocess.run(
-        ["espeak-ng", "-v", voice, "-s", str(wpm), "-p", str(pitch), "--stdout", text],
-        capture_output=True, check=True,
-    ).stdout
-    with wave.open(io.BytesIO(out)) as w:
-        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).astype(float)
-        return resample_fft(pcm, w.getframerate())
 
 
 @functools.cache
