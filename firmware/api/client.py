@@ -6,7 +6,6 @@ live event stream. A refusal raises ApiError (the server's one line, .status, .f
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
 import socket
@@ -66,8 +65,10 @@ class EventStream(Iterator[dict[str, Any]]):
     def close(self) -> None:
         sock = self.conn.sock
         if sock is not None:
-            with contextlib.suppress(OSError):
+            try:
                 sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         self.conn.close()
 
 
@@ -88,6 +89,8 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 class ApiClient:
+    """See the module docstring."""
+
     def __init__(self, unix_path: str | None = None, tcp: str | None = None,
                  timeout: float = DEFAULT_TIMEOUT_S) -> None:
         if not unix_path and not tcp:

@@ -39,21 +39,22 @@ def _is(value: Any, kind: str) -> bool:
 
 def check(value: Any, schema: dict, path: str = "") -> None:
     """Raise BadInput when `value` breaks `schema`; see the module docstring."""
-    where, field = path or "request body", path or None
+    where = path or "request body"
     if value is None:
         if schema.get("nullable"):
             return
-        raise BadInput(f"{where}: must not be null", field)
+        raise BadInput(f"{where}: must not be null", path or None)
     kind = schema.get("type")
     if kind and not _is(value, kind):
-        raise BadInput(f"{where}: {_show(value)} must be {_WORDS[kind]}", field)
+        raise BadInput(f"{where}: {_show(value)} must be {_WORDS[kind]}", path or None)
     if "enum" in schema and value not in schema["enum"]:
         choices = ", ".join(str(c) for c in schema["enum"])
-        raise BadInput(f"{where}: {_show(value)} is not allowed; choose one of: {choices}", field)
+        raise BadInput(f"{where}: {_show(value)} is not allowed; choose one of: {choices}",
+                       path or None)
     if isinstance(value, int | float) and not isinstance(value, bool):
-        _range(value, schema, where, field)
+        _range(value, schema, where, path)
     elif isinstance(value, str):
-        _text(value, schema, where, field)
+        _text(value, schema, where, path)
     elif isinstance(value, dict):
         _object(value, schema, path)
     elif isinstance(value, list) and "items" in schema:
@@ -61,27 +62,32 @@ def check(value: Any, schema: dict, path: str = "") -> None:
             check(item, schema["items"], f"{path}[{i}]")
 
 
-def _range(value: float, schema: dict, where: str, field: str | None) -> None:
+def _range(value: float, schema: dict, where: str, path: str) -> None:
     low, high = schema.get("minimum"), schema.get("maximum")
     if (low is not None and value < low) or (high is not None and value > high):
-        raise BadInput(f"{where}: {_show(value)} is out of range; allowed {low}..{high}", field)
+        raise BadInput(f"{where}: {_show(value)} is out of range; allowed {low}..{high}",
+                       path or None)
 
 
-def _text(value: str, schema: dict, where: str, field: str | None) -> None:
+def _text(value: str, schema: dict, where: str, path: str) -> None:
     if len(value) > schema.get("maxLength", len(value)):
-        raise BadInput(f"{where}: longer than {schema['maxLength']} characters", field)
+        raise BadInput(f"{where}: longer than {schema['maxLength']} characters", path or None)
     if len(value) < schema.get("minLength", 0):
-        raise BadInput(f"{where}: shorter than {schema['minLength']} characters", field)
+        raise BadInput(f"{where}: shorter than {schema['minLength']} characters", path or None)
     if "pattern" in schema and not re.search(schema["pattern"], value):
-        raise BadInput(f"{where}: {_show(value)} does not match {schema['pattern']}", field)
+        raise BadInput(f"{where}: {_show(value)} does not match {schema['pattern']}",
+                       path or None)
 
 
 def _object(value: dict, schema: dict, path: str) -> None:
-    where, field, props = path or "request body", path or None, schema.get("properties", {})
+    where = path or "request body"
+    props = schema.get("properties", {})
     if len(value) < schema.get("minProperties", 0):
-        raise BadInput(f"{where}: must hold at least {schema['minProperties']} entry", field)
+        raise BadInput(f"{where}: must hold at least {schema['minProperties']} entry",
+                       path or None)
     if len(value) > schema.get("maxProperties", len(value)):
-        raise BadInput(f"{where}: must hold at most {schema['maxProperties']} entries", field)
+        raise BadInput(f"{where}: must hold at most {schema['maxProperties']} entries",
+                       path or None)
     for name in schema.get("required", ()):
         if name not in value:
             raise BadInput(f"{_join(path, name)}: missing; this field is required",

@@ -120,7 +120,9 @@ def _run(elements: list[_Element], digits: str) -> set[int]:
 
 
 @dataclass(frozen=True)
-class Decision:  # what the digits dialled so far mean
+class Decision:
+    """What the digits dialled so far mean: match state, kind and the number to call."""
+
     match: Match
     kind: str = "external"  # external | extension | emergency | park | pickup
     number: str = ""

@@ -1,8 +1,11 @@
-"""`branchline demo`: the gateway on simulated hardware, calling a simulated cloud. By
-default the cloud demo, `python -m lab.demo`, run as a child process since firmware never
-imports lab. `--fast`: the hardware-only scene of scene() in fake time, with the gateway
-standing in for call control on fxo1; exit code 1 when a port failed or the scene did not
-reach its end."""
+"""`branchline demo`: the gateway on simulated hardware, calling a simulated cloud.
+
+By default the cloud demo, `python -m lab.demo` (Kamailio and two cloud agents on loopback,
+a PSTN call surviving a WAN cut, records forwarded; ~35 s), run as a child process since
+firmware never imports lab. `--fast`: the hardware-only scene of scene() in fake time, with
+the gateway standing in for call control on fxo1; exit code 1 when a port failed or the
+scene did not reach its end.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,10 @@
 """`branchline forward`: deliver the outbox (CDRs, state changes, callbacks, recordings)
-to the cloud's records URL, as a process of its own. Killing it loses nothing: what was
-sent but not marked delivered is sent again."""
+to the cloud's records URL, as a process of its own.
+
+    branchline forward --data-dir /var/lib/branchline                # URL from the config
+    branchline forward --data-dir /tmp/d --url http://127.0.0.1:8089/v1/records --once
+
+Killing it loses nothing: what was sent but not marked delivered is sent again."""
 
 from __future__ import annotations
 
@@ -11,13 +15,13 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from firmware.cli.apiopts import DEFAULT_DATA_DIR
 from foundation.errors import BranchlineError
 
 if TYPE_CHECKING:
     from firmware.core.config import Config
     from firmware.forward import Forwarder
 
+DEFAULT_DATA_DIR = "/var/lib/branchline"
 CDR_FILE = "cdr.db"  # the core's name for it (firmware.core.runtime.CDR_FILE)
 
 

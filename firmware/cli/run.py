@@ -1,7 +1,8 @@
 """`branchline run`: start the gateway core on the box (or on the twins with --sim) and print
 its port, call and survivability events and the SIP events a technician watches, until
 Ctrl-C, SIGTERM or --duration; then stop cleanly (exit code 0). Also what `hw` and `demo`
-share: where the config lives, building a board, and one line per event."""
+share: where the config lives, building a board, and one line per event.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from drivers.board import Board
-from firmware.cli.apiopts import DEFAULT_DATA_DIR, Subparsers
+from firmware.cli.apiopts import Subparsers
 from firmware.core.config import ConfigStore, config_dir
 from firmware.events import CoreEvent, EventKind
 from firmware.sip import api
@@ -25,6 +26,8 @@ from foundation.reactor import MonotonicClock, Reactor
 if TYPE_CHECKING:
     from firmware.api.server import ApiServer
     from firmware.core.runtime import Core
+
+DEFAULT_DATA_DIR = "/var/lib/branchline"
 
 
 def register(sub: Subparsers) -> None:

@@ -6,7 +6,6 @@ WRITE_TIMEOUT_S rather than stalling the console."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -54,8 +53,10 @@ class SerialConsole:
     def _close(self) -> None:
         port, self.port = self.port, None
         if port is not None:
-            with contextlib.suppress(serial.SerialException, OSError):
+            try:
                 port.close()
+            except (serial.SerialException, OSError):
+                pass
 
     # --- the loop ---------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """Which changed settings a running core takes at once (LIVE_PATTERNS: the next event or
 call follows them; calls in progress keep theirs) and which wait for a restart: the
 board, a line's wiring, kind or country, the country plan, every `sip.*` setting (the
-SIP stack registers once) and where records go (read by the forwarder at start)."""
+SIP stack registers once) and where records go (read by the forwarder at start).
+"""
 
 from __future__ import annotations
 
