@@ -101,6 +101,9 @@ class Box:
         if not p.is_off_hook:
             p.off_hook()
             self.wait_state(phone, "DIALTONE")
+        # The reactor stood still while the caller waited on an agent process (an RPC):
+        # let the PCM highway catch up first, or the first digit falls into the catch-up.
+        self.run(0.1)
         end = p.dial_pulse(digits) if pulse else p.dial_dtmf(digits)
         self.run(max(0.0, end - self.reactor.now()) + (1.0 if pulse else 0.2))
 
