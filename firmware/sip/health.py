@@ -118,12 +118,15 @@ class RtpWatch:
 
     def tick(self, now: float) -> None:
         for handle, call in list(self.ctx.legs.live.items()):
-            if not call.answered or call.superseded or not call.isActive():
-                self.rx.pop(handle, None)
+            up = call.answered and not call.superseded and call.isActive()
+            pkts = call.rx_packets() if up else None
+            if pkts is None:  # not up, or held: the far end sends nothing on purpose
+                gone = self.rx.pop(handle, None)
+                if up and gone is not None and gone.silent:  # the hold explains the silence
+                    self.ctx.emit(SipEventKind.MEDIA_RESUMED, handle,
+                                  silent_s=round(now - gone.since, 2), held=True)
                 continue
-            stream = call.audio_stream()
-            if stream is not None:
-                self._seen(handle, int(stream[1].rtcp.rxStat.pkt), now)
+            self._seen(handle, pkts, now)
         for handle in [h for h in self.rx if h not in self.ctx.legs.live]:
             del self.rx[handle]
 

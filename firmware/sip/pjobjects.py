@@ -163,6 +163,21 @@ class BCall(pj.Call):
         except pj.Error:
             return None
 
+    def rx_packets(self) -> int | None:
+        """RTP packets received on the audio stream, or None while the far end is not
+        meant to send: a hold either way or an inactive stream (the SDP says so: RFC 3264
+        sec. 6.1 and 8.4), so silence then is no sign of a lost network."""
+        info = self.getInfo()  # keep it: .media refers into it (SWIG), not a copy
+        media = next((m for m in info.media if m.type == pj.PJMEDIA_TYPE_AUDIO
+                      and m.status != pj.PJSUA_CALL_MEDIA_NONE), None)
+        if (media is None or media.status != pj.PJSUA_CALL_MEDIA_ACTIVE
+                or media.dir != pj.PJMEDIA_DIR_ENCODING_DECODING):
+            return None
+        try:
+            return int(self.getStreamStat(media.index).rtcp.rxStat.pkt)
+        except pj.Error:
+            return None
+
     def audio(self) -> PjObj | None:
         """The AudioMedia to connect a port to: active or held by the far end."""
         info = self.getInfo()  # keep it: .media refers into it (SWIG), not a copy
