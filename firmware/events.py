@@ -22,6 +22,9 @@ class EventKind(StrEnum):
     RESUMED = "resumed"
     TRANSFERRED = "transferred"
     HUNG_UP = "hung_up"
+    # right after HUNG_UP: data {"ended", "network": {codec, jitter_ms, loss_pct, rtt_ms,
+    # mos, r_factor}, "dsp": firmware.quality.CallDsp.to_json()}
+    CALL_QUALITY = "call_quality"
     # ports and caller ID
     PORT_STATE = "port_state"  # data: {"state": new, "was": old}
     CALLER_ID = "caller_id"  # data: {"number": ..., "name": ...}

@@ -1,6 +1,15 @@
 """Store and forward: deliver the outbox (firmware.cdr) to the cloud's records URL in
 order, in a process of its own (`branchline forward`): uploads and TLS stay out of the
-core. Time is injected (`clock`, `sleep`): a test runs an hour's outage in fake time."""
+core. Time is injected (`clock`, `sleep`): a test runs an hour's outage in fake time.
+
+Two carriers share the outbox. With `cloud.broker` set, the cloud agent carries the
+small records (CDRs, callbacks, state changes, evictions) over its MQTT session and this
+process uploads only the file rows (recordings, log bundles, captures: PUT
+<records_url>/files/<uuid>, then the row itself). Small records need per-record acks and
+ordering, which the session the box keeps anyway gives cheaply; files are big and
+are better on a plain HTTPS upload that a flaky link can simply retry. Both use one
+credential: the device certificate (mutual TLS here, the MQTT client certificate there).
+Without a broker, everything goes this way, as before."""
 
 import hashlib
 import http.client
@@ -18,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol, cast
 from urllib.parse import urlsplit
 
-from firmware.cdr import CdrStore, Kind
+from firmware.cdr import FILE_KINDS, MAX_PAGE, CdrStore
 from foundation.errors import BranchlineError
 
 log = logging.getLogger(__name__)
@@ -61,12 +70,51 @@ def ssl_context(verify: bool = True, ca_file: str | None = None) -> ssl.SSLConte
     return ctx
 
 
+def load_client(ctx: ssl.SSLContext, cert: str, key: str) -> None:
+    """Present this certificate (the device's) to the server: mutual TLS."""
+    for what, path in (("certificate", cert), ("key", key)):
+        if not Path(path).is_file():
+            raise ForwardConfigError(f"client {what} {path} does not exist; enrol the box "
+                                     f"(the device certificate) or give --cert/--key")
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        raise ForwardConfigError(f"client certificate {cert} / key {key} cannot be used "
+                                 f"({exc}); give a PEM certificate and its matching key") \
+            from None
+
+
+NO_CLIENT_CERT = ("requires a client certificate (mutual TLS) and this box gave none; enrol "
+                  "the box (device certificate) or give --cert/--key")
+BAD_CLIENT_CERT = ("refused this box's client certificate; it must be signed by a CA the "
+                   "server trusts")
+REFUSED_ALERTS = ("UNKNOWN_CA", "BAD_CERTIFICATE", "CERTIFICATE_UNKNOWN", "DECRYPT_ERROR",
+                  "ACCESS_DENIED", "CERTIFICATE_EXPIRED", "CERTIFICATE_REVOKED")
+ABRUPT = (ssl.SSLEOFError, ConnectionResetError, BrokenPipeError)
+
+
+def _tls_refusal(exc: Exception, client: bool, fresh: bool) -> str | None:
+    """A clear line when the server refused our side of mutual TLS; None otherwise. A
+    server may only close the connection (its alert lost to the reset): on a fresh
+    connection that is the likely cause, said as such."""
+    reason = str(getattr(exc, "reason", "") or "").upper()
+    if not client and ("CERTIFICATE_REQUIRED" in reason or "HANDSHAKE_FAILURE" in reason):
+        return f"the records server {NO_CLIENT_CERT}"
+    if client and any(alert in reason for alert in REFUSED_ALERTS):
+        return f"the records server {BAD_CLIENT_CERT} ({reason.lower()})"
+    if fresh and isinstance(exc, ABRUPT):
+        return (f"the records server closed the TLS connection at once "
+                f"({type(exc).__name__}); likely it {BAD_CLIENT_CERT if client else NO_CLIENT_CERT}")
+    return None
+
+
 class HttpTransport:
     """POST records and PUT files to one records URL over a kept-alive connection. A 2xx
     or 409 (the cloud has it) is success; any other answer or no answer: DeliveryError."""
 
     def __init__(self, url: str, *, timeout: float = TIMEOUT_S, box: str = "",
-                 context: ssl.SSLContext | None = None) -> None:
+                 context: ssl.SSLContext | None = None,
+                 client: tuple[str, str] | None = None) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ForwardConfigError(f"records URL {url!r} must be http:// or https:// "
@@ -75,10 +123,14 @@ class HttpTransport:
         self._path = (parts.path or "/").rstrip("/") or "/"
         self._new_connection = partial(http.client.HTTPConnection, parts.hostname, parts.port,
                                        timeout=timeout)
+        self.tls = parts.scheme == "https"
+        self.client = client is not None and self.tls
         if parts.scheme == "https":
+            context = context or ssl_context()
+            if client is not None:
+                load_client(context, *client)
             self._new_connection = partial(http.client.HTTPSConnection, parts.hostname,
-                                           parts.port, timeout=timeout,
-                                           context=context or ssl_context())
+                                           parts.port, timeout=timeout, context=context)
         self._conn: http.client.HTTPConnection | None = None
 
     def post_records(self, rows: list[Row]) -> None:
@@ -91,11 +143,11 @@ class HttpTransport:
                                                   "Idempotency-Key": key})
 
     def put_file(self, uuid: str, path: str) -> None:
-        """PUT <url>/recordings/<uuid> with the file; FileNotFoundError when it is gone."""
+        """PUT <url>/files/<uuid> with the file; FileNotFoundError when it is gone."""
         with open(path, "rb") as f:
             size = Path(path).stat().st_size
             kind = mimetypes.guess_type(path)[0] or "application/octet-stream"
-            self._request("PUT", f"{self._path}/recordings/{uuid}", f,
+            self._request("PUT", f"{self._path}/files/{uuid}", f,
                           {"Content-Type": kind, "Content-Length": str(size),
                            "Idempotency-Key": uuid})
 
@@ -104,6 +156,7 @@ class HttpTransport:
         headers = {**headers, "User-Agent": "branchline-forward"}
         if self.box:
             headers["X-Branchline-Box"] = self.box
+        fresh = self._conn is None or self._conn.sock is None
         try:
             conn = self._connection()
             conn.request(method, path, body=body, headers=headers)
@@ -116,8 +169,9 @@ class HttpTransport:
                                 f"CA or certificate") from None
         except (OSError, http.client.HTTPException) as exc:
             self.close()
-            raise DeliveryError(f"{self.url}: {type(exc).__name__}: {exc or 'no answer'}") \
-                from None
+            why = _tls_refusal(exc, self.client, fresh) if self.tls else None
+            raise DeliveryError(f"{self.url}: " + (why or f"{type(exc).__name__}: "
+                                                          f"{exc or 'no answer'}")) from None
         if resp.will_close:
             self.close()
         if not (200 <= resp.status < 300 or resp.status == 409):
@@ -138,10 +192,11 @@ class HttpTransport:
 
 
 class Forwarder:
-    """Delivers one store's outbox through one transport, in `seq` order. Rows are
-    marked delivered only after the cloud took them; a failure (a 4xx too: a wrong URL
-    must not discard records) stops the pass at that row, so nothing overtakes it. A
-    crash between the answer and the mark redelivers the same UUIDs; the cloud dedups."""
+    """Delivers one store's outbox through one transport, in `seq` order (files_only:
+    only the file rows; the agent carries the rest). Rows are marked delivered only
+    after the cloud took them; a failure (a 4xx too: a wrong URL must not discard
+    records) stops the pass at that row, so nothing overtakes it. A crash between the
+    answer and the mark redelivers the same UUIDs; the cloud dedups."""
 
     def __init__(self, store: CdrStore, transport: Transport, *, batch: int = DEFAULT_BATCH,
                  clock: Callable[[], float] = time.monotonic,
@@ -149,8 +204,10 @@ class Forwarder:
                  backoff_min_s: float = BACKOFF_MIN_S, backoff_max_s: float = BACKOFF_MAX_S,
                  keep_days: float | None = None, prune_every_s: float = PRUNE_EVERY_S,
                  rng: random.Random | None = None,
-                 on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_event: Callable[[dict[str, Any]], None] | None = None,
+                 files_only: bool = False) -> None:
         self.store, self.transport = store, transport
+        self.files: bool | None = True if files_only else None
         self.batch = max(1, int(batch))
         self._clock, self._sleep = clock, sleep
         self.backoff_min_s, self.backoff_max_s = backoff_min_s, backoff_max_s
@@ -159,6 +216,12 @@ class Forwarder:
         self.state, self.last_error = State.IDLE, ""
         self.failures = self.delivered = 0  # consecutive failed attempts; rows sent here
         self._next_prune = clock()
+
+    def left(self) -> int:
+        """How many rows this forwarder still has to deliver (files only: up to a page)."""
+        if self.files is None:
+            return int(self.store.depth())
+        return len(self.store.pending(MAX_PAGE, files=self.files))
 
     def _set_state(self, new: State, reason: str) -> None:
         """The one setter of `state`: logs old -> new with the reason, calls on_event."""
@@ -176,7 +239,7 @@ class Forwarder:
         many rows were delivered. After a failure `state` is BACKOFF."""
         done = 0
         while done < MAX_PASS_ROWS:
-            rows = self.store.pending(self.batch)
+            rows = self.store.pending(self.batch, files=self.files)
             if not rows:
                 self._set_state(State.IDLE, f"outbox empty after {done} delivered")
                 return done
@@ -192,15 +255,15 @@ class Forwarder:
 
     @staticmethod
     def _chunk(rows: list[Row]) -> list[Row]:
-        """The rows of one request: consecutive records up to the first recording, or
-        the recording alone (its file goes first, then its index row)."""
-        first = next((i for i, r in enumerate(rows) if r["kind"] == Kind.RECORDING), len(rows))
+        """The rows of one request: consecutive records up to the first file row, or
+        the file row alone (its file goes first, then its index row)."""
+        first = next((i for i, r in enumerate(rows) if r["kind"] in FILE_KINDS), len(rows))
         return rows[:max(first, 1)]
 
     def _send(self, chunk: list[Row]) -> int:
-        """Send one chunk; a recording whose file vanished is evicted, not retried."""
+        """Send one chunk; a file row whose file vanished is evicted, not retried."""
         head = chunk[0]
-        if head["kind"] == Kind.RECORDING:
+        if head["kind"] in FILE_KINDS:
             try:
                 self.transport.put_file(head["uuid"], head["path"])
             except FileNotFoundError:

@@ -1,14 +1,20 @@
-"""Call quality from RTCP figures: the ITU-T G.107 (06/2015) E-model rating R and its
-MOS estimate, so a technician or the cloud can sort calls by how they sounded. A planning
-model: the MOS ranks calls and raises alarms, it is not a measurement."""
+"""Call quality. From RTCP figures: the ITU-T G.107 (06/2015) E-model rating R and its
+MOS estimate, so a technician or the cloud can sort calls by how they sounded (a planning
+model: the MOS ranks calls and raises alarms, it is not a measurement). From the port's
+DSP: the echo canceller's ERLE per call, the residual echo, DTMF and modem tones heard
+(`DspMeter`, fed by firmware.media every 20 ms; `CallDsp` is one call's figures)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Any
 
 PTIME_MS = 20.0  # one RTP packet of audio, the packetisation delay
+NETWORK_FIELDS = ("codec", "jitter_ms", "loss_pct", "rtt_ms")  # Bridge.quality()'s
 
 
 @dataclass(frozen=True)
@@ -204,3 +210,195 @@ def estimate(quality: dict[str, Any]) -> dict[str, float | None]:
     except ValueError:
         return none
     return {"r_factor": round(r, 2), "mos": round(mos_from_r(r), 2)}
+
+
+def rated(quality: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The network figures of a call as the CDR and the call_quality event carry them:
+    codec, jitter_ms, loss_pct, rtt_ms (None when unknown: a call without RTP) and the
+    estimate's r_factor and mos."""
+    fields = {k: (quality or {}).get(k) for k in NETWORK_FIELDS}
+    return {**fields, **estimate(fields)}
+
+
+# ---- the DSP's figures of one call, from the port's media path ----
+# Levels: G.711 mu-law's full-scale sine (peak 32767 in 16-bit linear) is +3.17 dBm0, so
+# 0 dBm0 is a sine of RMS 32767 * 10**(-3.17/20) / sqrt(2) ~ 16057 (cext uses spandsp's
+# +3.14, 0.03 dB away).
+FULL_SCALE_DBM0 = 3.17
+DBM0_POWER = (32767.0 * 10 ** (-FULL_SCALE_DBM0 / 20)) ** 2 / 2  # mean square of 0 dBm0
+FRAMES_PER_S = 50  # 20 ms frames: the echo figures are decided once a second
+TAIL_FRAMES = 8  # far-end frames an echo can come from (128 ms tail + pairing jitter)
+DT_RATIO = 0.5  # near end over the loudest recent far end (-3 dB): someone talks there
+NEAR_TALK_DBM0 = -45.0  # ... and it is above this: not line noise
+FAR_FLOOR_DBM0 = -40.0  # a second counts when the far end talked above this (mean)
+ECHO_FLOOR_DBM0 = -55.0  # ... and its echo is above this: weaker echo is not measurable
+OUT_FLOOR = 1.0  # mean square floor of the canceller's output (1 LSB: ~-84 dBm0)
+MAX_DIGITS = 64  # digits kept in a call's string (the count goes on)
+MAX_TONES = 16  # modem tones kept per call
+MAX_OPEN = 8  # call records open on one port at once (a held, a consult, a waiting call)
+
+
+def dbm0_power(dbm0: float) -> float:
+    """The mean square (16-bit linear) of a signal at `dbm0`."""
+    return DBM0_POWER * 10 ** (dbm0 / 10)
+
+
+def power_dbm0(power: float) -> float:
+    return 10 * math.log10(max(power, OUT_FLOOR) / DBM0_POWER)
+
+
+class EchoState(StrEnum):
+    ON = "on"  # the canceller ran on the call's audio
+    OFF = "off"  # no canceller, or disabled (a call between two of our ports, a modem)
+    BYPASSED = "bypassed"  # it diverged during the call and was taken out
+
+
+@dataclass(frozen=True)
+class ModemHeard:
+    tone: str  # CNG, CED, V21_PREAMBLE, ANSAM...
+    kind: str  # "fax" (T.30: CNG, CED, V.21 preamble) or "modem"
+    side: str  # line, sip or peer
+    at_s: float  # seconds into the call (since its record opened)
+
+
+@dataclass
+class CallDsp:
+    """One call's DSP figures. ERLE in G.168 terms is near-in power over canceller-out
+    power, here per second while the far end talks and the near end does not; the
+    canceller's output is what the cloud hears, so its NLP is included (the residual
+    echo is G.168's returned echo level, L_RET). DTMF: digits the port's detector heard
+    on the line, digits relayed to the cloud by RFC 4733 or SIP INFO, digits received."""
+
+    erle_seconds: int = 0  # the seconds the ERLE figures come from
+    erle_sum_db: float = 0.0
+    erle_worst_db: float | None = None
+    residual_sum: float = 0.0  # mean squares of the canceller's output, summed per second
+    canceller: bool = False  # it ran on this call's audio
+    bypassed: bool = False
+    inband: int = 0
+    digits: str = ""
+    rfc4733: int = 0
+    info: int = 0
+    received: int = 0
+    modem: list[ModemHeard] = field(default_factory=list)
+    began: int = 0  # the port's frame count when the call's record opened
+
+    @property
+    def fax(self) -> bool:
+        return any(m.kind == "fax" for m in self.modem)
+
+    @property
+    def echo_canceller(self) -> EchoState:
+        if self.bypassed:
+            return EchoState.BYPASSED
+        return EchoState.ON if self.canceller else EchoState.OFF
+
+    def add_second(self, erle_db: float, residual: float) -> None:
+        self.erle_seconds += 1
+        self.erle_sum_db += erle_db
+        self.residual_sum += residual
+        if self.erle_worst_db is None or erle_db < self.erle_worst_db:
+            self.erle_worst_db = erle_db
+
+    def digit(self, digit: str) -> None:
+        self.inband += 1
+        if len(self.digits) < MAX_DIGITS:
+            self.digits += digit
+
+    def relayed(self, method: str, count: int = 1) -> None:
+        """`count` digits sent to the cloud by `method` ("rfc4733" or "info")."""
+        if method == "info":
+            self.info += count
+        else:
+            self.rfc4733 += count
+
+    def to_json(self) -> dict[str, Any]:
+        n = self.erle_seconds
+        return {
+            "erle_mean_db": round(self.erle_sum_db / n, 1) if n else None,
+            "erle_worst_db": None if self.erle_worst_db is None else round(self.erle_worst_db, 1),
+            "residual_echo_dbm0": round(power_dbm0(self.residual_sum / n), 1) if n else None,
+            "echo_canceller": str(self.echo_canceller),
+            "dtmf": {"inband": self.inband, "rfc4733": self.rfc4733, "info": self.info,
+                     "received": self.received, "digits": self.digits},
+            "modem": [{"tone": m.tone, "side": m.side, "at_s": round(m.at_s, 2)}
+                      for m in self.modem],
+            "fax": self.fax,
+        }
+
+
+class DspMeter:
+    """The echo figures of one port's calls. The media path gives every frame's mean
+    squares (near in, canceller out, far reference) while a call's audio is connected;
+    each second is decided once (far end talking, no double talk, echo measurable) and
+    given to every call open on the port (a held call and a consult call share the line).
+    Per frame: a few float operations."""
+
+    def __init__(self) -> None:
+        self.calls: dict[int, CallDsp] = {}
+        self.frames = 0  # the port's 20 ms ticks (the time base of the modem tones)
+        self._far_recent: deque[float] = deque(maxlen=TAIL_FRAMES)
+        self._n = self._talk = 0
+        self._near = self._out = self._far = 0.0
+        self._ec = False
+        self._talk_floor = dbm0_power(NEAR_TALK_DBM0)
+        self._far_floor, self._echo_floor = dbm0_power(FAR_FLOOR_DBM0), dbm0_power(ECHO_FLOOR_DBM0)
+
+    def begin(self, key: int) -> CallDsp:
+        """A call's record opened on this port: its figures start from zero."""
+        if len(self.calls) >= MAX_OPEN:  # records a bug left open: never grow
+            self.calls.pop(next(iter(self.calls)))
+        self.calls[key] = rec = CallDsp(began=self.frames)
+        return rec
+
+    def end(self, key: int) -> CallDsp | None:
+        """The call's figures (None: never begun here); the second under way counts only
+        for the canceller's state."""
+        rec = self.calls.pop(key, None)
+        if rec is not None and self._ec:
+            rec.canceller = True
+        return rec
+
+    def frame(self, near: float, out: float, far: float, ec: bool) -> None:
+        """One frame's mean squares: near in, canceller out (= near when it is off), the
+        far reference; `ec`: the canceller processed it."""
+        recent = self._far_recent
+        recent.append(far)
+        if near > self._talk_floor and near > DT_RATIO * max(recent):
+            self._talk += 1
+        self._near += near
+        self._out += out
+        self._far += far
+        self._ec = self._ec or ec
+        self._n += 1
+        if self._n == FRAMES_PER_S:
+            self._second()
+
+    def _second(self) -> None:
+        n, out = self._n, max(self._out / self._n, OUT_FLOOR)
+        near, counted = self._near / n, not self._talk and self._far / n >= self._far_floor
+        counted = counted and near >= self._echo_floor
+        for rec in self.calls.values():
+            rec.canceller = rec.canceller or self._ec
+            if counted:
+                rec.add_second(10 * math.log10(near / out), out)
+        self._n = self._talk = 0
+        self._near = self._out = self._far = 0.0
+        self._ec = False
+
+    def bypassed(self) -> None:
+        """The canceller diverged and was taken out of the calls open now."""
+        for rec in self.calls.values():
+            rec.bypassed = True
+
+    def digit(self, digit: str) -> None:
+        for rec in self.calls.values():
+            rec.digit(digit)
+
+    def modem(self, tone: str, kind: str, side: str) -> None:
+        """A connect tone heard on `side`, kept once per call and side."""
+        for rec in self.calls.values():
+            if len(rec.modem) < MAX_TONES and not any(
+                    m.tone == tone and m.side == side for m in rec.modem):
+                at_s = (self.frames - rec.began) / FRAMES_PER_S
+                rec.modem.append(ModemHeard(tone, kind, side, at_s))

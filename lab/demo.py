@@ -1,6 +1,6 @@
 """The cloud demo (`branchline demo`, run as `python -m lab.demo`): the whole gateway core
 on simulated hardware (lab.box) calling a simulated cloud on loopback (Kamailio, two
-pjsua2 agents), told as a timeline in real time, about 40 s:
+pjsua2 agents), told as a timeline in real time, about 45 s:
   1. a PSTN caller rings fxo1 with caller ID; agent1 answers; the caller's DTMF 1234#
      reaches agent1 as RFC 4733 events;
   2. the WAN is cut mid-call (Kamailio and agent1 frozen with SIGSTOP): SURVIVABLE, the
@@ -8,7 +8,12 @@ pjsua2 agents), told as a timeline in real time, about 40 s:
      ringing with the caller's ID; audio both ways; `branchline status` shows it;
   3. the WAN returns (SIGCONT): failback to CLOUD_PRIMARY without dropping the local call;
   4. the phone on fxs1 calls agent2 through the cloud, audio both ways;
-  5. `branchline forward --once` delivers the outbox to lab.records.
+  5. `branchline forward --once` delivers the outbox to lab.records;
+  6. fleet management over MQTT 5 (Mosquitto with a lab CA, the fleet tool lab.fleet as
+     the platform): the box is enrolled (`branchline agent identity` / `install-cert`),
+     `branchline agent run` connects, the platform changes a setting on the running box
+     (commit-confirmed), sees the CTI events and the per-call quality of a call as they
+     happen and its CDR over MQTT, runs a line-test job, and sees the agent stop.
 Every process is stopped at the end; exit code 0 when every step happened. Lives in lab/
 because it drives lab peers; firmware/cli/demo.py runs it as a child.
 """
@@ -30,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from cext.dtmf import dtmf_samples
+from firmware.api.client import ApiClient
 from firmware.cli.hw import format_rows, port_row
 from firmware.cli.run import describe_event, describe_sip
 from firmware.core.config import ConfigStore, validate
@@ -41,7 +47,11 @@ from foundation.reactor import MonotonicClock, Reactor
 from lab.agent import dominant_tone
 from lab.agentctl import Agent
 from lab.box import Box, agent_rx, start_all, trunk_doc
+from lab.fleet import TERMINAL_JOB, Fleet, Seen
 from lab.kamailio import Kamailio
+from lab.mosquitto import Mosquitto, PlatformClient
+from lab.pki import Pki
+from lab.procs import stop_process
 from lab.records import RecordsReceiver
 from lab.rig import sine
 from lab.wait import TimedOut
@@ -60,6 +70,8 @@ SURVIVE = {"rtp_timeout_s": 1.0, "blip_window_s": 3.0, "failback_stable_s": 3.0,
            "record_calls": True}
 STEP_S = 0.05
 PROC_LIMIT_S = 20.0  # `branchline status` / `forward` children
+ANNOUNCE_EVERY_S = 8  # the setting the platform changes on the running box
+CALL_EVENTS = {"ringing", "answered", "held", "resumed", "transferred", "hung_up"}
 
 
 class DemoFailed(Exception):
@@ -95,6 +107,10 @@ class Demo:
         self.cut_at: float | None = None
         self.cloud_call: dict = {}
         self.announced: dict | None = None
+        self.mqtt: Mosquitto | None = None
+        self.platform: PlatformClient | None = None
+        self.fleet: Fleet | None = None
+        self.agent_proc: subprocess.Popen | None = None
 
     # ---- the cloud ----
     def start_cloud(self) -> None:
@@ -140,7 +156,9 @@ class Demo:
     def start_api(self) -> None:
         from firmware.api.server import ApiServer
 
-        self.api = ApiServer(self.core, ConfigStore(self.workdir / "etc"), tcp="127.0.0.1:0")
+        store = ConfigStore(self.workdir / "etc")
+        store.save(self.box_document(), "the demo's box")  # what GET /config and the agent see
+        self.api = ApiServer(self.core, store, tcp="127.0.0.1:0")
         self.api.start()
         self.api_address = f"127.0.0.1:{self.api.tcp_address[1]}"
         self.tl.say("box", f"control API on {self.api_address} (for `branchline status`)")
@@ -434,6 +452,151 @@ class Demo:
             raise DemoFailed(f"the cloud got {stats['distinct']} of {expected} records, "
                              f"{stats['duplicates']} duplicates, in order: {seqs == sorted(seqs)}")
 
+    # ---- scene 6: the cloud platform manages the box over MQTT 5 ----
+    def fleet_management(self) -> None:
+        self.start_broker()
+        device = self.enrol()
+        self.start_agent(device)
+        self.push_setting()
+        self.watched_call()
+        self.line_test_job()
+        self.stop_agent()
+
+    def background(self, fn, what: str, timeout: float = PROC_LIMIT_S):
+        """fn() on a thread while the reactor keeps going (it may call the box's API)."""
+        result: dict = {}
+
+        def run() -> None:
+            try:
+                result["value"] = fn()
+            except Exception as exc:  # noqa: BLE001 - raised again on the main thread
+                result["error"] = exc
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        self.wait(lambda: not worker.is_alive(), timeout, what)
+        if "error" in result:
+            raise result["error"]
+        return result.get("value")
+
+    def start_broker(self) -> None:
+        self.tl.scene("FLEET MANAGEMENT: the cloud platform manages the box over MQTT 5")
+        pki = Pki(self.workdir / "pki")
+        self.mqtt = Mosquitto(self.workdir / "mosquitto", pki)
+        self.background(self.mqtt.start, "Mosquitto")
+        self.tl.say("cloud", f"Mosquitto (MQTT 5 broker) on {self.mqtt.url}: TLS with a lab CA, "
+                             "client certificates, ACLs (a box reaches only its own topics)")
+
+    def enrol(self) -> str:
+        self.tl.scene("enrolment: `branchline agent identity` makes the box's key and CSR, the "
+                      "platform's CA signs it, `branchline agent install-cert` installs it")
+        data, csr, cert = self.workdir / "data", self.workdir / "box.csr", self.workdir / "box.pem"
+        agent = [sys.executable, "-m", "firmware", "agent"]
+        out = self.child([*agent, "identity", "--data-dir", str(data), "--csr", str(csr)],
+                         "branchline agent identity")
+        if out.returncode != 0:
+            raise DemoFailed(f"branchline agent identity failed: {out.stderr.strip()[-300:]}")
+        device = out.stdout.split("device id: ", 1)[-1].split()[0]
+        cert.write_bytes(self.mqtt.pki.sign_csr(csr.read_bytes()))
+        out = self.child([*agent, "install-cert", str(cert), "--ca", str(self.mqtt.pki.ca_file),
+                          "--data-dir", str(data)], "branchline agent install-cert")
+        if out.returncode != 0:
+            raise DemoFailed(f"branchline agent install-cert failed: {out.stderr.strip()[-300:]}")
+        self.tl.say("box", f"device id {device}: EC key made on the box (it never leaves it), "
+                           "certificate signed by the lab CA and installed, broker CA pinned")
+        return device
+
+    def start_agent(self, device: str) -> None:
+        self.tl.scene("the technician sets cloud.broker; supervisord runs `branchline agent run`")
+        self.background(lambda: ApiClient(tcp=self.api_address).patch_config(
+            {"cloud.broker": self.mqtt.url}, "the demo's fleet broker"), "cloud.broker set")
+        self.platform = self.background(lambda: PlatformClient(self.mqtt), "the platform's client")
+        self.fleet = Fleet(self.platform, device)
+        self.background(self.fleet.start, "the platform's subscriptions")
+        self.reactor.register_periodic(self._fleet_lines, 0.05)
+        env = {k: v for k, v in os.environ.items() if k != "BRANCHLINE_DEBUG"}
+        with open(self.workdir / "agent.log", "wb") as log:
+            self.agent_proc = subprocess.Popen(
+                [sys.executable, "-m", "firmware", "agent", "run", "--api", self.api_address,
+                 "--data-dir", str(self.workdir / "data")], cwd=ROOT, env=env,
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.wait(lambda: (self.fleet.state.status or {}).get("state") == "online", 15,
+                  "the box online at the broker")
+        self.wait(lambda: self.fleet.state.telemetry_count, 10, "the box's first telemetry")
+
+    def _fleet_lines(self, _eventtime: float) -> None:
+        for seen in self.fleet.drain() if self.fleet else []:
+            if _worth_a_line(seen):
+                self._print(self._stamp("fleet", seen.text))
+
+    def push_setting(self) -> None:
+        before = self.core.cfg.survive.announce_every_s
+        self.tl.scene(f"the platform changes a setting on the running box: "
+                      f"survive.announce_every_s = {ANNOUNCE_EVERY_S} (desired config, "
+                      "commit-confirmed)")
+        version = self.background(lambda: self.fleet.set(
+            {"survive.announce_every_s": ANNOUNCE_EVERY_S}, reason="the demo"),
+            "the desired config published")
+        self.wait(lambda: self.fleet.report_for(version, ("confirming", "applied", "rejected")),
+                  10, f"the box's report of desired config v{version}")
+        self.wait(lambda: self.core.cfg.survive.announce_every_s == ANNOUNCE_EVERY_S, 5,
+                  "the new setting in the running core")
+        self.tl.say("box", f"survive.announce_every_s is now "
+                           f"{self.core.cfg.survive.announce_every_s:g} s (was {before:g} s): "
+                           "taken live, no restart, no call touched")
+        self.desired_version = version
+
+    def watched_call(self) -> None:
+        co, a1 = self.board.cos["fxo1"], self.agents["agent1"]
+        last = max((c["id"] for c in a1.calls()), default=0)
+        quality = len(self.fleet.state.quality)
+        self.tl.scene("the PSTN caller rings fxo1 again: the platform sees the call as it "
+                      "happens")
+        co.ring(callerid=CALLER)
+        call = self.agent_call("agent1", "CONFIRMED", after=last)
+        self.tl.say("agent1", "ANSWERED")
+        self.reactor.run_for(0.3)
+        self.tl.scene(f"the caller types {CALLER_DIGITS}")
+        co.play(dtmf_samples(CALLER_DIGITS, level_dbm0=-10.0))
+        got = self.wait(lambda: _dtmf_at(a1, call["id"], CALLER_DIGITS), 8,
+                        f"DTMF {CALLER_DIGITS} at agent1")
+        self.tl.say("agent1", f"DTMF received: {got['dtmf']}")
+        self.tl.scene("agent1 hangs up")
+        a1.hangup(call["id"])
+        self.wait(lambda: len(self.fleet.state.quality) > quality, 10,
+                  "the call's quality at the platform")
+        report = self.wait(lambda: self.fleet.report_for(self.desired_version), 15,
+                           "the confirmation of the desired config")
+        if report["state"] not in ("confirmed", "applied"):
+            raise DemoFailed(f"desired config v{self.desired_version} {report['state']}: "
+                             f"{report.get('error')}")
+        self.wait(lambda: any(r["kind"] == "cdr" and (r["body"] or {}).get("port") == "fxo1"
+                              and (r["body"] or {}).get("ended")
+                              for r in self.fleet.state.records.values()), 10,
+                  "the call's CDR over MQTT")
+
+    def line_test_job(self) -> None:
+        self.tl.scene("the platform runs a line-test job on every port")
+        job = self.background(lambda: self.fleet.job("line_test"), "the job sent")
+        done = self.wait(lambda: _finished(self.fleet, job), 40, "the end of the line-test job")
+        if done["state"] != "SUCCEEDED":
+            raise DemoFailed(f"the line-test job ended {done['state']}: {done.get('error')}")
+
+    def stop_agent(self) -> None:
+        self.tl.scene("supervisord stops the agent (SIGTERM)")
+        self.agent_proc.terminate()
+        self.wait(lambda: self.agent_proc.poll() is not None, 10, "the agent's exit")
+        self.wait(lambda: (self.fleet.state.status or {}).get("state") == "offline", 5,
+                  "the box offline at the broker")
+        st = self.fleet.state
+        self.tl.say("cloud", f"the platform saw {len(st.events)} CTI events, "
+                             f"{len(st.quality)} call quality report(s), {len(st.records)} "
+                             f"record(s) ({st.duplicates} duplicates), {st.telemetry_count} "
+                             f"telemetry message(s); {len(st.invalid)} invalid payloads; "
+                             f"the agent exited {self.agent_proc.returncode}")
+        if st.invalid or self.agent_proc.returncode != 0:
+            raise DemoFailed(f"fleet: invalid payloads {st.invalid[:3]}, agent exit "
+                             f"{self.agent_proc.returncode} (see {self.workdir}/agent.log)")
+
     def ports_table(self) -> None:
         print("\nports at the end:")
         rows = [port_row(self.core.cfg, n, st) for n, st in self.core.gateway.status().items()]
@@ -442,7 +605,10 @@ class Demo:
     # ---- the end ----
     def stop(self) -> None:
         self._thaw()  # a frozen peer cannot quit
-        steps = (("control API", self.api and self.api.stop),
+        steps = (("cloud agent", self.agent_proc and (lambda: stop_process(self.agent_proc, 5))),
+                 ("platform client", self.platform and self.platform.close),
+                 ("mosquitto", self.mqtt and self.mqtt.stop),
+                 ("control API", self.api and self.api.stop),
                  ("core", self.box and self.box.stop),
                  *((f"agent {u}", a.stop) for u, a in self.agents.items()),
                  ("kamailio", self.kam and self.kam.stop),
@@ -468,6 +634,20 @@ def _record_text(rec: dict, file: tuple[int, str] | None = None) -> str:
         return (f"{str(b.get('old')).upper()} -> {str(b.get('new')).upper()} "
                 f"({b.get('reason')})")
     return " ".join(f"{k}={v}" for k, v in b.items())[:100]
+
+
+def _worth_a_line(seen: Seen) -> bool:
+    """The fleet tool's lines the demo shows: the box's own lines already say the rest."""
+    if seen.text is None:
+        return False
+    if seen.topic == "events":
+        return seen.payload.get("kind") in CALL_EVENTS
+    return True
+
+
+def _finished(fleet: Fleet, job_id: str) -> dict | None:
+    status = fleet.state.jobs.get(job_id)
+    return status if status and status["state"] in TERMINAL_JOB else None
 
 
 def _dtmf_at(agent: Agent, call_id: int, digits: str) -> dict | None:
@@ -514,6 +694,7 @@ def run(demo: Demo) -> None:
     demo.local_call_ends()
     demo.phone_call()
     demo.forward()
+    demo.fleet_management()
     demo.ports_table()
 
 

@@ -4,7 +4,11 @@ It stores every delivery, dedups by record UUID and counts duplicates (a redeliv
 harmless; a record stored twice is a bug). Switchable at run time to script a bad cloud:
 ok, fail (503), hang, lose_ack, down. In-process as a context manager, or
 `python -m lab.records --port 0` driven over HTTP (POST /_control, GET /_stats). 127.0.0.1
-only; HTTPS with a self-signed certificate the forwarder can trust (`cert_path`).
+only; HTTPS with a self-signed certificate the forwarder can trust (`cert_path`), or a
+given one; `client_ca` makes it mutual TLS: a client without a certificate signed by that
+CA is refused at the handshake (counted in `refused`), and each record and file keeps
+the CN of the certificate that delivered it (`senders`). Files arrive at
+PUT <path>/files/<uuid> (older forwarders: <path>/recordings/<uuid>).
 """
 
 from __future__ import annotations
@@ -37,9 +41,15 @@ class _Server(http.server.ThreadingHTTPServer):
     allow_reuse_address = True
     receiver: RecordsReceiver
 
-    def handle_error(self, request, client_address) -> None:
-        # A connection the chaos proxy reset mid-request is the test's point, not a fault.
-        if not isinstance(sys.exc_info()[1], ConnectionError):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A connection the chaos proxy reset mid-request is the test's point, not a fault;
+        # a client refused at the TLS handshake is counted, not printed.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ssl.SSLError):
+            with self.receiver.lock:
+                self.receiver.refused += 1
+            log.info("records receiver: TLS handshake refused: %s", exc)
+        elif not isinstance(exc, ConnectionError):
             super().handle_error(request, client_address)
 
 
@@ -49,8 +59,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # header and body are two writes: no 40 ms ACK stall
 
     def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):  # here, not in the accepting thread
+            self.request.do_handshake()
         super().setup()
         self.server.receiver._open_conns.add(self.connection)
+
+    def peer_cn(self) -> str:
+        """The CN of the client's certificate ("" without mutual TLS)."""
+        if not isinstance(self.connection, ssl.SSLSocket):
+            return ""
+        subject: Any = (self.connection.getpeercert() or {}).get("subject", ())
+        names = [value for rdn in subject for key, value in rdn if key == "commonName"]
+        return str(names[0]) if names else ""
 
     def finish(self) -> None:
         self.server.receiver._open_conns.discard(self.connection)
@@ -82,9 +102,13 @@ class RecordsReceiver:
 
     def __init__(self, port: int = 0, path: str = "/v1/records", tls: bool = False,
                  mode: str = "ok", hang_s: float = 30.0, reply_delay_s: float = 0.0,
-                 cert_dir: str | Path | None = None) -> None:
+                 cert_dir: str | Path | None = None,
+                 server_cert: tuple[Path, Path] | None = None,
+                 client_ca: str | Path | None = None) -> None:
         self.path = path.rstrip("/")
+        tls = tls or server_cert is not None or client_ca is not None
         self.tls, self.hang_s, self.reply_delay_s = tls, hang_s, reply_delay_s
+        self.client_ca = Path(client_ca) if client_ca is not None else None
         self.lock = threading.Lock()
         self._changed = threading.Condition(self.lock)
         self.records: dict[str, dict] = {}   # uuid -> the first copy received
@@ -92,6 +116,8 @@ class RecordsReceiver:
         self.duplicates: dict[str, int] = {}  # uuid -> extra copies received
         self.files: dict[str, tuple[int, str]] = {}  # uuid -> (size, sha256)
         self.file_puts = 0
+        self.senders: dict[str, str] = {}    # uuid -> CN of the client that sent it first
+        self.refused = 0                      # TLS handshakes refused (no/bad client cert)
         self.requests = 0
         self.received = 0                     # records received, duplicates included
         self._mode = "down"
@@ -100,11 +126,16 @@ class RecordsReceiver:
         self._port = port
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
-        self._tmp = tempfile.TemporaryDirectory(prefix="records-") if tls and not cert_dir \
-            else None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.cert_path: Path | None = None
-        if tls:
-            self.cert_path, self._key_path = _self_signed(Path(cert_dir or self._tmp.name))
+        self._key_path: Path | None = None
+        if server_cert is not None:
+            self.cert_path, self._key_path = server_cert
+        elif tls:
+            if not cert_dir:
+                self._tmp = tempfile.TemporaryDirectory(prefix="records-")
+                cert_dir = self._tmp.name
+            self.cert_path, self._key_path = _self_signed(Path(cert_dir))
 
     # --- life cycle ----------------------------------------------------------------
 
@@ -156,10 +187,14 @@ class RecordsReceiver:
     def _listen(self) -> None:
         server = _Server((HOST, self._port), _Handler)
         server.receiver = self
-        if self.tls:
+        if self.cert_path is not None:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(self.cert_path, self._key_path)
-            server.socket = ctx.wrap_socket(server.socket, server_side=True)
+            if self.client_ca is not None:
+                ctx.verify_mode = ssl.CERT_REQUIRED
+                ctx.load_verify_locations(cafile=str(self.client_ca))
+            server.socket = ctx.wrap_socket(server.socket, server_side=True,
+                                            do_handshake_on_connect=False)
         self._port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, args=(0.05,),
@@ -175,7 +210,8 @@ class RecordsReceiver:
             self._changed.notify_all()  # release hanging handlers
         server.shutdown()
         server.server_close()
-        self._thread.join(5)
+        if self._thread is not None:
+            self._thread.join(5)
         for conn in list(self._open_conns):  # a dead cloud drops its connections too
             try:
                 conn.shutdown(socket.SHUT_RDWR)
@@ -189,7 +225,7 @@ class RecordsReceiver:
             return {"distinct": len(self.records), "received": self.received,
                     "duplicates": sum(self.duplicates.values()), "files": len(self.files),
                     "file_puts": self.file_puts, "requests": self.requests,
-                    "mode": self._mode}
+                    "refused": self.refused, "mode": self._mode}
 
     def wait_for(self, distinct: int, timeout: float = 10.0) -> bool:
         """Wait until `distinct` different records were stored."""
@@ -245,11 +281,13 @@ class RecordsReceiver:
         h.close_connection = True  # nothing stored, nothing answered
 
     def _store(self, h: _Handler, method: str, body: bytes, ack: bool) -> None:
-        prefix = self.path + "/recordings/"
-        if method == "PUT" and h.path.startswith(prefix):
-            result = self._store_file(h.path[len(prefix):], body)
+        name = next((h.path[len(p):] for p in (self.path + "/files/", self.path + "/recordings/")
+                     if h.path.startswith(p)), None)
+        result: dict[str, Any] | str
+        if method == "PUT" and name:
+            result = self._store_file(name, body, h.peer_cn())
         elif method == "POST" and h.path == self.path:
-            result = self._store_records(body)
+            result = self._store_records(body, h.peer_cn())
         else:
             return h.reply(404, {"error": f"no such resource {method} {h.path}"})
         if isinstance(result, str):
@@ -261,14 +299,15 @@ class RecordsReceiver:
             time.sleep(self.reply_delay_s)
         return h.reply(200, result)
 
-    def _store_file(self, uuid: str, body: bytes) -> dict[str, Any]:
+    def _store_file(self, uuid: str, body: bytes, cn: str) -> dict[str, Any]:
         with self._changed:
             self.file_puts += 1
             self.files.setdefault(uuid, (len(body), hashlib.sha256(body).hexdigest()))
+            self.senders.setdefault(uuid, cn)
             self._changed.notify_all()
         return {"stored": 1}
 
-    def _store_records(self, body: bytes) -> dict[str, Any] | str:
+    def _store_records(self, body: bytes, cn: str) -> dict[str, Any] | str:
         try:
             records = json.loads(body)["records"]
             uuids = [str(r["uuid"]) for r in records if r["kind"]]
@@ -283,6 +322,7 @@ class RecordsReceiver:
                     dups += 1
                     continue
                 self.records[uuid] = rec
+                self.senders.setdefault(uuid, cn)
                 self.order.append(uuid)
                 stored += 1
             self._changed.notify_all()
@@ -324,11 +364,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--path", default="/v1/records")
     parser.add_argument("--tls", action="store_true", help="HTTPS with a self-signed cert")
     parser.add_argument("--cert-dir", help="where the certificate goes (with --tls)")
+    parser.add_argument("--client-ca", help="mutual TLS: require a client certificate "
+                                            "signed by this CA (PEM)")
     parser.add_argument("--mode", default="ok", choices=MODES)
     parser.add_argument("--seconds", type=float, default=600.0, help="exit after this long")
     args = parser.parse_args(argv)
     rx = RecordsReceiver(port=args.port, path=args.path, tls=args.tls, mode=args.mode,
-                         cert_dir=args.cert_dir)
+                         cert_dir=args.cert_dir, client_ca=args.client_ca)
     with rx:
         cert = f" cert={rx.cert_path}" if rx.cert_path else ""
         print(f"READY {rx.url}{cert}", flush=True)

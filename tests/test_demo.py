@@ -10,7 +10,11 @@ within 2.5 s, the hold beep, the announcement after the demo's 3 s blip window, 
 headset ringing with the caller's ID and answering, audio both ways, `branchline
 status` showing it, the WAN back, failback to CLOUD_PRIMARY without dropping the local
 call, the CDRs, and the outbox delivered by `branchline forward` with no duplicates;
-under 60 s of timeline, exit 0 and its Kamailio gone.
+then issue 12's fleet management: the box enrolled and its agent online at Mosquitto, a
+setting changed on the running box by the platform (commit-confirmed), the CTI events
+with their latency and the per-call quality of a call as they happen, its CDR over MQTT,
+a line-test job to SUCCEEDED and the agent's offline status; under 60 s of timeline,
+exit 0 and its Kamailio gone.
 """
 
 import os
@@ -69,6 +73,10 @@ def test_demo_fast_shows_the_scene_in_order():
     assert times == sorted(times) and times[-1] < 20
 
 
+FLEET_CONFIRMING = r"fleet\s+config v1 CONFIRMING \(store version \d+\)"
+FLEET_HUNG_UP = r"fleet\s+event HUNG_UP fxo1 inbound"
+FLEET_JOB = r"-- the platform runs a line-test job"
+
 CLOUD_LINES = [  # the cloud demo's story, in this order
     r"cloud\s+Kamailio \(registrar and proxy\) on 127\.0\.0\.1:\d+",
     r"sip\s+REGISTERED branch@cloud\.test",
@@ -122,6 +130,25 @@ CLOUD_LINES = [  # the cloud demo's story, in this order
     r"\(file received, \d+ bytes\)",
     r"cloud\s+6 records \(cdr 3, recording 1, state_change 2\), 0 duplicates; outbox on the box: "
     r"0 pending",
+    # issue 12: the cloud platform manages the box over MQTT 5
+    r"-- FLEET MANAGEMENT: the cloud platform manages the box over MQTT 5",
+    r"cloud\s+Mosquitto \(MQTT 5 broker\) on mqtts://127\.0\.0\.1:\d+",
+    r"box\s+device id [\w.-]+: EC key made on the box",
+    r"fleet\s+status ONLINE, firmware \S+",
+    r"fleet\s+telemetry #\d+ full: \d+ parameters \(WAN up, survive CLOUD_PRIMARY",
+    FLEET_CONFIRMING,
+    r"box\s+survive\.announce_every_s is now 8 s \(was 20 s\): taken live",
+    r"fleet\s+event RINGING fxo1 inbound 5551230100 -> 8005550100 call [0-9a-f]{8} "
+    r"\(port->agent \d+ ms, port->cloud \d+ ms\)",
+    r"fleet\s+event ANSWERED fxo1 inbound 5551230100 -> 8005550100",
+    r"agent1\s+DTMF received: 1234#",
+    FLEET_HUNG_UP,
+    r"fleet\s+quality fxo1 call [0-9a-f]{8}: PCMU\S* MOS \d\.\d\d .*DTMF 1234#",
+    FLEET_JOB,
+    r"fleet\s+job line_test [0-9a-f]{8} SUCCEEDED 100% .*all pass: fxs1 .*fxs2 .*fxo1",
+    r"fleet\s+status OFFLINE \(stopped\)",
+    r"cloud\s+the platform saw \d+ CTI events, 1 call quality report\(s\), \d+ record\(s\) "
+    r"\(0 duplicates\).* 0 invalid payloads; the agent exited 0",
     r"demo done: every process stopped",
 ]
 
@@ -156,6 +183,11 @@ def test_cloud_demo_cuts_the_wan_mid_call_and_cleans_up():
                     r"the caller hears the hold beep"), out.stdout
     assert _between(lines, r"agent1\s+the old cloud leg ended", r"THE WAN IS BACK",
                     r"the headset agent hangs up"), out.stdout
+    # the platform's view comes as it happens: the confirmation while the call goes on,
+    # the call's CDR over MQTT once it ended
+    assert _between(lines, r"fleet\s+config v1 CONFIRMED", FLEET_CONFIRMING, FLEET_JOB), out.stdout
+    assert _between(lines, r"fleet\s+records batch [0-9a-f]{8}: 1 \(cdr 1\): acknowledged",
+                    FLEET_HUNG_UP, FLEET_JOB), out.stdout
     survivable, announce = (_figure(out.stdout, name) for name in ("survivable", "announce"))
     assert survivable < 2.5, f"SURVIVABLE {survivable} s after the cut"
     # the demo's blip window is 3 s after the last packet: the announcement follows it

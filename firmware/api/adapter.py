@@ -134,7 +134,8 @@ class CoreAdapter:
                     raise ApiFailure(ErrorKind.BAD_INPUT, f"set.{path}: not a dotted setting "
                                      "path like lines.fxs1.flash_max_ms", f"set.{path}")
                 paths.put(doc, path, value)
-            text = ", ".join(f"{k} = {v!r}" for k, v in settings.items())
+            text = ", ".join(f"{k} = {'(secret)' if _secret(k) else repr(v)}"
+                             for k, v in settings.items())
             return self.save(validate(doc), reason or f"set {text}"[:200])
 
     def save(self, doc: dict[str, Any], reason: str) -> dict[str, Any]:
@@ -224,6 +225,22 @@ class CoreAdapter:
         self.diag.later("box", "reboot", 2.0, _reboot_now)
         return {"ok": True, "detail": "rebooting in 2 s"}
 
+    def restart(self, when: str) -> dict[str, Any]:
+        """Stop the core cleanly (calls hung up, CDRs written) so `branchline run` exits 0
+        and its supervisor starts it again; "idle" waits for no call to be up."""
+        hook = self.core.restart_hook
+        if hook is None:
+            raise ApiFailure(CONFLICT, "this core cannot restart itself: only one started by "
+                             "`branchline run` (under its supervisor) can", "when")
+        calls = len(self.status_doc.build()["calls"])
+        if when == "idle" and calls:
+            raise ApiFailure(CONFLICT, f"{calls} call{'s are' if calls > 1 else ' is'} up: "
+                             "try again when idle, or send when=now to hang up", "when")
+        log.warning("restart requested through the control API (%s, %d call%s up)", when,
+                    calls, "" if calls == 1 else "s")
+        hook()
+        return {"ok": True, "detail": f"restarting{f'; {calls} call(s) hung up' if calls else ''}"}
+
     # ---- the sim twins (reactor thread) ----
     def sim_phone(self, port: str, action: str, digits: str | None = None,
                   method: str = "dtmf") -> dict[str, Any]:
@@ -252,6 +269,11 @@ class CoreAdapter:
             raise ApiFailure(CONFLICT, "no headset: set board.headset.enabled = true", "action")
         getattr(headset, action)()  # plug / unplug (the spec's enum)
         return {"ok": True, "detail": f"headset {action}ged"}
+
+
+def _secret(path: str) -> bool:
+    """A password: its value stays out of version reasons and logs."""
+    return path.rsplit(".", 1)[-1].endswith("password")
 
 
 def _dial(phone: Any, port: str, digits: str | None, method: str) -> dict[str, Any]:

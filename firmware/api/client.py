@@ -41,8 +41,10 @@ class EventStream(Iterator[dict[str, Any]]):
     another thread to end a reader blocked waiting for the next event."""
 
     def __init__(self, conn: http.client.HTTPConnection,
-                 response: http.client.HTTPResponse) -> None:
-        self.conn, self.response = conn, response
+                 response: http.client.HTTPResponse, sock: socket.socket | None) -> None:
+        # http.client hands the socket to the response (Connection: close) and forgets
+        # it: keep it, so that close() can shut it down under a blocked reader.
+        self.conn, self.response, self.sock = conn, response, sock
 
     def __next__(self) -> dict[str, Any]:
         fields: dict[str, str] = {}
@@ -53,6 +55,7 @@ class EventStream(Iterator[dict[str, Any]]):
                 line = b""
             if not line:
                 self.close()
+                self.response.close()
                 raise StopIteration
             text = line.decode("utf-8", "replace").rstrip("\r\n")
             if not text and "data" in fields:
@@ -63,10 +66,9 @@ class EventStream(Iterator[dict[str, Any]]):
                 fields[name] = value.removeprefix(" ")
 
     def close(self) -> None:
-        sock = self.conn.sock
-        if sock is not None:
+        if self.sock is not None:
             try:
-                sock.shutdown(socket.SHUT_RDWR)
+                self.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
         self.conn.close()
@@ -139,6 +141,7 @@ class ApiClient:
         conn = self._connection(timeout)
         try:
             conn.request("GET", f"{BASE}/events{query}", headers={"Accept": "text/event-stream"})
+            sock = conn.sock
             response = conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
@@ -147,7 +150,7 @@ class ApiClient:
             payload = response.read()
             conn.close()
             raise _error(response.status, payload)
-        return EventStream(conn, response)
+        return EventStream(conn, response, sock)
 
     # ---- status, config ----
     def status(self) -> dict:
@@ -208,6 +211,11 @@ class ApiClient:
 
     def reboot(self) -> dict:
         return self.request("POST", "/reboot")
+
+    def restart(self, when: str = "idle") -> dict:
+        """Ask the core to stop cleanly so its supervisor starts it again (settings that
+        wait for a restart take effect); `when` "idle" is refused (409) during a call."""
+        return self.request("POST", "/restart", {"when": when})
 
     def openapi(self) -> dict:
         return self.request("GET", "/openapi.json")

@@ -155,6 +155,7 @@ HANDLERS: dict[tuple[str, str], Handler_] = {
     ("GET", "/logs"): lambda a, r: a.log_page(r.query.get("offset", 0),
                                               r.query.get("limit", 50), r.query.get("level")),
     ("POST", "/reboot"): lambda a, r: a.hop(a.reboot),
+    ("POST", "/restart"): lambda a, r: a.hop(a.restart, r.body["when"]),
     ("POST", "/sim/phone/{port}"): lambda a, r: a.hop(
         a.sim_phone, r.params["port"], r.body["action"], r.body.get("digits"),
         r.body.get("method", "dtmf")),

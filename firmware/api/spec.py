@@ -136,6 +136,9 @@ BODY_LINE_TEST = obj({"port": PORT_NAME, "test_call_s": {
     "description": "FXO: also wait this long for a test call (caller ID, disconnect signal)"}},
     ["port"])
 BODY_EMPTY = obj({})
+BODY_RESTART = obj({"when": {"type": "string", "enum": ["idle", "now"], "description":
+                             "idle: 409 while a call is up; now: calls are hung up "
+                             "(their CDRs written)"}}, ["when"])
 BODY_PHONE = obj({"action": {"type": "string", "enum": ["off_hook", "on_hook", "flash", "dial"]},
                   "digits": {"type": "string", "pattern": "^[0-9*#A-Da-d]{1,32}$"},
                   "method": {"type": "string", "enum": ["dtmf", "pulse"]}}, ["action"])
@@ -236,6 +239,9 @@ def paths() -> dict[str, dict]:
                             params=PAGING + LOG_FILTERS)},
         "/reboot": {"post": op("reboot the box (sim: logged only)", OK, body=BODY_EMPTY,
                                body_required=False)},
+        "/restart": {"post": op("stop the core cleanly; its supervisor starts it again "
+                                "(409 when it has none, or when=idle and a call is up)", OK,
+                                body=BODY_RESTART)},
         "/sim/phone/{port}": {"post": op("sim only: work a virtual phone", OK, body=BODY_PHONE,
                                          params=PORT_PATH)},
         "/sim/co/{port}": {"post": op("sim only: work the virtual central office", OK,

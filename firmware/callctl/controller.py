@@ -1,7 +1,8 @@
 """Call control: routes calls between the port FSMs, the local switch (negative handles),
 the cloud (a Bridge: positive handles) and the PSTN, and is the one owner of the table of
 calls (a CallInfo per handle: owner, CDR record, the port carrying it) and of the port
-book. Everything else uses the public surface below and the typed events on `events`."""
+book. Everything else uses the public surface below and the typed events on `events`.
+Every call end publishes HUNG_UP, then CALL_QUALITY (network and DSP figures)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from firmware.cdr import CdrStore
 from firmware.core.config import Config
 from firmware.events import CoreEvent, EventBus, EventKind
 from firmware.media import MediaClock, PortMedia
+from firmware.quality import CallDsp, rated
 from firmware.sip import api
 from firmware.survive.continuity import Continuity
 from foundation.events import LineEvent
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 
 TRACE_LEN = 2000  # recent FSM transitions kept for status and tests: (time, port, old, new)
 DISPOSITIONS = {486: "busy", 600: "busy", 408: "no_answer", 480: "no_answer", 487: "cancelled"}
+RELAYED = ("rfc4733", "info")  # DTMF methods of the cloud (a local call's are "local")
 
 
 class _Tone(NamedTuple):  # a modem tone handed on to the other port of a local call
@@ -475,7 +478,10 @@ class CallControl:
             self._call_event(EventKind.RESUMED, call)
 
     def send_dtmf(self, call: int | None, digits: str) -> None:
-        self._cmd(call, "send_dtmf", digits)
+        if self._cmd(call, "send_dtmf", digits) and not self.local.is_local(call):
+            dsp = self._call_dsp(call)
+            if dsp is not None:
+                dsp.relayed(self.cfg.sip.dtmf, len(digits))
 
     def media(self, call: int, rate: int = 8000) -> api.MediaPipe | None:
         if self.local.is_local(call):
@@ -643,6 +649,8 @@ class CallControl:
         self._put(call, opened=True, direction=direction, port=port, ani=ani, dnis=dnis,
                   answered=False, uuid=None, media_mode="voice", started=started,
                   placed_by_box=placed_by_box)
+        if port in self.ports:  # the DSP figures of the record's port, from now on
+            self.ports[port].media.dsp.begin(call)
         if self.cdr is not None:
             try:
                 uuid = self.cdr.open_call(direction, port, ani, dnis, sip_call_id=call_id,
@@ -677,12 +685,28 @@ class CallControl:
         if rec.answered:
             disposition = "answered"
         wall = self.reactor.clock.wall()
+        if quality is None and not self.local.is_local(call):
+            quality = self._quality(call)
+        dsp = self._end_dsp(rec).to_json()
         if self.cdr is not None and rec.uuid:
-            if quality is None and not self.local.is_local(call):
-                quality = self._quality(call)
-            safely(self.cdr.ended, rec.uuid, wall, disposition, quality)
+            safely(self.cdr.ended, rec.uuid, wall, disposition, quality, {"dsp": dsp})
         self._publish(EventKind.HUNG_UP, rec, {"disposition": disposition, "code": code,
                                                "duration": round(wall - rec.started, 3)})
+        self._publish(EventKind.CALL_QUALITY, rec, {"ended": round(wall, 3),
+                                                    "network": rated(quality), "dsp": dsp})
+
+    def _call_dsp(self, call: int) -> CallDsp | None:
+        """The DSP figures of an open call record (on its record's port)."""
+        rec = self._calls.get(call)
+        fsm = self.ports.get(rec.port) if rec is not None and rec.opened else None
+        return fsm.media.dsp.calls.get(call) if fsm is not None else None
+
+    def _end_dsp(self, rec: CallInfo) -> CallDsp:
+        """A closing call's DSP figures: those of the port its record belongs to (for a
+        local call, the caller's port), empty when the port has none."""
+        fsm = self.ports.get(rec.port)
+        dsp = fsm.media.dsp.end(rec.handle) if fsm is not None else None
+        return dsp if dsp is not None else CallDsp()
 
     def _quality(self, call: int) -> dict[str, Any] | None:
         try:
@@ -699,6 +723,10 @@ class CallControl:
         if ev.kind == api.ANSWERED:
             self._answered(ev.call)
             self._note_call_id(ev.call, ev.data.get("call_id"))
+        elif ev.kind == api.DTMF and ev.data.get("method") in RELAYED:
+            dsp = self._call_dsp(ev.call)
+            if dsp is not None:
+                dsp.received += 1
         elif ev.kind == api.ENDED and rec is not None and rec.opened:
             code = int(ev.data.get("code") or 0)
             self._close(ev.call, _disposition(rec, code), ev.data.get("quality"), code)

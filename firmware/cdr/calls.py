@@ -1,5 +1,6 @@
 """Call detail records: opened when a call starts, stamped at the answer and at the end
-(rated from the RTCP figures by firmware.quality), queued in the outbox with the end.
+(rated from the RTCP figures by firmware.quality, the DSP's figures in extra["dsp"]),
+queued in the outbox with the end.
 Times are epoch seconds from the caller's clock, so fake-clock scenarios keep fake times."""
 
 import csv
@@ -36,7 +37,7 @@ class MediaMode(StrEnum):  # fax and modem: G.711 passthrough on a detected tone
 COLUMNS = ("uuid", "direction", "port", "ani", "dnis", "sip_call_id", "started",
            "answered", "ended", "disposition", "duration_s", "codec", "jitter_ms",
            "loss_pct", "rtt_ms", "mos", "r_factor", "media_mode", "extra")
-QUALITY_FIELDS = ("codec", "jitter_ms", "loss_pct", "rtt_ms")
+QUALITY_FIELDS = quality_model.NETWORK_FIELDS
 UPDATABLE = ("port", "ani", "dnis", "sip_call_id", "disposition", *QUALITY_FIELDS,
              "mos", "r_factor", "media_mode", "extra")
 
@@ -109,9 +110,11 @@ class Calls:
         self.db.write(tx)
 
     def ended(self, uuid: str, t: float, disposition: str,
-              quality: dict[str, Any] | None = None) -> None:
-        """Close the record, rate its quality and queue it in the outbox, in one commit.
-        A second end of the same call is ignored (and logged): the first one stands."""
+              quality: dict[str, Any] | None = None,
+              extra: dict[str, Any] | None = None) -> None:
+        """Close the record, rate its quality, merge `extra` into its extra (the call's
+        DSP figures) and queue it in the outbox, in one commit. A second end of the
+        same call is ignored (and logged): the first one stands."""
         _check("disposition", disposition, Disposition)
 
         def tx(db: sqlite3.Connection) -> None:
@@ -123,7 +126,9 @@ class Calls:
             answered = rec["answered"]
             duration = 0.0 if answered is None else max(0.0, float(t) - answered)
             fields = {"ended": float(t), "disposition": disposition, "duration_s": duration,
-                      **self._rated(quality or {})}
+                      **quality_model.rated(quality)}
+            if extra:
+                fields["extra"] = {**json.loads(rec["extra"] or "{}"), **extra}
             self._set(db, uuid, fields)
             self.outbox.add(db, Kind.CDR, _record(self._existing(db, uuid)), uuid)
         self.db.write(tx)
@@ -186,11 +191,6 @@ class Calls:
             fields = {**fields, "extra": json.dumps(fields["extra"], sort_keys=True)}
         cols = ", ".join(f"{k} = ?" for k in fields)  # keys come from the allow-lists
         db.execute(f"UPDATE cdr SET {cols} WHERE uuid = ?", (*fields.values(), uuid))
-
-    @staticmethod
-    def _rated(quality: dict[str, Any]) -> dict[str, Any]:
-        fields = {k: quality.get(k) for k in QUALITY_FIELDS}
-        return {**fields, **quality_model.estimate(fields)}
 
     # Last in the class: below it, `list` would name this method in annotations.
     def list(self, offset: int = 0, limit: int = 50, since: float | None = None,

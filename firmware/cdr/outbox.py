@@ -1,14 +1,19 @@
 """The store-and-forward outbox: what the cloud must learn, queued in the core's
-transactions and delivered in `seq` order by `branchline forward`, with the recording
-files it uploads. A size cap drops recording files, never records; delivered rows are
-pruned after some days."""
+transactions and delivered in `seq` order, with the files to upload (call recordings,
+and log bundles or captures queued by the agent). Small records travel over the agent's
+MQTT session or `branchline forward`'s HTTPS, files over HTTPS (`pending(files=...)`
+splits them). A size cap drops files, never records; delivered rows are pruned after
+some days."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import json
 import logging
 import os
+import shutil
 import sqlite3
 import uuid as uuidlib
 from collections.abc import Callable, Iterable
@@ -25,6 +30,8 @@ PRUNE_BATCH = 500  # rows per pruning transaction: the core never waits long for
 EVICTED_NS = uuidlib.UUID("5b0c1c1e-7d1f-4b4e-9a56-0f0ba1d0e5e7")
 PENDING = "delivered IS NULL AND evicted IS NULL"
 RECORDINGS_DIR = "recordings"
+FILES_DIR = "files"  # queued files (log bundles, captures), beside recordings/
+PART = ".part"
 
 
 class Kind(StrEnum):  # what the firmware queues; producers may queue other kinds
@@ -32,16 +39,28 @@ class Kind(StrEnum):  # what the firmware queues; producers may queue other kind
     STATE = "state_change"      # a survivability transition
     CALLBACK = "callback"       # a callback a caller asked for while offline
     RECORDING = "recording"     # the index row of a file in data_dir/recordings/
-    EVICTED = "evicted"         # a recording dropped to stay under the cap
+    FILE = "file"               # the index row of a queued file in data_dir/files/
+    EVICTED = "evicted"         # a file dropped to stay under the cap
+
+
+FILE_KINDS = (Kind.RECORDING, Kind.FILE)  # rows that carry a file: uploaded over HTTPS
+IS_FILE = f"kind IN ('{Kind.RECORDING}', '{Kind.FILE}')"
+WHERE_FILES = {None: "", True: f" AND {IS_FILE}", False: f" AND NOT {IS_FILE}"}
 
 
 class Recordings:
-    """The files of data_dir/recordings/ and their index rows. A file is written
-    complete before it is indexed and deleted in the transaction that drops its row, so
-    a crash leaves no orphan file (at worst a row whose file is gone: evicted at upload)."""
+    """The files of data_dir/recordings/ (and data_dir/files/) and their index rows. A file
+    is written complete before it is indexed and deleted in the transaction that drops its
+    row, so a crash leaves no orphan file (at worst a row whose file is gone: evicted at
+    upload)."""
 
-    def __init__(self, db: Database, directory: Path) -> None:
+    def __init__(self, db: Database, directory: Path, queued: Path | None = None) -> None:
         self.db, self.dir = db, directory
+        self.queued = queued if queued is not None else directory.parent / FILES_DIR
+
+    def where(self, kind: str, name: str) -> Path:
+        """The full path of a row's file: queued files live apart from recordings."""
+        return (self.queued if kind == Kind.FILE else self.dir) / name
 
     def checked(self, path: str | os.PathLike[str]) -> Path:
         """A complete recording file of the directory, or an error saying why not."""
@@ -54,12 +73,32 @@ class Recordings:
                                     f"completely before indexing it")
         return full
 
-    def drop(self, db: sqlite3.Connection, uuid: str, name: str | None) -> None:
-        """Delete a row's file, inside the transaction that zeroes its size."""
-        if name:
+    def drop(self, db: sqlite3.Connection, row: sqlite3.Row) -> None:
+        """Delete a row's file (the row has uuid, kind, path), inside the transaction
+        that zeroes its size."""
+        if row["path"]:
             with contextlib.suppress(FileNotFoundError):
-                (self.dir / name).unlink()
-        db.execute("UPDATE outbox SET file_bytes = 0 WHERE uuid = ?", (uuid,))
+                self.where(row["kind"], row["path"]).unlink()
+        db.execute("UPDATE outbox SET file_bytes = 0 WHERE uuid = ?", (row["uuid"],))
+
+    def take(self, src: Path, name: str) -> Path:
+        """Move a finished file into data_dir/files/ under `name`: a rename on the same
+        file system, else a copy written in full (fsync) before it gets its name."""
+        self.queued.mkdir(mode=0o700, exist_ok=True)
+        dest = self.queued / name
+        try:
+            os.replace(src, dest)
+        except OSError as exc:  # another file system: copy, seal, then remove the original
+            if exc.errno != errno.EXDEV:
+                raise
+            part = dest.with_name(dest.name + PART)
+            with open(src, "rb") as fin, open(part, "wb") as fout:
+                shutil.copyfileobj(fin, fout, 1 << 20)
+                fout.flush()
+                os.fsync(fout.fileno())
+            os.replace(part, dest)
+            src.unlink()
+        return dest
 
     def index(self, limit: int = 100) -> list[dict[str, Any]]:
         """The recordings index, oldest first: uuid, file, bytes (0 once the file is
@@ -130,13 +169,42 @@ class Outbox:
                                           path=name, file_bytes=size))
         return uuid
 
-    def pending(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The oldest undelivered events, in the order they were queued. A recording
-        also carries `path` (the absolute file name) and `file_bytes`."""
+    def queue_file(self, src: str | os.PathLike[str], label: str,
+                   meta: dict[str, Any] | None = None) -> str:
+        """Move a finished file (a log bundle, a capture) into the outbox for upload and
+        index it; returns the row's UUID. Like a recording, the file may be dropped under
+        the size cap (an "evicted" row says so), its index row never."""
+        src = Path(src)
+        if not label or not isinstance(label, str):
+            raise ValueError(f"queue_file label {label!r}: give a short name, e.g. 'logs'")
+        meta = dict(meta or {})
+        json.dumps(meta)  # TypeError now, before the file moves
+        if not src.is_file():
+            raise FileNotFoundError(f"file {src} does not exist; write it completely "
+                                    f"before queuing it for upload")
+        uuid = str(uuidlib.uuid4())
+        dest = self.files.take(src, f"{uuid}-{src.name}")
+        size, digest = dest.stat().st_size, _sha256(dest)
+        body = {"label": label, "name": src.name, "size": size, "sha256": digest, "meta": meta}
+        try:
+            self.db.write(lambda db: self.add(db, Kind.FILE, body, uuid,
+                                              path=dest.name, file_bytes=size))
+        except BaseException:
+            with contextlib.suppress(OSError):  # not queued: the caller keeps its file
+                shutil.move(dest, src)
+            raise
+        return uuid
+
+    def pending(self, limit: int = 100, files: bool | None = None) -> list[dict[str, Any]]:
+        """The oldest undelivered events, in the order they were queued; files=True only
+        the rows with a file (recordings, queued files), False only the others. A file
+        row also carries `path` (the absolute file name) and `file_bytes`."""
         rows = self.db.read("SELECT seq, uuid, kind, body, created, path, file_bytes, attempts"
-                            f" FROM outbox WHERE {PENDING} ORDER BY seq LIMIT ?", (page(limit),))
+                            f" FROM outbox WHERE {PENDING}{WHERE_FILES[files]}"
+                            " ORDER BY seq LIMIT ?", (page(limit),))
         return [{**dict(r), "body": json.loads(r["body"]),
-                 "path": r["path"] and str(self.files.dir / r["path"])} for r in rows]
+                 "path": r["path"] and str(self.files.where(r["kind"], r["path"]))}
+                for r in rows]
 
     def mark_delivered(self, uuids: Iterable[str]) -> int:
         """Mark events delivered; already delivered or unknown UUIDs are ignored.
@@ -192,43 +260,42 @@ class Outbox:
         return dropped
 
     def _evict_one(self, db: sqlite3.Connection) -> bool:
-        """Drop the oldest recording file, delivered ones first (the cloud has them). Records
-        are never dropped: if they alone are over the cap, depth() says "over_cap"."""
-        row = db.execute("SELECT seq, uuid, path, delivered, evicted FROM outbox"
-                         " WHERE kind = ? AND file_bytes > 0"
-                         " ORDER BY delivered IS NULL, seq LIMIT 1",
-                         (Kind.RECORDING,)).fetchone()
+        """Drop the oldest file, delivered ones first (the cloud has them). Records are
+        never dropped: if they alone are over the cap, depth() says "over_cap"."""
+        row = db.execute("SELECT seq, uuid, kind, path, delivered, evicted FROM outbox"
+                         f" WHERE {IS_FILE} AND file_bytes > 0"
+                         " ORDER BY delivered IS NULL, seq LIMIT 1").fetchone()
         if row is None:
             return False
         if row["delivered"] is not None or row["evicted"] is not None:
-            self.files.drop(db, row["uuid"], row["path"])
+            self.files.drop(db, row)
         else:
             self._evict(db, row["uuid"], f"outbox over its cap of {self.max_bytes} bytes")
         return True
 
     def evict_recording(self, uuid: str, reason: str) -> bool:
-        """Give up a pending recording (its file is deleted, an "evicted" row queued);
-        False when it is not a pending recording (delivered or evicted already)."""
+        """Give up a pending recording or queued file (its file is deleted, an "evicted"
+        row queued); False when it is no pending file row (delivered or evicted already)."""
         return self.db.write(lambda db: self._evict(db, uuid, reason))
 
     def _evict(self, db: sqlite3.Connection, uuid: str, reason: str) -> bool:
-        """Delete a pending recording's file, mark its row evicted and queue an "evicted"
-        row, so the cloud learns what it will never get."""
-        row = db.execute(f"SELECT * FROM outbox WHERE uuid = ? AND kind = ? AND {PENDING}",
-                         (uuid, Kind.RECORDING)).fetchone()
+        """Delete a pending file, mark its row evicted and queue an "evicted" row, so the
+        cloud learns what it will never get ("recording" or "file": the row's UUID)."""
+        row = db.execute(f"SELECT * FROM outbox WHERE uuid = ? AND {IS_FILE} AND {PENDING}",
+                         (uuid,)).fetchone()
         if row is None:
             return False
-        self.files.drop(db, uuid, row["path"])
+        self.files.drop(db, row)
         now = self.wall()
         db.execute("UPDATE outbox SET evicted = ?, last_error = ? WHERE uuid = ?",
                    (now, reason[:500], uuid))
-        body = {**json.loads(row["body"]), "recording": uuid, "created": row["created"],
+        body = {**json.loads(row["body"]), row["kind"]: uuid, "created": row["created"],
                 "evicted": now, "reason": reason}
         text = json.dumps(body, sort_keys=True)
         db.execute("INSERT OR IGNORE INTO outbox (uuid, kind, body, created, body_bytes)"
                    " VALUES (?, ?, ?, ?, ?)", (str(uuidlib.uuid5(EVICTED_NS, uuid)),
                                                Kind.EVICTED, text, now, len(text.encode())))
-        log.warning("outbox: recording %s (%s) evicted: %s", uuid, row["path"], reason)
+        log.warning("outbox: %s %s (%s) evicted: %s", row["kind"], uuid, row["path"], reason)
         return True
 
     def _report_cap(self, rows: int, held: int) -> None:
@@ -253,12 +320,12 @@ class Outbox:
                 return total
 
     def _prune_batch(self, db: sqlite3.Connection, cutoff: float) -> int:
-        rows = db.execute("SELECT seq, uuid, path, file_bytes FROM outbox"
+        rows = db.execute("SELECT seq, uuid, kind, path, file_bytes FROM outbox"
                           " WHERE delivered < ? OR evicted < ? ORDER BY seq LIMIT ?",
                           (cutoff, cutoff, PRUNE_BATCH)).fetchall()
         for r in rows:
             if r["file_bytes"]:
-                self.files.drop(db, r["uuid"], r["path"])
+                self.files.drop(db, r)
         db.executemany("DELETE FROM outbox WHERE seq = ?", [(r["seq"],) for r in rows])
         return len(rows)
 
@@ -270,3 +337,11 @@ class Outbox:
                 f"SELECT COALESCE(SUM({PENDING}), 0), COALESCE(SUM(CASE WHEN {PENDING}"
                 " THEN body_bytes ELSE 0 END + file_bytes), 0) FROM outbox")[0])
         return kept == counted
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()

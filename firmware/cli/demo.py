@@ -1,7 +1,8 @@
 """`branchline demo`: the gateway on simulated hardware, calling a simulated cloud.
 
 By default the cloud demo, `python -m lab.demo` (Kamailio and two cloud agents on loopback,
-a PSTN call surviving a WAN cut, records forwarded; ~35 s), run as a child process since
+a PSTN call surviving a WAN cut, records forwarded, then the fleet platform managing the
+box over MQTT 5 through `branchline agent`; ~50 s), run as a child process since
 firmware never imports lab. `--fast`: the hardware-only scene of scene() in fake time, with
 the gateway standing in for call control on fxo1; exit code 1 when a port failed or the
 scene did not reach its end.
@@ -36,7 +37,7 @@ CALLER = {"number": "5551230100", "name": "ACME LTD", "datetime": "11221030", "r
 HANGUP_AFTER_S = 1.5  # the answered call lasts this long before the far end hangs up
 LINGER_S = 0.5  # after the line is released, before the demo ends
 LIMIT_S = 25.0  # the scene ends itself well before this; a stuck scene stops here
-CLOUD_DEMO_LIMIT_S = 120.0  # the cloud demo takes ~35 s; a hung one is stopped here
+CLOUD_DEMO_LIMIT_S = 120.0  # the cloud demo takes ~50 s; a hung one is stopped here
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -45,7 +46,8 @@ def register(sub: Subparsers) -> None:
                        description="Boot the simulated board, a Kamailio and two cloud agents "
                                    "on loopback, and show a PSTN call to the cloud surviving "
                                    "a WAN cut at the local headset, a phone call to the "
-                                   "cloud, and the records delivered afterwards. --fast: "
+                                   "cloud, the records delivered afterwards, and the "
+                                   "fleet platform managing the box over MQTT. --fast: "
                                    "the hardware-only scene in fake time.")
     p.add_argument("--fast", action="store_true",
                    help="the hardware-only scene (no SIP), in fake time (no waiting)")

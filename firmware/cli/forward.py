@@ -1,5 +1,7 @@
-"""`branchline forward`: deliver the outbox (CDRs, state changes, callbacks, recordings)
-to the cloud's records URL, as a process of its own.
+"""`branchline forward`: deliver the outbox (CDRs, state changes, callbacks, recordings,
+queued files) to the cloud's records URL, as a process of its own. Over HTTPS it shows
+the device certificate (mutual TLS) once the box has one; with `cloud.broker` set it
+uploads only the files, the agent carries the records over MQTT (see firmware.forward).
 
     branchline forward --data-dir /var/lib/branchline                # URL from the config
     branchline forward --data-dir /tmp/d --url http://127.0.0.1:8089/v1/records --once
@@ -22,7 +24,6 @@ if TYPE_CHECKING:
     from firmware.forward import Forwarder
 
 DEFAULT_DATA_DIR = "/var/lib/branchline"
-CDR_FILE = "cdr.db"  # the core's name for it (firmware.core.runtime.CDR_FILE)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,6 +48,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ca-file", metavar="PEM", help="trust this CA or self-signed certificate")
     p.add_argument("--insecure", action="store_true",
                    help="do not verify the server's certificate (lab only)")
+    p.add_argument("--cert", metavar="PEM", help="client certificate for mutual TLS "
+                   "(default: the device certificate, once the box is enrolled)")
+    p.add_argument("--key", metavar="PEM", help="its private key (with --cert)")
+    p.add_argument("--files-only", action="store_true", default=None,
+                   help="upload only the file rows (default: when cloud.broker is set, "
+                        "the agent carries the records)")
     p.add_argument("--max-mb", metavar="MB", type=float, help="outbox cap in MB")
     p.add_argument("--box", metavar="NAME", help="box name sent along (default: system.name)")
     p.add_argument("--verbose", "-v", action="store_true", help="log every pass")
@@ -63,11 +70,26 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
                               "(branchline config set survive.records_url https://...) "
                               "or give --url")
     max_mb = args.max_mb if args.max_mb is not None else survive.outbox_max_mb
+    files_only = args.files_only if args.files_only is not None else bool(cfg.cloud.broker)
     return {"url": url, "box": args.box or cfg.system.name,
             "ca_file": args.ca_file or survive.records_ca_file or None,
             "verify": not args.insecure and survive.records_tls_verify,
             "max_bytes": int(max_mb * 1024 * 1024) if max_mb else None,
-            "keep_days": survive.outbox_keep_days}
+            "keep_days": survive.outbox_keep_days, "files_only": files_only,
+            "client": _client_files(args) if url.startswith("https:") else None}
+
+
+def _client_files(args: argparse.Namespace) -> tuple[str, str] | None:
+    """(cert, key) for mutual TLS over https: the options, else the device certificate
+    if the box has one (the server decides whether it requires it)."""
+    if bool(args.cert) != bool(args.key):
+        raise BranchlineError("--cert and --key go together: give both PEM files")
+    if args.cert:
+        return args.cert, args.key
+    from firmware.agent.identity import DeviceIdentity
+
+    files = DeviceIdentity(Path(args.data_dir)).client_files()
+    return (str(files[0]), str(files[1])) if files else None
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -80,7 +102,7 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_forward(args: argparse.Namespace) -> int:
-    from firmware.cdr import CdrStore
+    from firmware.cdr import CDR_FILE, CdrStore
     from firmware.forward import Forwarder, HttpTransport, ssl_context
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -88,11 +110,15 @@ def cmd_forward(args: argparse.Namespace) -> int:
     s = _settings(args)
     db = Path(args.data_dir) / CDR_FILE
     transport = HttpTransport(s["url"], timeout=args.timeout, box=s["box"],
-                              context=ssl_context(s["verify"], s["ca_file"]))
+                              context=ssl_context(s["verify"], s["ca_file"]), client=s["client"])
+    if s["files_only"]:
+        logging.getLogger("firmware.forward").info(
+            "forward: files only (the agent carries the records over MQTT)")
     stop = threading.Event()
     with CdrStore(db, max_bytes=s["max_bytes"], synchronous="NORMAL") as store:
         fwd = Forwarder(store, transport, batch=args.batch, sleep=stop.wait,
-                        backoff_max_s=args.backoff_max, keep_days=s["keep_days"])
+                        backoff_max_s=args.backoff_max, keep_days=s["keep_days"],
+                        files_only=s["files_only"])
         try:
             return _serve(fwd, args, stop, db, s["url"])
         finally:
@@ -104,7 +130,7 @@ def _serve(fwd: Forwarder, args: argparse.Namespace, stop: threading.Event, db: 
     """One pass with --once; else deliver until SIGTERM / Ctrl-C."""
     if args.once:
         fwd.step(args.interval)
-        left = fwd.store.depth()
+        left = fwd.left()
         print(f"branchline forward: delivered {fwd.delivered}, {left} pending"
               + (f" ({fwd.last_error})" if fwd.last_error else ""), flush=True)
         return 0 if left == 0 else 1
@@ -113,5 +139,5 @@ def _serve(fwd: Forwarder, args: argparse.Namespace, stop: threading.Event, db: 
     print(f"branchline forward: delivering {db} to {url}", flush=True)
     fwd.run(args.interval, should_stop=stop.is_set)
     print(f"branchline forward: stopped; delivered {fwd.delivered}, "
-          f"{fwd.store.depth()} pending", flush=True)
+          f"{fwd.left()} pending", flush=True)
     return 0

@@ -1,6 +1,6 @@
 """`branchline run`: start the gateway core on the box (or on the twins with --sim) and print
 its port, call and survivability events and the SIP events a technician watches, until
-Ctrl-C, SIGTERM or --duration; then stop cleanly (exit code 0). Also what `hw` and `demo`
+Ctrl-C, SIGTERM, --duration or POST /restart; then stop cleanly (exit code 0). Also what `hw` and `demo`
 share: where the config lives, building a board, and one line per event.
 """
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from firmware.core.runtime import Core
 
 DEFAULT_DATA_DIR = "/var/lib/branchline"
+RESTART_DELAY_S = 0.3  # POST /restart answers before the core stops
 
 
 def register(sub: Subparsers) -> None:
@@ -140,6 +141,7 @@ def cmd_run(args: Namespace) -> int:
     for problem in board.problems:
         print(f"branchline: {problem}", file=sys.stderr)
     _stop_on_signals(reactor)
+    core.restart_hook = lambda: _restart_soon(reactor)
     control = None
     try:
         core.start()
@@ -171,6 +173,13 @@ def _start_api(core: Core, args: Namespace) -> ApiServer | None:
                        unix_path=args.api_socket)
     server.start()
     return server
+
+
+def _restart_soon(reactor: Reactor) -> None:
+    """POST /restart: stop after the answer is out; cmd_run then stops the core (calls
+    hung up, CDRs written) and exits 0, and the supervisor starts it again."""
+    print("branchline: restart requested through the control API", flush=True)
+    reactor.register_timer(lambda _t: reactor.stop(), reactor.now() + RESTART_DELAY_S)
 
 
 def _print_if(line: str | None) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from drivers.board import Board
 from firmware.callctl.controller import CallControl
-from firmware.cdr import CdrError, CdrStore
+from firmware.cdr import CDR_FILE, CdrError, CdrStore
 from firmware.core import liveconfig
 from firmware.core.config import Config
 from firmware.events import CoreEvent, EventBus, EventKind
@@ -26,7 +26,6 @@ from foundation.reactor import Reactor
 
 log = logging.getLogger(__name__)
 
-CDR_FILE = "cdr.db"
 
 
 class _BridgeTap:
@@ -83,6 +82,9 @@ class Core:
         self.tap: _BridgeTap | None = None
         self._sip_listeners: list[Callable[[SipEvent], None]] = []
         self.restart_required: list[str] = []  # saved settings not yet running
+        # Set by `branchline run`: stop the reactor so the process exits 0 and its
+        # supervisor starts it again (POST /restart); None: this core cannot restart.
+        self.restart_hook: Callable[[], None] | None = None
 
     def subscribe_sip(self, fn: Callable[[SipEvent], None]) -> None:
         self._sip_listeners.append(fn)

@@ -18,7 +18,7 @@ from typing import Any
 from firmware.core.config import paths, schema
 
 Field = schema.Field
-SECTIONS = {"system": "System", "country": "Country", "sip": "SIP and cloud",
+SECTIONS = {"system": "System", "country": "Country", "sip": "SIP", "cloud": "Cloud management",
             "calls": "Calls"}  # the forms of schema.SECTIONS, titled
 LINE_KEYS = [k for k in {**schema.LINE, **schema.FXS_LINE, **schema.FXO_LINE}
              if k not in ("kind", "chip", "alsa_device", "timeslot")]  # wiring: set in the file

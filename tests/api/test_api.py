@@ -204,7 +204,8 @@ def test_dtmf_echo_plays_back_what_it_hears(live):
 
         assert wait_until(echoed, 3, step=0.2)
         logs = live.api.logs(limit=50, level="info")["items"]
-        assert any("heard 7" in r["message"] for r in logs)
+        assert any("heard 7" in r["message"] for r in logs), [
+            (r["source"], r["message"][:80]) for r in logs]
     finally:
         live.api.sim_phone("fxs2", "on_hook")
 

@@ -174,3 +174,16 @@ def test_pings_when_idle_and_close_ends_the_frames():
     assert next(frames).startswith(b"id: 1\nevent: wan\ndata: {")
     sub.close()
     assert next(frames, None) is None
+
+
+def test_close_from_another_thread_ends_a_reader_waiting_on_a_quiet_stream(live):
+    stream = live.api.events(kinds=["config_applied"])  # nothing of that kind comes
+    got: list[object] = []
+    reader = threading.Thread(target=lambda: got.append(next(stream, "ended")), daemon=True)
+    reader.start()
+    time.sleep(0.3)  # let it block in readline
+    assert reader.is_alive()
+    stream.close()
+    reader.join(2.0)
+    assert not reader.is_alive(), "close() must shut the socket under a blocked reader"
+    assert got == ["ended"]

@@ -145,10 +145,11 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
 
-def setting(default: Any = REQUIRED, **rules: Any) -> Any:
+def setting(default: Any = REQUIRED, *, secret: bool = False, **rules: Any) -> Any:
     """A section field with its rule: a `Field` of the annotated type (a tuple is a list
-    in the document, `item` holds its element's rules; a StrEnum gives the choices)."""
-    return dataclasses.field(metadata={"setting": (default, rules)})
+    in the document, `item` holds its element's rules; a StrEnum gives the choices). A
+    secret (a password) is left out of the section's repr, so no log line shows it."""
+    return dataclasses.field(repr=not secret, metadata={"setting": (default, rules)})
 
 
 def _rule(hint: Any, default: Any, rules: dict[str, Any]) -> Field:
@@ -312,7 +313,7 @@ class FxsLine(Line):
     flash_max_ms: int = setting(800, unit="ms", minval=50, maxval=2000)
     interdigit_ms: int = setting(300, unit="ms", minval=100, maxval=1000)  # ends a pulse digit
     sip_user: str = setting("", **_SIP_NAME, help='per_line registration: "" = the extension')
-    sip_password: str = setting("", allow_empty=True)
+    sip_password: str = setting("", allow_empty=True, secret=True)
 
 
 @dataclass(frozen=True)
@@ -351,7 +352,7 @@ class Sip:
                           pattern_rule="must be a domain name")
     registration: str = setting("trunk", choices=("trunk", "per_line", "none"))
     username: str = setting("", **_SIP_NAME)
-    password: str = setting("", allow_empty=True)
+    password: str = setting("", allow_empty=True, secret=True)
     register_expires_s: int = setting(300, unit="s", minval=60, maxval=3600)
     options_interval_s: float = setting(0.5, unit="s", minval=0.2, maxval=60.0)
     options_timeout_s: float = setting(0.5, unit="s", minval=0.2, maxval=10.0)
@@ -439,15 +440,48 @@ class Survive:
         "", **_OUTAGE_DIGITS, help="put in front of them (after the strip)")
 
 
+@dataclass(frozen=True)
+class Cloud:
+    """The cloud management agent (`branchline agent`): its MQTT broker and cadences. The
+    agent reads them live; the core ignores them. The section is optional in a document:
+    a box that never had a broker keeps none (the typed view gives the defaults)."""
+
+    broker: str = setting(
+        "", allow_empty=True,
+        pattern=r"mqtts?://(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9.-]{1,253}):\d{1,5}",
+        pattern_rule="must be mqtts://host:port or mqtt://host:port, "
+                     "e.g. mqtts://broker.example.com:8883",
+        help='the fleet\'s MQTT 5 broker; "" = the agent stays idle')
+    ca_file: str = setting("", allow_empty=True, pattern=r"/[^\x00-\x1f]{0,255}",
+                           pattern_rule="must be an absolute file path",
+                           help='the broker\'s CA, pinned; "" = <data_dir>/agent/broker-ca.pem')
+    username: str = setting("", allow_empty=True, pattern=r"[^\s]{1,128}",
+                            pattern_rule="must be 1 to 128 characters without spaces",
+                            help="fallback login when the box has no certificate yet")
+    password: str = setting("", allow_empty=True, secret=True,
+                            help="fallback only; never logged or published")
+    keepalive_s: int = setting(60, unit="s", minval=10, maxval=1200)
+    telemetry_s: int = setting(60, unit="s", minval=5, maxval=86400,
+                               help="telemetry cadence; unchanged values are not sent")
+    telemetry_full_s: int = setting(3600, unit="s", minval=60, maxval=86400,
+                                    help="a full telemetry snapshot this often")
+    confirm_s: int = setting(120, unit="s", minval=0, maxval=3600, help=(
+        "a pushed config that takes the box off the cloud for this long is rolled back; "
+        "0 = no confirmation"))
+    command_max_age_s: int = setting(300, unit="s", minval=10, maxval=86400,
+                                     help="older commands are refused as stale")
+
+
 SYSTEM, COUNTRY, CHIP = table(System), table(Country), table(Chip)
 HEADSET, PCM, LIFELINE = table(Headset), table(Pcm), table(Lifeline)
 LINE = table(Line)
 LINE_CLASSES: dict[str, type[FxsLine | FxoLine]] = {LineKind.FXS: FxsLine, LineKind.FXO: FxoLine}
 KIND_FIELDS = {kind: table(cls, skip=LINE) for kind, cls in LINE_CLASSES.items()}
 FXS_LINE, FXO_LINE = KIND_FIELDS[LineKind.FXS], KIND_FIELDS[LineKind.FXO]
-SIP, CALLS, SURVIVE = table(Sip), table(Calls), table(Survive)
+SIP, CALLS, SURVIVE, CLOUD = table(Sip), table(Calls), table(Survive), table(Cloud)
 SECTIONS = {"system": SYSTEM, "country": COUNTRY, "board.headset": HEADSET, "board.pcm": PCM,
-            "board.lifeline": LIFELINE, "sip": SIP, "calls": CALLS, "survive": SURVIVE}
+            "board.lifeline": LIFELINE, "sip": SIP, "calls": CALLS, "survive": SURVIVE,
+            "cloud": CLOUD}
 
 # The default board: what its chips and lines set beyond the schema's defaults.
 _DEFAULT_CHIPS = {
@@ -565,9 +599,9 @@ def _read_board(reader: _Reader, board: Any) -> dict[str, Any]:
 def _read_document(reader: _Reader, doc: Any) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise ConfigError([f"the config document must be a table, not {type(doc).__name__}"])
-    reader.unknown(doc, "", ("system", "country", "board", "lines", "sip", "calls", "survive"),
-                   {})
-    return {
+    reader.unknown(doc, "", ("system", "country", "board", "lines", "sip", "calls", "survive",
+                             "cloud"), {})
+    out = {
         "system": reader.table(doc.get("system", {}), "system", SYSTEM),
         "country": reader.table(doc.get("country", {}), "country", COUNTRY),
         "board": _read_board(reader, doc.get("board", {})),
@@ -577,6 +611,9 @@ def _read_document(reader: _Reader, doc: Any) -> dict[str, Any]:
         "calls": reader.table(doc.get("calls", {}), "calls", CALLS),
         "survive": reader.table(doc.get("survive", {}), "survive", SURVIVE),
     }
+    if "cloud" in doc:  # optional: present (defaults filled) once anything set it
+        out["cloud"] = reader.table(doc["cloud"], "cloud", CLOUD)
+    return out
 
 
 def read_document(doc: Any) -> tuple[dict[str, Any], list[str]]:

@@ -46,6 +46,8 @@ class Config:
     sip: schema.Sip
     calls: schema.Calls
     survive: schema.Survive
+    cloud: schema.Cloud  # optional in a document: its defaults when the document has none
+    cloud_in_doc: bool = dataclasses.field(default=False, metadata=schema.DERIVED)
 
     @classmethod
     def from_doc(cls, doc: Any) -> Config:
@@ -67,7 +69,9 @@ class Config:
             lines=MappingProxyType({name: _line(valid, name) for name in valid["lines"]}),
             sip=section(schema.Sip, valid["sip"]),
             calls=section(schema.Calls, valid["calls"]),
-            survive=section(schema.Survive, valid["survive"]))
+            survive=section(schema.Survive, valid["survive"]),
+            cloud=section(schema.Cloud, valid.get("cloud") or _defaults(schema.CLOUD)),
+            cloud_in_doc="cloud" in valid)
 
     def line(self, name: str) -> FxsLine | FxoLine:
         """The named line; ConfigError naming it (and the closest name) when there is none."""
@@ -84,7 +88,14 @@ class Config:
 
     def to_doc(self) -> dict[str, Any]:
         """The validated document this config was read from, as a new dict."""
-        return _plain(self)
+        doc = _plain(self)
+        if not self.cloud_in_doc:
+            doc.pop("cloud")
+        return doc
+
+
+def _defaults(fields: Mapping[str, schema.Field]) -> dict[str, Any]:
+    return {name: f.default for name, f in fields.items()}
 
 
 def _line(doc: dict[str, Any], name: str) -> FxsLine | FxoLine:
