@@ -444,7 +444,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--consumers", type=int, default=1, help="platform consumers ($share)")
     p.add_argument("--no-share", action="store_true", help="plain subscription (1 consumer)")
     p.add_argument("--storm-timeout", type=float, default=120.0)
-    p.add_argument("--drain", type=float, default=3.0)
+    p.add_argument("--drain", type=float, default=10.0)
     p.add_argument("--meter-calls", type=int, default=50,
                    help="calls replayed on the meter (scaled to 200 a day)")
     p.add_argument("--meter-pace", type=float, default=0.05,
