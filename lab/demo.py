@@ -506,7 +506,7 @@ class Demo:
         return device
 
     def start_agent(self, device: str) -> None:
-        self.tl.scene("the technician sets cloud.broker; supervisord runs `branchline agent run`")
+        self.tl.scene("the technician sets cloud.broker; `branchline agent run` starts (supervisord runs it on the box)")
         self.background(lambda: ApiClient(tcp=self.api_address).patch_config(
             {"cloud.broker": self.mqtt.url}, "the demo's fleet broker"), "cloud.broker set")
         self.platform = self.background(lambda: PlatformClient(self.mqtt), "the platform's client")
@@ -582,7 +582,7 @@ class Demo:
             raise DemoFailed(f"the line-test job ended {done['state']}: {done.get('error')}")
 
     def stop_agent(self) -> None:
-        self.tl.scene("supervisord stops the agent (SIGTERM)")
+        self.tl.scene("the agent is stopped with SIGTERM, as supervisord stops it")
         self.agent_proc.terminate()
         self.wait(lambda: self.agent_proc.poll() is not None, 10, "the agent's exit")
         self.wait(lambda: (self.fleet.state.status or {}).get("state") == "offline", 5,
