@@ -99,7 +99,7 @@ class Auth:
                 return code
             code = new_setup_code()
             state["setup"] = hash_secret(code)
-            _write_private(self.setup_path, code + "\n")
+            write_private(self.setup_path, f"{code}\n".encode())
             self._save(state)
             log.info("new setup code written to %s", self.setup_path)
             return code
@@ -223,7 +223,7 @@ class Auth:
         return state if isinstance(state, dict) else {}
 
     def _save(self, state: dict) -> None:
-        _write_private(self.account_path, json.dumps(state, indent=1) + "\n")
+        write_private(self.account_path, (json.dumps(state, indent=1) + "\n").encode())
 
     def _read_setup_code(self) -> str:
         try:
@@ -247,12 +247,12 @@ def _normal_code(code: str) -> str:
     return "".join(code.split()).replace("-", "").upper()
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, data: bytes) -> None:
     """Atomic write of a 0600 file (temp file, fsync, rename)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, text.encode())
+        os.write(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)

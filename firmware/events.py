@@ -1,7 +1,6 @@
 """Typed events of the core for everyone outside call control: call and port events (the
 CTI stream) and state changes. Call control and the core publish them on an EventBus; the
-control API streams them (GET /events), the console's `monitor` prints them, the web
-dashboard and the cloud agent read them from the API."""
+control API streams them (GET /events) to the console, the web page and the cloud agent."""
 
 from __future__ import annotations
 

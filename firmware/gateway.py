@@ -149,7 +149,6 @@ class Gateway:
         self._lifeline_event(event)
 
     def _media(self, eventtime: float) -> float:
-        """Drain each port's audio; FXO audio goes through the caller-ID receiver."""
         for name, pcm in self.board.pcm.items():
             while (frame := pcm.read()) is not None:
                 self._hear(name, frame, eventtime)

@@ -10,6 +10,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable
 from enum import StrEnum
+from functools import partial
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -82,11 +83,6 @@ class ModemDetector(Protocol):
     def process(self, frame: np.ndarray) -> Iterable[tuple[ModemTone, float]]: ...
 
 
-def default_modem_detector() -> ModemDetector:
-    """A fresh cext.modemtone detector (one per port and direction)."""
-    return ModemToneDetector(rate=8000)
-
-
 def confirmation_tone(plan: toneplans.CountryPlan) -> toneplans.Tone:
     """Three short bursts of the country's dial tone: 'done' (park, feature codes)."""
     dial = plan.tones["dial"]
@@ -135,7 +131,8 @@ class PortMedia:
         self.rate, self.frame, self._silence = 8000, FRAME, SILENCE
         self.read_last = 1  # frames the last tick_in found (MediaClock)
         # fax/modem passthrough: detector factory (None: off), this call's two, the profile
-        self.modem_detector = (modem_detector or default_modem_detector) if modem else None
+        factory = modem_detector or partial(ModemToneDetector, rate=8000)
+        self.modem_detector: Callable[[], ModemDetector] | None = factory if modem else None
         self._modem: dict[Side, ModemDetector] = {}
         self.on_passthrough: Callable[[PortMedia, dict[str, object]], None] | None = None
         self.media_mode = VOICE
@@ -161,11 +158,9 @@ class PortMedia:
         return previous
 
     def record_to(self, recorder: Recorder | None) -> None:
-        """Give both directions to `recorder` (None: stop recording)."""
-        self._recorder = recorder
+        self._recorder = recorder  # both directions
 
     def stop_recording(self, recorder: Recorder) -> None:
-        """Stop giving audio to `recorder` if it is the one attached."""
         if self._recorder is recorder:
             self._recorder = None
 
@@ -248,12 +243,8 @@ class PortMedia:
         """Fresh detectors for a newly connected call, both ways (none without a pipe):
         the line's capture before the canceller, and what comes from SIP."""
         self._modem = {}
-        if self.modem_detector is None or self.pipe is None or self.rate != 8000:
-            return
-        for side in (LINE, SIP):
-            det = self.modem_detector()
-            if det is not None:
-                self._modem[side] = det
+        if self.modem_detector is not None and self.pipe is not None and self.rate == 8000:
+            self._modem = {side: self.modem_detector() for side in (LINE, SIP)}
 
     def _listen_modem(self, side: Side, frame: np.ndarray) -> None:
         det = self._modem.get(side)

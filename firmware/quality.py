@@ -11,6 +11,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from math import log10
 from typing import Any
 
 PTIME_MS = 20.0  # one RTP packet of audio, the packetisation delay
@@ -31,7 +32,6 @@ CODECS = {
     "PCMA": Codec(ie=0.0, bpl=25.1, delay_ms=0.125),
     "G722": Codec(ie=0.0, bpl=25.1, delay_ms=3.0),
 }
-G711_WITHOUT_PLC = Codec(ie=0.0, bpl=4.3, delay_ms=0.125)  # G.113 App. I, for comparison
 
 _ALIASES = {"G711U": "PCMU", "G711A": "PCMA", "ULAW": "PCMU", "ALAW": "PCMA",
             "G.711U": "PCMU", "G.711A": "PCMA", "G.722": "G722"}
@@ -64,18 +64,14 @@ class Params:
     A: float = 0.0  # advantage factor
 
 
-def _log(x: float) -> float:
-    return math.log10(x)
-
-
 def noise_no(p: Params) -> float:
     """No: the total noise power, G.107 (7-3) to (7-7), in dBm0p."""
     olr = p.SLR + p.RLR
     nos = p.Ps - p.SLR - p.Ds - 100 + 0.004 * (p.Ps - olr - p.Ds - 14) ** 2
-    pre = p.Pr + 10 * _log(1 + 10 ** ((10 - p.LSTR) / 10))
+    pre = p.Pr + 10 * log10(1 + 10 ** ((10 - p.LSTR) / 10))
     nor = p.RLR - 121 + pre + 0.008 * (pre - 35) ** 2
     nfo = p.Nfor + p.RLR
-    return 10 * _log(sum(10 ** (n / 10) for n in (p.Nc, nos, nor, nfo)))
+    return 10 * log10(sum(10 ** (n / 10) for n in (p.Nc, nos, nor, nfo)))
 
 
 def ro(p: Params) -> float:
@@ -85,7 +81,7 @@ def ro(p: Params) -> float:
 
 def _ist(p: Params) -> float:
     """Impairment from a non-optimum sidetone, G.107 (7-11) and (7-12)."""
-    stmro = -10 * _log(10 ** (-p.STMR / 10) + math.exp(-p.T / 4) * 10 ** (-p.TELR / 10))
+    stmro = -10 * log10(10 ** (-p.STMR / 10) + math.exp(-p.T / 4) * 10 ** (-p.TELR / 10))
     return (12 * (1 + ((stmro - 13) / 6) ** 8) ** (1 / 8)
             - 28 * (1 + ((stmro + 1) / 19.4) ** 35) ** (1 / 35)
             - 13 * (1 + ((stmro - 3) / 33) ** 13) ** (1 / 13) + 29)
@@ -93,11 +89,11 @@ def _ist(p: Params) -> float:
 
 def _iq(p: Params, r0: float) -> float:
     """Impairment from quantising distortion, G.107 (7-13) to (7-17)."""
-    q = 37 - 15 * _log(p.qdu)
+    q = 37 - 15 * log10(p.qdu)
     g = 1.07 + 0.258 * q + 0.0602 * q * q
     y = (r0 - 100) / 15 + 46 / 8.4 - g / 9
     z = 46 / 30 - g / 40
-    return 15 * _log(1 + 10 ** y + 10 ** z)
+    return 15 * log10(1 + 10 ** y + 10 ** z)
 
 
 def is_(p: Params) -> float:
@@ -111,7 +107,7 @@ def is_(p: Params) -> float:
 def idte(p: Params) -> float:
     """Talker-echo impairment, G.107 (7-19) to (7-22)."""
     roe = -1.5 * (noise_no(p) - p.RLR)
-    terv = p.TELR - 40 * _log((1 + p.T / 10) / (1 + p.T / 150)) + 6 * math.exp(-0.3 * p.T ** 2)
+    terv = p.TELR - 40 * log10((1 + p.T / 10) / (1 + p.T / 150)) + 6 * math.exp(-0.3 * p.T ** 2)
     if p.STMR < 9:  # a loud sidetone masks the echo, G.107 (7-23)
         terv += _ist(p) / 2
     re = 80 + 2.5 * (terv - 14)
@@ -131,7 +127,7 @@ def idd(ta_ms: float) -> float:
     100 ms, then growing with the number of doublings of Ta beyond 100 ms."""
     if ta_ms <= 100:
         return 0.0
-    x = _log(ta_ms / 100) / _log(2)
+    x = math.log2(ta_ms / 100)
     return 25 * ((1 + x ** 6) ** (1 / 6) - 3 * (1 + (x / 3) ** 6) ** (1 / 6) + 2)
 
 
@@ -201,8 +197,7 @@ def estimate(quality: dict[str, Any]) -> dict[str, float | None]:
     RTT (no receiver report came back) counts as 0 ms, so the MOS is then an upper bound."""
     none: dict[str, float | None] = {"r_factor": None, "mos": None}
     codec = quality.get("codec")
-    loss, jitter = quality.get("loss_pct"), quality.get("jitter_ms")
-    rtt = quality.get("rtt_ms")
+    loss, jitter, rtt = (quality.get(k) for k in ("loss_pct", "jitter_ms", "rtt_ms"))
     if not codec or loss is None or jitter is None:
         return none
     try:

@@ -54,10 +54,8 @@ def read(path: str | Path) -> np.ndarray:
         with wave.open(str(path), "rb") as w:
             found = _describe(w)
             if (w.getframerate(), w.getnchannels(), w.getsampwidth()) != (RATE, 1, 2):
-                raise WavError(
-                    f"{path}: {found}; expected {EXPECTED} "
-                    f"(sox {path} -r 8000 -c 1 -b 16 OUT.wav)"
-                )
+                raise WavError(f"{path}: {found}; expected {EXPECTED} "
+                               f"(sox {path} -r 8000 -c 1 -b 16 OUT.wav)")
             n = w.getnframes()
             data = w.readframes(n)
     except FileNotFoundError:
@@ -69,16 +67,12 @@ def read(path: str | Path) -> np.ndarray:
     except (wave.Error, EOFError) as exc:
         sniffed = _sniff(path)
         if sniffed:
-            raise WavError(
-                f"{path}: {sniffed}; expected {EXPECTED} PCM "
-                f"(sox {path} -e signed -r 8000 -c 1 -b 16 OUT.wav)"
-            ) from None
+            raise WavError(f"{path}: {sniffed}; expected {EXPECTED} PCM "
+                           f"(sox {path} -e signed -r 8000 -c 1 -b 16 OUT.wav)") from None
         raise WavError(f"{path}: not a PCM WAV file ({exc}); expected {EXPECTED}") from None
     if len(data) != 2 * n:
-        raise WavError(
-            f"{path}: truncated: header says {n} samples, file holds {len(data) // 2}; "
-            "re-record or re-export it"
-        )
+        raise WavError(f"{path}: truncated: header says {n} samples, file holds "
+                       f"{len(data) // 2}; re-record or re-export it")
     return np.frombuffer(data, dtype="<i2").astype(np.int16)
 
 

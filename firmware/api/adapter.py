@@ -43,8 +43,6 @@ def _firmware_version() -> str:
 
 
 class CoreAdapter:
-    """See the module docstring."""
-
     def __init__(self, core: Core, store: ConfigStore, logs: LogBuffer | None = None) -> None:
         self.core, self.store, self.logs = core, store, logs
         self.reactor = core.reactor

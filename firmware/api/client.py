@@ -6,6 +6,7 @@ live event stream. A refusal raises ApiError (the server's one line, .status, .f
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
@@ -67,10 +68,8 @@ class EventStream(Iterator[dict[str, Any]]):
 
     def close(self) -> None:
         if self.sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         self.conn.close()
 
 
@@ -91,8 +90,6 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 class ApiClient:
-    """See the module docstring."""
-
     def __init__(self, unix_path: str | None = None, tcp: str | None = None,
                  timeout: float = DEFAULT_TIMEOUT_S) -> None:
         if not unix_path and not tcp:

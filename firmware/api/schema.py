@@ -39,22 +39,21 @@ def _is(value: Any, kind: str) -> bool:
 
 def check(value: Any, schema: dict, path: str = "") -> None:
     """Raise BadInput when `value` breaks `schema`; see the module docstring."""
-    where = path or "request body"
+    where, field = path or "request body", path or None
     if value is None:
         if schema.get("nullable"):
             return
-        raise BadInput(f"{where}: must not be null", path or None)
+        raise BadInput(f"{where}: must not be null", field)
     kind = schema.get("type")
     if kind and not _is(value, kind):
-        raise BadInput(f"{where}: {_show(value)} must be {_WORDS[kind]}", path or None)
+        raise BadInput(f"{where}: {_show(value)} must be {_WORDS[kind]}", field)
     if "enum" in schema and value not in schema["enum"]:
         choices = ", ".join(str(c) for c in schema["enum"])
-        raise BadInput(f"{where}: {_show(value)} is not allowed; choose one of: {choices}",
-                       path or None)
+        raise BadInput(f"{where}: {_show(value)} is not allowed; choose one of: {choices}", field)
     if isinstance(value, int | float) and not isinstance(value, bool):
-        _range(value, schema, where, path)
+        _range(value, schema, where, field)
     elif isinstance(value, str):
-        _text(value, schema, where, path)
+        _text(value, schema, where, field)
     elif isinstance(value, dict):
         _object(value, schema, path)
     elif isinstance(value, list) and "items" in schema:
@@ -62,32 +61,27 @@ def check(value: Any, schema: dict, path: str = "") -> None:
             check(item, schema["items"], f"{path}[{i}]")
 
 
-def _range(value: float, schema: dict, where: str, path: str) -> None:
+def _range(value: float, schema: dict, where: str, field: str | None) -> None:
     low, high = schema.get("minimum"), schema.get("maximum")
     if (low is not None and value < low) or (high is not None and value > high):
-        raise BadInput(f"{where}: {_show(value)} is out of range; allowed {low}..{high}",
-                       path or None)
+        raise BadInput(f"{where}: {_show(value)} is out of range; allowed {low}..{high}", field)
 
 
-def _text(value: str, schema: dict, where: str, path: str) -> None:
+def _text(value: str, schema: dict, where: str, field: str | None) -> None:
     if len(value) > schema.get("maxLength", len(value)):
-        raise BadInput(f"{where}: longer than {schema['maxLength']} characters", path or None)
+        raise BadInput(f"{where}: longer than {schema['maxLength']} characters", field)
     if len(value) < schema.get("minLength", 0):
-        raise BadInput(f"{where}: shorter than {schema['minLength']} characters", path or None)
+        raise BadInput(f"{where}: shorter than {schema['minLength']} characters", field)
     if "pattern" in schema and not re.search(schema["pattern"], value):
-        raise BadInput(f"{where}: {_show(value)} does not match {schema['pattern']}",
-                       path or None)
+        raise BadInput(f"{where}: {_show(value)} does not match {schema['pattern']}", field)
 
 
 def _object(value: dict, schema: dict, path: str) -> None:
-    where = path or "request body"
-    props = schema.get("properties", {})
+    where, field, props = path or "request body", path or None, schema.get("properties", {})
     if len(value) < schema.get("minProperties", 0):
-        raise BadInput(f"{where}: must hold at least {schema['minProperties']} entry",
-                       path or None)
+        raise BadInput(f"{where}: must hold at least {schema['minProperties']} entry", field)
     if len(value) > schema.get("maxProperties", len(value)):
-        raise BadInput(f"{where}: must hold at most {schema['maxProperties']} entries",
-                       path or None)
+        raise BadInput(f"{where}: must hold at most {schema['maxProperties']} entries", field)
     for name in schema.get("required", ()):
         if name not in value:
             raise BadInput(f"{_join(path, name)}: missing; this field is required",

@@ -435,8 +435,6 @@ class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
 class ApiServer:
-    """See the module docstring."""
-
     def __init__(self, core: Core, store: ConfigStore, *, tcp: str | None = None,
                  unix_path: str | None = None, logs: LogBuffer | None = None,
                  max_streams: int = MAX_STREAMS) -> None:

@@ -14,6 +14,7 @@ from foundation.reactor import NEVER, Reactor
 
 if TYPE_CHECKING:
     from firmware.callctl.controller import CallControl
+    from firmware.callctl.dialplan import Decision
     from firmware.core.config import Config
     from firmware.media import PortMedia
     from firmware.sip.api import SipEvent
@@ -43,7 +44,6 @@ class Ev:
 
 
 def as_ev(event: LineEvent | SipEvent) -> Ev:
-    """A LineEvent or SipEvent as an Ev (both carry kind and data; SIP ones a call)."""
     return Ev(event.kind, getattr(event, "call", None), dict(event.data))
 
 
@@ -55,9 +55,7 @@ def safely(fn: Callable[..., Any], *args: Any) -> None:
         log.exception("%s%s failed", getattr(fn, "__name__", fn), args)
 
 
-class Port(Protocol):
-    """What call control needs of a port FSM."""
-
+class Port(Protocol):  # what call control needs of a port FSM
     name: str
     kind: str
     media: PortMedia
@@ -130,8 +128,17 @@ class PortFsm:
         self.handle(Ev(TIMEOUT, None, {"what": what}))
         return NEVER
 
+    def _invite(self, d: Decision, number: str, name: str) -> int | None:
+        """Place a dial-plan decision's call from `number`, `name` (None: not placed)."""
+        if d.kind == "emergency":
+            return self.cc.emergency_call(self, d.number, number)
+        if d.kind == "extension":
+            return self.cc.local_call(self, d.target, d.number, from_number=number, from_name=name)
+        if d.kind == "external":
+            return self.cc.call_out(self, d.number, from_number=number, from_name=name)
+        return None
+
     def calls(self) -> list[int]:
-        """Handles this port holds now."""
         return []
 
     def recall(self, call: int) -> bool:

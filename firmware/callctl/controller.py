@@ -159,7 +159,9 @@ class CallControl:
                                       {"rate": headset.rate}))
         self.board.subscribe(self._on_line)
         self.bridge.start(self._on_sip)
-        self.media_clock = MediaClock(self.reactor, self._medias, self._media_failed)
+        self.media_clock = MediaClock(
+            self.reactor, lambda: [fsm.media for fsm in self.ports.values()],
+            lambda media: log.exception("%s: media tick failed", media.name))
         self.media_clock.start()
 
     def stop(self) -> None:
@@ -200,15 +202,33 @@ class CallControl:
     def call_info(self, handle: int) -> CallInfo | None:
         return self._calls.get(handle)
 
-    def port_states(self) -> dict[str, PortState]:
-        return self.book.states()
-
     def media_of(self, port: str) -> PortMedia:
         """The port's media (read-only use: a tone over an off-hook phone's dial tone)."""
         return self.ports[port].media
 
     def ports_of_kind(self, kind: str) -> list[str]:
         return [name for name, fsm in self.ports.items() if fsm.kind == kind]
+
+    def local_pair(self) -> tuple[int, int]:
+        """A new local call's two handles (joined audio); nobody holds them yet."""
+        return self.local.pair()
+
+    def peer_of(self, call: int) -> int | None:
+        return self.local.peer.get(call)
+
+    def splice(self, x: int, y: int) -> None:
+        """Local legs x and y talk to each other from now on (their old peers dropped)."""
+        self.local.splice(x, y)
+
+    def drop_local(self, call: int) -> None:
+        """Drop a local pair silently (its ports moved on)."""
+        self.local.forget(call)
+
+    def is_local(self, call: int | None) -> bool:
+        return self.local.is_local(call)
+
+    def port_states(self) -> dict[str, PortState]:
+        return self.book.states()
 
     def lease_port(self, name: str, purpose: str) -> PortLease:
         """Take an idle port out of service for calls (a diagnostic, a line test)."""
@@ -276,12 +296,6 @@ class CallControl:
         self._headset().dial(digits)
 
     # ---- events in ----
-    def _medias(self) -> list[PortMedia]:
-        return [fsm.media for fsm in self.ports.values()]
-
-    def _media_failed(self, media: PortMedia) -> None:
-        log.exception("%s: media tick failed", media.name)
-
     def _on_line(self, event: LineEvent) -> None:
         self.book.apply(event)
         fsm = self.ports.get(event.port)
@@ -391,33 +405,14 @@ class CallControl:
         return self._ring(owner, fsm, caller) if fsm and self.usable(fsm) else None
 
     def _ring(self, owner: CallOwner, target: Port, caller: dict[str, Any]) -> int:
-        a, b = self.local_pair()
+        a, b = self.local.pair()
         self.handoff(a, owner)
         self.handoff(b, target)
         self.local.offer(b, {**caller, "line": target.name, "headers": {}})
         return a
 
-    def local_pair(self) -> tuple[int, int]:
-        """A new local call's two handles (joined audio); nobody holds them yet."""
-        return self.local.pair()
-
-    def peer_of(self, call: int) -> int | None:
-        return self.local.peer.get(call)
-
-    def splice(self, x: int, y: int) -> None:
-        """Local legs x and y talk to each other from now on (their old peers dropped)."""
-        self.local.splice(x, y)
-
-    def drop_local(self, call: int) -> None:
-        """Drop a local pair silently (its ports moved on)."""
-        self.local.forget(call)
-
     def cloud_up(self) -> bool:
-        """False in SURVIVABLE (firmware/survive/state.py)."""
-        return self.survive.cloud_up
-
-    def is_local(self, call: int | None) -> bool:
-        return self.local.is_local(call)
+        return self.survive.state.cloud_up
 
     def pstn_call(self, fsm: Caller, number: str, from_number: str = "") -> int | None:
         """A local phone's call out through a free FXO line (the cloud is down)."""
@@ -639,10 +634,6 @@ class CallControl:
         self._close(call, "answered")
         self.forget(call)
 
-    def record_uuid(self, call: int) -> str | None:
-        info = self._calls.get(call)
-        return info.uuid if info is not None else None
-
     def _open(self, call: int, direction: str, port: str, ani: str, dnis: str,
               call_id: str | None, placed_by_box: bool = True) -> None:
         started = self.reactor.clock.wall()
@@ -747,7 +738,6 @@ class CallControl:
 
 
 def _disposition(rec: CallInfo, code: int) -> str:
-    """How a call the far end (or the network) ended went, from the SIP code."""
     if code in DISPOSITIONS:
         return DISPOSITIONS[code]
     if code == 0 and not rec.placed_by_box:

@@ -120,9 +120,7 @@ def _run(elements: list[_Element], digits: str) -> set[int]:
 
 
 @dataclass(frozen=True)
-class Decision:
-    """What the digits dialled so far mean: match state, kind and the number to call."""
-
+class Decision:  # what the digits dialled so far mean
     match: Match
     kind: str = "external"  # external | extension | emergency | park | pickup
     number: str = ""

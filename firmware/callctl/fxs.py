@@ -73,7 +73,7 @@ class FxsPort(PortFsm):
         self.digits = ""
         self.dialled = ""  # number of the active outgoing call (blind transfer target)
         self.caller: dict[str, str] = {}
-        media.on_digit = self._dsp_digit
+        media.on_digit = lambda d: self.handle(Ev(lev.DIGIT, None, {"digit": d, "method": "dtmf"}))
         self.handlers = {
             State.IDLE: self._idle, State.RINGING: self._ringing, State.DIALTONE: self._dialtone,
             State.DIALING: self._dialing, State.CALLING: self._calling,
@@ -246,9 +246,6 @@ class FxsPort(PortFsm):
             self._dialtone_now()
 
     # ---- dialling ----
-    def _dsp_digit(self, digit: str) -> None:
-        self.handle(Ev(lev.DIGIT, None, {"digit": digit, "method": "dtmf"}))
-
     def _dialtone_now(self) -> None:
         self.media.start()
         self.media.connect(None)
@@ -276,26 +273,13 @@ class FxsPort(PortFsm):
     def _place(self, d: Decision) -> None:
         if d.kind == "park":
             self._park(d.target)
-            return
-        if d.kind == "pickup":
+        elif d.kind == "pickup":
             self._pickup(d.target)
-            return
-        call = self._invite(d)
-        if call is None:
+        elif (call := self._invite(d, self.extension, self.label)) is None:
             self._play_reorder()
-            return
-        self.active, self.dialled = call, d.number
-        self._set_state(State.CALLING)
-
-    def _invite(self, d: Decision) -> int | None:
-        ext, label = self.extension, self.label
-        if d.kind == "emergency":
-            return self.cc.emergency_call(self, d.number, ext)
-        if d.kind == "extension":
-            return self.cc.local_call(self, d.target, d.number, from_number=ext, from_name=label)
-        if not self.cc.cloud_up():
-            return self.cc.pstn_call(self, d.number, ext)
-        return self.cc.call_out(self, d.number, from_number=ext, from_name=label)
+        else:
+            self.active, self.dialled = call, d.number
+            self._set_state(State.CALLING)
 
     def _park(self, slot: str) -> None:
         if self.held is None or not self.cc.park(self.held, slot):
@@ -355,7 +339,6 @@ class FxsPort(PortFsm):
         self._hung_up()
 
     def _hook_while_free(self, ev: Ev) -> None:
-        """Hook events in the states without an active call."""
         if ev.kind == lev.ON_HOOK:
             self._hung_up()
         elif ev.kind == lev.FLASH:

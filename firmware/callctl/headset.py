@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from drivers.chips.headset import Headset
 from firmware.callctl.base import TIMEOUT, Ev, PortEvent, PortFsm
-from firmware.callctl.dialplan import Decision, Match
+from firmware.callctl.dialplan import Match
 from firmware.core.config import Config
 from firmware.media import PortMedia
 from firmware.sip import api
@@ -140,26 +140,16 @@ class HeadsetPort(PortFsm):
 
     # ---- helpers ----
     def _place(self, digits: str) -> None:
-        decision = self.cc.dialplan.decide(digits, final=True)
-        if decision.kind == "pickup" and decision.match is Match.FULL:
-            self._pickup(decision.target)
+        d = self.cc.dialplan.decide(digits, final=True)
+        if d.match is Match.FULL and d.kind == "pickup":
+            self._pickup(d.target)
             return
-        call = None if decision.match is not Match.FULL else self._invite(decision)
+        call = self._invite(d, self.extension, "Headset") if d.match is Match.FULL else None
         if call is None:
             log.warning("%s: %r not dialled (no match, or no route)", self.name, digits)
             return
         self.call = call
         self._set_state(State.CALLING)
-
-    def _invite(self, d: Decision) -> int | None:
-        me, name = self.extension, "Headset"
-        if d.kind == "emergency":
-            return self.cc.emergency_call(self, d.number, me)
-        if d.kind == "extension":
-            return self.cc.local_call(self, d.target, d.number, from_number=me, from_name=name)
-        if d.kind == "external":
-            return self.cc.call_out(self, d.number, from_number=me, from_name=name)
-        return None
 
     def _pickup(self, slot: str) -> None:
         call = self.cc.pickup(self, slot)
@@ -173,7 +163,7 @@ class HeadsetPort(PortFsm):
         self._set_state(State.CONNECTED)
 
     def _connect(self) -> None:
-        local = self.call is not None and self.cc.is_local(self.call)
+        local = self.call is not None and self.cc.local.is_local(self.call)
         rate = NARROWBAND if local or self.call is None else WIDEBAND
         self.media.set_rate(rate)
         self.cc.connect(self.media, self.call, rate=rate)

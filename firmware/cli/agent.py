@@ -21,13 +21,12 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from firmware.cli.apiopts import Subparsers, add_api_options, api_address
+from firmware.cli.apiopts import DEFAULT_DATA_DIR, Subparsers, add_api_options, api_address
 from foundation.errors import BranchlineError
 
 if TYPE_CHECKING:  # the agent's modules load only when a verb runs
     from firmware.agent.identity import DeviceIdentity
 
-DEFAULT_DATA_DIR = "/var/lib/branchline"
 PEM_MAX_BYTES = 64 * 1024
 
 

@@ -1,5 +1,6 @@
 """The `--api HOST:PORT | --api-socket PATH` options shared by the commands that talk to
-the running core (console, web, status), and the client address they resolve to."""
+the running core (console, web, status), the client address they resolve to, and the
+default data directory of the box's processes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import argparse
 from typing import Any, Protocol, TypedDict
 
 from firmware.api.client import DEFAULT_SOCKET
+
+DEFAULT_DATA_DIR = "/var/lib/branchline"
 
 
 class Subparsers(Protocol):

@@ -1,8 +1,7 @@
 """`branchline commission PORT`: measure a line and propose its settings (FXS: the
 GR-909 items; FXO: volts, loop current, the echo path and, with --test-call S, caller ID and
 the disconnect signal of a call within S s). Exit code 0 the line passes, 1 it does not.
-Not while the core runs (it owns /dev): there, POST /diag/line-test does the same.
-"""
+Not while the core runs (it owns /dev): there, POST /diag/line-test does the same."""
 
 from __future__ import annotations
 

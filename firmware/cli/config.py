@@ -1,8 +1,7 @@
 """`branchline config ...`: show, validate, set, apply, versions and rollback the config.
 
 Changes go through `ConfigStore.save`: a bad value is refused with one line per problem
-(field, value, rule), exit code 2, and nothing on disk changes.
-"""
+(field, value, rule), exit code 2, and nothing on disk changes."""
 
 from __future__ import annotations
 

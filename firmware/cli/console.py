@@ -11,11 +11,10 @@ from argparse import Namespace
 from collections.abc import Callable
 from pathlib import Path
 
-from firmware.cli.apiopts import Subparsers, add_api_options, api_address
+from firmware.cli.apiopts import DEFAULT_DATA_DIR, Subparsers, add_api_options, api_address
 from foundation.errors import BranchlineError
 
 DEFAULT_TTY = "/dev/ttyAMA0"
-DEFAULT_DATA_DIR = "/var/lib/branchline"
 
 
 def register(sub: Subparsers) -> None:

@@ -9,8 +9,8 @@ import datetime as dt
 import importlib
 import json
 from argparse import Namespace
-from collections.abc import Iterator
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -64,13 +64,11 @@ def register(sub: Subparsers) -> None:
     c = cmds.add_parser("tone", help="write a call-progress tone, DTMF digits or a caller-ID burst")
     c.add_argument("--plan", default="us", choices=toneplans.COUNTRIES, help="country tone plan")
     c.add_argument("--seconds", type=float, default=3.0, help="length of a call-progress tone")
-    c.add_argument(
-        "--standard", choices=("bell202", "v23"), help="caller-ID modem (default: the plan's)"
-    )
+    c.add_argument("--standard", choices=("bell202", "v23"),
+                   help="caller-ID modem (default: the plan's)")
     c.add_argument("--datetime", help="caller-ID date/time MMDDHHMM (default: now)")
-    c.add_argument(
-        "name", help=f"{', '.join(toneplans.TONE_NAMES)}, dtmf:DIGITS or cid:NUMBER[:NAME]"
-    )
+    c.add_argument("name",
+                   help=f"{', '.join(toneplans.TONE_NAMES)}, dtmf:DIGITS or cid:NUMBER[:NAME]")
     c.add_argument("out", metavar="OUT.wav")
     c.set_defaults(func=cmd_tone)
 
@@ -80,15 +78,16 @@ def _kernel(module: str) -> ModuleType:
     try:
         return importlib.import_module(f"cext.{module}")
     except ImportError as exc:
-        raise BranchlineError(
-            f"DSP kernel cext.{module} is not available ({exc}); build it with "
-            "`python setup.py build_ext --inplace` in the source tree"
-        ) from None
+        raise BranchlineError(f"DSP kernel cext.{module} is not available ({exc}); build it "
+                              "with `python setup.py build_ext --inplace` in the source "
+                              "tree") from None
 
 
-def _frames(x: np.ndarray) -> Iterator[np.ndarray]:
-    for i in range(0, x.size, FRAME):
-        yield x[i : i + FRAME]
+def _detect(det: Any, wav: str, flush: bool = True) -> list[Any]:
+    """What a detector finds in a WAV file fed in 20 ms frames (then flushed)."""
+    x = wavio.read(wav)
+    found = [item for i in range(0, x.size, FRAME) for item in det.process(x[i : i + FRAME])]
+    return found + list(det.flush()) if flush else found
 
 
 def _emit(obj: dict) -> None:
@@ -103,13 +102,8 @@ def cmd_dtmf(args: Namespace) -> int:
             raise BranchlineError(f"--{opt.replace('_', '-')}: {value:g} is out of range; "
                                   f"allowed {field.minval:g}..{field.maxval:g} dB")
         limits[opt] = value
-    x = wavio.read(args.wav)
     det = _kernel("dtmf").DtmfDetector(rate=RATE, **limits)
-    digits = []
-    for frame in _frames(x):
-        digits += det.process(frame)
-    digits += det.flush()
-    for digit, start, end in digits:
+    for digit, start, end in _detect(det, args.wav):
         _emit({"digit": digit, "start_ms": start * 1000 / RATE, "end_ms": end * 1000 / RATE})
     return 0
 
@@ -126,10 +120,9 @@ def _erle_db(near: np.ndarray, out: np.ndarray) -> float | None:
 def cmd_echo(args: Namespace) -> int:
     far, near = wavio.read(args.far), wavio.read(args.near)
     if far.size != near.size:
-        raise BranchlineError(
-            f"{args.far} has {far.size} samples but {args.near} has {near.size}; "
-            "FAR and NEAR must be recorded together and have the same length"
-        )
+        raise BranchlineError(f"{args.far} has {far.size} samples but {args.near} has "
+                              f"{near.size}; FAR and NEAR must be recorded together and have "
+                              "the same length")
     if not 16 <= args.tail_ms <= 128:
         raise BranchlineError(f"--tail-ms {args.tail_ms}: must be 16 to 128 ms")
     ec = _kernel("echo").EchoCanceller(tail_ms=args.tail_ms)
@@ -144,13 +137,8 @@ def cmd_echo(args: Namespace) -> int:
 
 
 def cmd_cid(args: Namespace) -> int:
-    x = wavio.read(args.wav)
     dec = _kernel("callerid").CallerIdDecoder(standard="auto", rate=RATE)
-    messages = []
-    for frame in _frames(x):
-        messages += dec.process(frame)
-    messages += dec.flush()
-    for msg in messages:
+    for msg in _detect(dec, args.wav):
         ordered = {k: msg.get(k) for k in CID_KEYS}
         ordered.update({k: v for k, v in msg.items() if k not in ordered})
         _emit(ordered)
@@ -158,21 +146,17 @@ def cmd_cid(args: Namespace) -> int:
 
 
 def cmd_cpt(args: Namespace) -> int:
-    x = wavio.read(args.wav)
     det = _kernel("cpt").CallProgressDetector(args.plan, rate=RATE)
-    for frame in _frames(x):
-        for ev in det.process(frame):
-            _emit({"tone": ev.tone, "t_ms": ev.sample * 1000 / RATE})
+    for ev in _detect(det, args.wav, flush=False):
+        _emit({"tone": ev.tone, "t_ms": ev.sample * 1000 / RATE})
     return 0
 
 
 def cmd_modem(args: Namespace) -> int:
-    x = wavio.read(args.wav)
     det = _kernel("modemtone").ModemToneDetector(rate=RATE)
-    for frame in _frames(x):
-        for tone, seconds in det.process(frame):
-            _emit({"tone": tone.name, "t_ms": round(seconds * 1000, 3), "kind": tone.kind,
-                   "disables_echo_canceller": tone.disables_echo_canceller})
+    for tone, seconds in _detect(det, args.wav, flush=False):
+        _emit({"tone": tone.name, "t_ms": round(seconds * 1000, 3), "kind": tone.kind,
+               "disables_echo_canceller": tone.disables_echo_canceller})
     return 0
 
 
@@ -203,10 +187,8 @@ def _tone_samples(args: Namespace) -> np.ndarray:
         return _cid_samples(spec, args)
     tones = toneplans.plan(args.plan).tones
     if args.name not in tones:
-        raise BranchlineError(
-            f"{args.name!r} is not a tone of plan {args.plan}; use one of "
-            f"{', '.join(tones)}, dtmf:DIGITS or cid:NUMBER[:NAME]"
-        )
+        raise BranchlineError(f"{args.name!r} is not a tone of plan {args.plan}; use one of "
+                              f"{', '.join(tones)}, dtmf:DIGITS or cid:NUMBER[:NAME]")
     if not 0 < args.seconds <= 3600:
         raise BranchlineError(f"--seconds {args.seconds}: must be more than 0 and at most 3600")
     return _kernel("tones").tone_samples(args.plan, args.name, args.seconds, rate=RATE)

@@ -17,13 +17,13 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from firmware.cli.apiopts import DEFAULT_DATA_DIR
 from foundation.errors import BranchlineError
 
 if TYPE_CHECKING:
     from firmware.core.config import Config
     from firmware.forward import Forwarder
 
-DEFAULT_DATA_DIR = "/var/lib/branchline"
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -14,7 +14,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from drivers.board import Board
-from firmware.cli.apiopts import Subparsers
+from firmware.cli.apiopts import DEFAULT_DATA_DIR, Subparsers
 from firmware.core.config import ConfigStore, config_dir
 from firmware.events import CoreEvent, EventKind
 from firmware.sip import api
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from firmware.api.server import ApiServer
     from firmware.core.runtime import Core
 
-DEFAULT_DATA_DIR = "/var/lib/branchline"
 RESTART_DELAY_S = 0.3  # POST /restart answers before the core stops
 
 

@@ -1,9 +1,4 @@
 """`branchline web`: run the technician web page (HTTPS) against the core's control API.
-
-    branchline web --api-socket /run/branchline/core.sock --data-dir /var/lib/branchline \
-        --listen 0.0.0.0:443 --http-redirect 80
-    branchline web --api 127.0.0.1:8081 --data-dir /tmp/d --listen 127.0.0.1:8443   # sim
-
 First start makes the self-signed certificate (fingerprint printed and in
 DATA_DIR/tls-fingerprint) and the one-time setup code (printed and in DATA_DIR/setup-code).
 Runs until SIGTERM / Ctrl-C; may die at any time without touching calls."""
@@ -18,13 +13,11 @@ import threading
 from typing import TYPE_CHECKING
 
 from firmware.api.client import ApiClient, ApiError
-from firmware.cli.apiopts import add_api_options, api_address
+from firmware.cli.apiopts import DEFAULT_DATA_DIR, add_api_options, api_address
 from foundation.errors import BranchlineError
 
 if TYPE_CHECKING:  # Flask loads only when the page runs
     from firmware.web.server import Servers, Web
-
-DEFAULT_DATA_DIR = "/var/lib/branchline"
 
 
 def register(sub: argparse._SubParsersAction) -> None:

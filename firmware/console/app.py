@@ -6,6 +6,7 @@ WRITE_TIMEOUT_S rather than stalling the console."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -53,10 +54,8 @@ class SerialConsole:
     def _close(self) -> None:
         port, self.port = self.port, None
         if port is not None:
-            try:
+            with contextlib.suppress(serial.SerialException, OSError):
                 port.close()
-            except (serial.SerialException, OSError):
-                pass
 
     # --- the loop ---------------------------------------------------------------------
 

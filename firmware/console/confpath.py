@@ -1,7 +1,6 @@
 """Dotted config paths for `set`: completion over the running document's keys, help from
 the schema, and typed values (`600` -> 600, `on` -> true, `PCMU,PCMA` -> a list). A value
-that does not convert is sent as typed, so the core's validator names the rule.
-"""
+that does not convert is sent as typed, so the core's validator names the rule."""
 
 from __future__ import annotations
 

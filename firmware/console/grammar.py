@@ -7,6 +7,7 @@ of the line; "..." quotes a value with spaces. Errors are ParseError with one li
 from __future__ import annotations
 
 import difflib
+import os
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -116,8 +117,7 @@ def walk(root: Node, words: list[str], ctx: Any) -> tuple[Node, dict[str, str], 
     """Follow complete words from the root: the node reached, the arguments, the keywords."""
     node, args, taken = root, {}, []
     for i, word in enumerate(words):
-        child = _match(node, word, ctx)
-        node = child
+        node = child = _match(node, word, ctx)
         if child.word:
             taken.append(child.word)
         elif child.rest:
@@ -195,7 +195,7 @@ def complete(root: Node, text: str, ctx: Any) -> tuple[str, list[str]]:
         return head + word + ("" if word.endswith(".") else " "), []
     if not candidates:
         return text, []
-    common = _common_prefix(candidates)
+    common = os.path.commonprefix(candidates)
     if len(common) > len(partial):
         return head + common, []
     return text, _columns(candidates)
@@ -213,14 +213,6 @@ def _candidates(node: Node, partial: str, ctx: Any, args: dict) -> list[str]:
     elif argument is not None and argument.choices:
         words += [w for w, _h in argument.choices(ctx, args) if w.startswith(partial)]
     return sorted(set(words), key=words.index)
-
-
-def _common_prefix(words: list[str]) -> str:
-    first, last = min(words), max(words)
-    n = 0
-    while n < len(first) and first[n] == last[n]:
-        n += 1
-    return first[:n]
 
 
 def _columns(words: list[str], width: int = 78) -> list[str]:

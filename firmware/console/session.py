@@ -53,10 +53,10 @@ class Session:
         self.exec_root, self.config_root = commands.exec_tree(), commands.config_tree()
         self.state = Mode.LOGIN
         self.on_text: dict[Mode, Callable[[str], None]] = {
-            Mode.LOGIN: self._on_login, Mode.PASSWORD: self._on_password, Mode.SETUP_CODE: self._on_setup_code,
-            Mode.NEW_PASSWORD: self._on_new_password,
-            Mode.CONFIRM_PASSWORD: self._on_confirm_password,
-            Mode.EXEC: self._on_command, Mode.CONFIG: self._on_command, Mode.ASK: self._on_answer}
+            Mode.LOGIN: self._on_login, Mode.PASSWORD: self._on_password,
+            Mode.SETUP_CODE: self._on_setup_code, Mode.NEW_PASSWORD: self._on_new_password,
+            Mode.CONFIRM_PASSWORD: self._on_confirm_password, Mode.ASK: self._on_answer,
+            Mode.EXEC: self._on_command, Mode.CONFIG: self._on_command}
         self.monitor: tuple[EventStream, threading.Thread] | None = None
         self.user = ""
         self.name = "branchline"

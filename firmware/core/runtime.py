@@ -1,8 +1,7 @@
 """The gateway core assembled and started in order: the chips (Gateway), the CDR store
-(none without a data_dir, or when it cannot be opened), the SIP bridge (the one given,
-else PjBridge when sip.edges names a cloud, else NoCloudBridge, also when pjsua2 fails)
-and call control over all of it; stopped in reverse, each step guarded. Its `status()`
-is the status document; `events` is call control's event bus."""
+(none without a data_dir, or when it cannot be opened), the SIP bridge (NoCloudBridge when
+there is no usable cloud) and call control over all of it; stopped in reverse, each step
+guarded. Its `status()` is the status document; `events` is call control's event bus."""
 
 from __future__ import annotations
 
@@ -32,9 +31,8 @@ class _BridgeTap:
     """The bridge as call control sees it: started by the Core (which picks the fallback
     when it fails), every event shown to the Core's listeners first, kept until cc starts."""
 
-    def __init__(self, inner: Bridge) -> None:
-        self.inner = inner
-        self.listeners: list[Callable[[SipEvent], None]] = []
+    def __init__(self, inner: Bridge, listeners: list[Callable[[SipEvent], None]]) -> None:
+        self.inner, self.listeners = inner, listeners
         self._target: Callable[[SipEvent], None] | None = None
         self._early: list[SipEvent] = []
 
@@ -132,8 +130,7 @@ class Core:
 
     def _start_bridge(self) -> Bridge:
         bridge = self._given_bridge or self._build_bridge()
-        self.tap = _BridgeTap(bridge)
-        self.tap.listeners = self._sip_listeners
+        self.tap = _BridgeTap(bridge, self._sip_listeners)
         try:
             bridge.start(self.tap.deliver)
         except BranchlineError as exc:
@@ -160,7 +157,6 @@ class Core:
             return NoCloudBridge(self.reactor, self.no_cloud)
         return PjBridge(self.reactor, self.doc)
 
-    # ---- configuration ----
     def apply_config(self, doc: dict[str, Any], version: int | None = None) -> list[str]:
         """Take a saved document's live settings now; return the changed paths (compared
         with what runs) that need a restart: status shows them as `restart_required`."""
@@ -187,7 +183,6 @@ class Core:
                                             "restart": restart}))
         return restart
 
-    # ---- figures ----
     def status(self) -> dict[str, Any]:
         cc: dict[str, Any] = (self.cc.status() if self.cc is not None
                               else {"ports": {}, "parked": {}, "cloud_up": False})
@@ -196,9 +191,8 @@ class Core:
         ports = {}
         for name, line in book.ports.items():
             call = cc["ports"].get(name, {})
-            st = port_document(self.board, line)
-            ports[name] = {**st, "call": call.get("state", ""), "calls": call.get("calls", []),
-                           "erle_db": call.get("erle_db"),
+            ports[name] = {**port_document(self.board, line), "call": call.get("state", ""),
+                           "calls": call.get("calls", []), "erle_db": call.get("erle_db"),
                            "echo_runaways": call.get("echo_runaways", 0),
                            "media_mode": call.get("media_mode", "voice")}
             if "registered" in call:

@@ -85,7 +85,6 @@ def _item(name: str, value: float | None, unit: str, limit: str, ok: bool | None
 
 def commission_port(parts: Parts, port: str, *, test_call_s: float = 0.0,
                     facts: LineFacts | None = None) -> dict[str, Any]:
-    """Measure `port` and propose settings (GR-909 on FXS, the line on FXO)."""
     lines = Config.from_doc(parts.doc).lines
     if port not in lines:
         raise CommissionError(f"{port}: no such port; ports: {', '.join(lines)}")
@@ -228,8 +227,7 @@ def _receiver_item(drv: Si3215, reactor: Reactor) -> tuple[Item, float]:
         drop = v1 - r_loop * i1 / 1000
     off_hook = drop is not None and drop > OFFHOOK_DROP_V
     loop_ohm = 1000 * v2 / i2 if i2 >= 1.0 and not off_hook else math.inf
-    item = _item("receiver_off_hook", drop if drop is not None else 0.0, "V",
-                 "<= 3", not off_hook,
+    item = _item("receiver_off_hook", drop or 0.0, "V", "<= 3", not off_hook,
                  loop_ma=round(i2, 1), note="a phone is off hook" if off_hook else "")
     return item, loop_ohm
 
@@ -367,8 +365,7 @@ def _quiet_the_line(reactor: Reactor, pcm: Pcm) -> None:
 
 def _play_and_capture(reactor: Reactor, pcm: Pcm, tx: np.ndarray) -> np.ndarray:
     """Send tx frame by frame every 20 ms; what came back, paired one to one."""
-    while pcm.read() is not None:
-        pass
+    _drain(pcm)
     frames = int(math.ceil(len(tx) / FRAME))
     tx = np.concatenate([tx, np.zeros(frames * FRAME - len(tx))])
     got: list[np.ndarray] = []
@@ -448,9 +445,7 @@ def run_test_call(parts: Parts, port: str, drv: Si3050, pcm: Pcm | None,
 
 
 def _cid_fact(msg: dict[str, Any] | None) -> dict[str, Any] | None:
-    if msg is None:
-        return None
-    return {"standard": msg.get("standard"), "number": msg.get("number"), "name": msg.get("name")}
+    return None if msg is None else {k: msg.get(k) for k in ("standard", "number", "name")}
 
 
 def _drain(pcm: Pcm | None) -> list[np.ndarray]:

@@ -32,7 +32,6 @@ CONFLICT, NOT_FOUND = ErrorKind.CONFLICT, ErrorKind.NOT_FOUND
 
 
 def num(value: Any, digits: int = 1) -> float | None:
-    """A finite number rounded for people, or None."""
     try:
         x = float(value)
     except (TypeError, ValueError):
@@ -41,8 +40,6 @@ def num(value: Any, digits: int = 1) -> float | None:
 
 
 class LineTests:
-    """The diagnostics of one core; see the module docstring."""
-
     def __init__(self, core: Core) -> None:
         self.core, self.reactor = core, core.reactor
         self.timers: dict[tuple[str, str], Timer] = {}
@@ -161,8 +158,6 @@ class LineTests:
         for key in MEASURE_KEYS:
             value = readout.get(key)
             out[key] = value if isinstance(value, bool | str) or value is None else num(value)
-        out.setdefault("line_voltage_v", None)
-        out.setdefault("loop_current_ma", None)
         return out
 
     def line_test(self, port: str, test_call_s: float = 0.0) -> dict[str, Any]:

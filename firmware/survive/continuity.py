@@ -61,10 +61,6 @@ class Continuity:
         self.cfg = cfg.survive
         self.state.read_settings(cfg)
 
-    @property
-    def cloud_up(self) -> bool:
-        return self.state.cloud_up
-
     def stop(self) -> None:
         self.state.stop()
         for blip in list(self.blips.values()):
@@ -150,7 +146,7 @@ class Continuity:
             lost = code in NETWORK_CODES or blip is not None
         else:  # OFFERED: a reachable cloud that declines (503 busy here) keeps its say
             lost = (port.state.name == "OFFERED" and self.has_cloud
-                    and (code == 408 or not self.cloud_up))
+                    and (code == 408 or not self.state.cloud_up))
         if not lost:
             return False
         self.cc.track(ev)  # the cloud leg's CDR closes as the bridge reported it
@@ -204,11 +200,11 @@ class Continuity:
         store = self.cc.cdr
         if not self.cfg.record_calls or store is None or fb.name in self.recordings:
             return
-        call_uuid = self.cc.record_uuid(fb.a)
-        if call_uuid is None:
+        info = self.cc.call_info(fb.a)
+        if info is None or info.uuid is None:
             return
         try:
-            rec = Recording(Path(store.recordings_dir), call_uuid, fb.name, fb.ani,
+            rec = Recording(Path(store.recordings_dir), info.uuid, fb.name, fb.ani,
                             self.reactor.clock.wall())
         except OSError as exc:
             log.error("%s: cannot record the call: %s", fb.name, exc)
@@ -236,18 +232,17 @@ class Continuity:
         self.callbacks.append({"ani": fb.ani, "number": number, "port": fb.name,
                                "dnis": fb.dnis, "waited_s": waited, "t": t})
         self.counters["callbacks"] += 1
-        cdr = self.cc.cdr
+        cdr, info = self.cc.cdr, self.cc.call_info(fb.a)
         if cdr is None:
             return None
         try:
             return cdr.callback_request(fb.ani, number, fb.name,
-                                        call_uuid=self.cc.record_uuid(fb.a), t=t,
+                                        call_uuid=info.uuid if info else None, t=t,
                                         dnis=fb.dnis, waited_s=waited)
         except Exception:  # noqa: BLE001 - never lose the caller over the outbox
             log.exception("callback request of %s not queued", fb.ani)
             return None
 
-    # ---- outage dial rules ----
     def outage_number(self, number: str) -> str:
         strip = self.cfg.outage_strip_prefix
         if strip and number.startswith(strip):

@@ -65,7 +65,6 @@ class Fallback:
         self.rings: dict[int, str] = {}  # our handle c -> the port rung
         self.hunt: list[str] = []  # phones of the hunt group not rung yet
         self.cloud_call: int | None = None  # the handback INVITE
-        self.answered_by = ""
         self.number = ""
         self._samples = np.zeros(0, dtype=np.int16)
         self._then: Callable[[], None] | None = None
@@ -97,8 +96,6 @@ class Fallback:
                 "handback": self.cloud_call is not None}
 
     def _set_state(self, new: Stage, reason: str) -> None:
-        """Log `old -> new` with the reason; call control's trace has it as port
-        "fallback:<fxo line>"."""
         old = self.state
         if new is old:
             return
@@ -172,7 +169,7 @@ class Fallback:
         self._arm(self.cont.cfg.queue_timeout_s, self._next_stage)
         self._set_state(Stage.QUEUE, "music on hold")
         self._announce_later()
-        if self.cont.cloud_up:
+        if self.cont.state.cloud_up:
             self.hand_back()
         return True
 
@@ -240,7 +237,6 @@ class Fallback:
         self.cc.forget(c)
         self.cc.forget(self.b)
         self.cc.splice(self.a, d)
-        self.answered_by = port
         self.cont.counters["answered_locally"] += 1
         self._finish(f"answered by {port} after {self.waited():.1f} s")
 
@@ -255,7 +251,7 @@ class Fallback:
         self._play(prompts.announce(self.cont.cfg.announcement))
         for port in self._hunt_group():
             self._ring(port)  # agents that became free meanwhile
-        if self.cont.cloud_up:
+        if self.cont.state.cloud_up:
             self.hand_back()
         return self.reactor.now() + self.cont.cfg.announce_every_s
 

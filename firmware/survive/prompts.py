@@ -27,9 +27,7 @@ MOH_NOTES = (440.0, 523.0, 659.0, 523.0, 440.0, 523.0, 659.0, 880.0,
 NOTE_S = 0.25
 
 
-class Announcement(StrEnum):
-    """survive.announcement."""
-
+class Announcement(StrEnum):  # survive.announcement
     TONES = "tones"  # three 1000 Hz beeps, 0.2 s on, 0.1 s off
     CHIME = "chime"  # a rising C-E-G chime, 0.25 s a note
 

@@ -23,7 +23,6 @@ CHANNELS = 2
 PART = ".part"
 HEADER_BYTES = 58  # RIFF/WAVE + fmt (18) + fact (4) + data headers
 MAX_SKEW_FRAMES = 25  # one direction this far ahead: the other is padded with silence
-ULAW_SILENCE = 0xFF
 
 
 class RecordingStore(Protocol):
@@ -84,10 +83,9 @@ class Recording:
     def _write(self, left: np.ndarray, right: np.ndarray) -> None:
         n = min(len(left), len(right))
         pairs = np.empty(2 * n, dtype=np.uint8)
-        pairs[0::2] = np.frombuffer(ulaw_encode(np.asarray(left[:n], dtype=np.int16)),
-                                    dtype=np.uint8)
-        pairs[1::2] = np.frombuffer(ulaw_encode(np.asarray(right[:n], dtype=np.int16)),
-                                    dtype=np.uint8)
+        for channel, frame in enumerate((left, right)):
+            encoded = ulaw_encode(np.asarray(frame[:n], dtype=np.int16))
+            pairs[channel::2] = np.frombuffer(encoded, dtype=np.uint8)
         self._file.write(pairs.tobytes())
         self.samples += n
 
@@ -111,7 +109,6 @@ class Recording:
 
 
 def _seal(part: Path, final: Path) -> None:
-    """Write the header for the audio the .part file holds, then rename it to .wav."""
     size = part.stat().st_size
     audio = max(0, size - HEADER_BYTES) // CHANNELS * CHANNELS
     with open(part, "r+b") as f:

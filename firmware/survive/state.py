@@ -32,6 +32,7 @@ class State(enum.Enum):
 
 
 RANK = {State.CLOUD_PRIMARY: 0, State.CLOUD_SECONDARY: 1, State.SURVIVABLE: 2}
+EDGE_STATES = (State.CLOUD_PRIMARY, State.CLOUD_SECONDARY)  # by edge index
 
 
 @dataclass
@@ -98,7 +99,6 @@ class Survivability:
 
     # ---- signals in ----
     def on_sip(self, ev: Ev) -> None:
-        """EDGE and REGISTRATION events from the bridge."""
         if ev.kind == api.EDGE:
             self._options(ev.data.get("edge", ""), bool(ev.data.get("ok")))
         elif ev.kind == api.REGISTRATION:
@@ -178,7 +178,7 @@ class Survivability:
         current = RANK[self.state]
         if current < 2 and current not in healthy:
             # The edge in use is gone: the best answering edge at once, else SURVIVABLE.
-            self._set_state(_state_for(healthy[0] if healthy else None), reason)
+            self._set_state(EDGE_STATES[healthy[0]] if healthy else State.SURVIVABLE, reason)
             return
         self._maybe_failback(healthy, now, reason)
 
@@ -190,7 +190,7 @@ class Survivability:
             ready = edge.up_since + self._needed(edge, now)
             if ready <= now:
                 why = reason or f"{edge.uri} answered steadily for {now - edge.up_since:.0f} s"
-                self._set_state(_state_for(i), why)
+                self._set_state(EDGE_STATES[i], why)
                 return
             wake = min(wake, ready)
         self.reactor.update_timer(self._timer, wake)
@@ -225,9 +225,3 @@ class Survivability:
                                   edge=self.edge_in_use, transitions=self.transitions)
         except Exception:  # noqa: BLE001 - the outbox failing must not stop failover
             log.exception("state change not queued to the outbox")
-
-
-def _state_for(index: int | None) -> State:
-    if index is None:
-        return State.SURVIVABLE
-    return State.CLOUD_PRIMARY if index == 0 else State.CLOUD_SECONDARY

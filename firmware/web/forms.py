@@ -1,11 +1,9 @@
-"""Configuration forms built from the config schema: one per section (system, country,
-sip, calls) and one per line. Each input is named by its config path
-(`lines.fxs1.flash_max_ms`), so a problem the config store reports lands next to it.
-
+"""Configuration forms built from the config schema, one per section and one per line;
+templates/macros.html (config_form) draws their rows. Each input is named by its config
+path (`lines.fxs1.flash_max_ms`), so a problem the config store reports lands next to it.
 Numbers are text inputs (the server judges them and says the rule); password fields show
 empty and keep the stored value when left empty; lists are comma-separated; only changed
-values are sent. templates/macros.html (config_form) draws the rows made here.
-"""
+values are sent."""
 
 from __future__ import annotations
 
@@ -94,17 +92,13 @@ def _control(path: str, f: Field) -> tuple[Control, tuple[str, ...]]:
     if f.type is bool:
         return Control.CHOICE, ("true", "false")
     if f.choices is not None and f.type is not list:
-        choices = f.choices() if callable(f.choices) else f.choices
-        return Control.CHOICE, tuple(([""] if f.allow_empty else []) + [str(c) for c in choices])
+        choices = [str(c) for c in f.choice_list()]
+        return Control.CHOICE, tuple(([""] if f.allow_empty else []) + choices)
     return (Control.NUMBER if f.type in (int, float) else Control.TEXT), ()
 
 
 def _hint(f: Field) -> str:
-    parts = []
-    if f.minval is not None and f.maxval is not None:
-        parts.append(f"{_num(f.minval)}..{_num(f.maxval)}")
-    if f.unit:
-        parts.append(f.unit)
+    parts = [p for p in (f.range_text(), f.unit) if p]
     if f.type is list:
         parts.append("comma-separated")
         if f.item is not None and f.item.choices is not None and not callable(f.item.choices):
@@ -112,10 +106,6 @@ def _hint(f: Field) -> str:
     if f.help:
         parts.append(f.help)
     return "; ".join(parts)
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else str(x)
 
 
 # ---- reading a submitted form ----

@@ -1,11 +1,7 @@
-"""The technician's pages (a Flask blueprint): login and first setup, the dashboard and
-its event stream, configuration, diagnostics, calls (CDRs), logs, audit log,
-backup/restore and firmware upload; their templates are in templates/.
-
-Data come only from the core's control API; when the core does not answer, a page still
-renders with a banner saying so. Every state change goes to the audit log (who, from
-where, what; secrets masked). The login gate, CSRF and headers are in server.py.
-"""
+"""The technician's pages (a Flask blueprint; their templates are in templates/). Data
+come only from the core's control API; when the core does not answer, a page still renders
+with a banner saying so. Every state change goes to the audit log (who, from where, what;
+secrets masked). The login gate, CSRF and headers are in server.py."""
 
 from __future__ import annotations
 
@@ -13,7 +9,7 @@ import datetime
 import logging
 import time
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, cast
 
@@ -380,16 +376,22 @@ def _plots() -> list[plots.Plot]:
 
 # ---- CDRs, logs, audit ----
 
-def _offset() -> int:
+def _paged(template: str, fetch: Callable[[int], dict[str, Any]],
+           **context: Any) -> ResponseReturnValue:
+    """The page of a listing at the query's offset (a banner when the core does not
+    answer); `search`, the query but for the offset, is what the page links keep."""
     raw = rq.args.get("offset", "0")
-    return int(raw) if raw.isdigit() else 0
-
-
-def _pager(offset: int, total: int) -> dict[str, Any]:
-    """The query to keep and the offsets of the newer / older pages (None: no link)."""
-    keep = {k: v for k, v in rq.args.items() if k != "offset" and v}
-    return {"keep": keep, "newer": max(0, offset - PAGE_SIZE) if offset > 0 else None,
-            "older": offset + PAGE_SIZE if offset + PAGE_SIZE < total else None}
+    offset = int(raw) if raw.isdigit() else 0
+    search = {k: v for k, v in rq.args.items() if k != "offset" and v}
+    try:
+        got = fetch(offset)
+    except ApiError as exc:
+        return show(template, 503, core_error=exc, search=search, **context)
+    total = int(got.get("total") or 0)
+    pager = {"keep": search, "newer": max(0, offset - PAGE_SIZE) if offset > 0 else None,
+             "older": offset + PAGE_SIZE if offset + PAGE_SIZE < total else None}
+    return show(template, items=got.get("items") or [], total=total, search=search,
+                pager=pager, **context)
 
 
 def _epoch(day: str, end: bool = False) -> float | None:
@@ -412,15 +414,8 @@ def _cdr_filters() -> dict[str, Any]:
 
 @bp.get("/cdrs")
 def cdrs() -> ResponseReturnValue:
-    offset, filters = _offset(), _cdr_filters()
-    search = {k: v for k, v in rq.args.items() if k != "offset" and v}
-    try:
-        got = web().api.cdrs(offset, PAGE_SIZE, **filters)
-    except ApiError as exc:
-        return show("cdrs.html", 503, core_error=exc, search=search)
-    total = int(got.get("total") or 0)
-    return show("cdrs.html", items=got.get("items") or [], total=total, search=search,
-                pager=_pager(offset, total))
+    filters = _cdr_filters()
+    return _paged("cdrs.html", lambda offset: web().api.cdrs(offset, PAGE_SIZE, **filters))
 
 
 @bp.get("/cdrs.csv")
@@ -433,21 +428,18 @@ def cdrs_csv() -> ResponseReturnValue:
 
 @bp.get("/logs")
 def logs() -> ResponseReturnValue:
-    offset, level = _offset(), rq.args.get("level", "")
-    try:
-        got = web().api.logs(offset, PAGE_SIZE, level or None)
-    except ApiError as exc:
-        return show("logs.html", 503, core_error=exc, level=level)
-    total = int(got.get("total") or 0)
-    return show("logs.html", items=got.get("items") or [], total=total, level=level,
-                pager=_pager(offset, total))
+    level = rq.args.get("level", "")
+    return _paged("logs.html", lambda offset: web().api.logs(offset, PAGE_SIZE, level or None),
+                  level=level)
 
 
 @bp.get("/audit")
 def audit_log() -> ResponseReturnValue:
-    offset = _offset()
-    total, entries = web().auth.audit_entries(offset, PAGE_SIZE)
-    return show("audit.html", items=entries, total=total, pager=_pager(offset, total))
+    def entries(offset: int) -> dict[str, Any]:
+        total, items = web().auth.audit_entries(offset, PAGE_SIZE)
+        return {"total": total, "items": items}
+
+    return _paged("audit.html", entries)
 
 
 # ---- backup / restore, reboot, firmware ----

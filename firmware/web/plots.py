@@ -1,10 +1,8 @@
 """Plots drawn on the server as inline SVG: ERLE over the last call, call quality (MOS).
-
-This module works out the geometry; templates/macros.html (plot) draws it with
-presentation attributes only (the CSP allows no inline script or style), scaled to its
-container by the viewBox so it fits a phone. `History` keeps, per port, the ERLE and MOS
-samples of the call in progress and of the last one, fed by the web process's once-a-
-second /status poll (the core keeps no history)."""
+This module works out the geometry; templates/macros.html (plot) draws it with presentation
+attributes only (the CSP allows no inline script or style). `History` keeps, per port, the
+ERLE and MOS samples of the call in progress and of the last one, fed by the web process's
+once-a-second /status poll (the core keeps no history)."""
 
 from __future__ import annotations
 

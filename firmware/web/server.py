@@ -1,11 +1,8 @@
 """The `web` process: a Flask app served over HTTPS by cheroot's bounded worker pool, and
-the plain-HTTP server that redirects to it. Every request, in order: its session (every
-visitor gets an HttpOnly, Secure, SameSite=Strict cookie), the body size limit, the CSRF
-token and Origin on every POST/PUT/PATCH/DELETE (403 without), the login gate by session
-stage, then the page (pages.py); every answer carries the security headers. Bad input
-gets a one-line 4xx page; an unexpected error a 500 without detail (logged). The process
-only talks to the core's control API and may be killed at any time without harming calls.
-"""
+the plain-HTTP server that redirects to it. Before each page (pages.py): its session, the
+body size limit, the CSRF token and Origin of a state change, the login gate; after it, the
+security headers. The process only talks to the core's control API and may be killed at
+any time without harming calls."""
 
 from __future__ import annotations
 

@@ -1,11 +1,8 @@
 """Web sessions, CSRF tokens and the per-address login rate limit, in this process's memory.
-
 A session id is 256 random bits in an HttpOnly, Secure, SameSite=Strict cookie; every
 visitor gets one (so the login form has a CSRF token too) and a login replaces it (no
 session fixation). A session ends IDLE_S after its last request or ABSOLUTE_S after it
-began; at most MAX_SESSIONS live (an anonymous flood pushes out the oldest). Restarting
-`branchline web` logs everybody out. Time comes from the injected clock.
-"""
+began; at most MAX_SESSIONS live (an anonymous flood pushes out the oldest)."""
 
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ technician can check the browser's warning against it. Existing files are reused
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import logging
@@ -20,6 +21,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from firmware.auth import write_private
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +40,13 @@ def ensure_certificate(data_dir: str | os.PathLike, name: str,
     if not (cert_path.exists() and key_path.exists()):
         d.mkdir(mode=0o700, parents=True, exist_ok=True)
         key, cert = _generate(name, ips or local_ips())
-        _write(key_path, key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-        _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+        write_private(key_path, key.private_bytes(serialization.Encoding.PEM,
+                                                  serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()))
+        write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
         log.info("made a self-signed certificate for %s in %s", name, cert_path)
     fp = fingerprint(cert_path.read_bytes())
-    _write(d / FINGERPRINT_FILE, (fp + "\n").encode())
+    write_private(d / FINGERPRINT_FILE, (fp + "\n").encode())
     return cert_path, key_path, fp
 
 
@@ -55,11 +58,9 @@ def fingerprint(cert_pem: bytes) -> str:
 def local_ips() -> list[str]:
     """The box's addresses as far as the resolver knows them, loopback included."""
     ips = {"127.0.0.1", "::1"}
-    try:
+    with contextlib.suppress(OSError):
         for info in socket.getaddrinfo(socket.gethostname(), None):
             ips.add(str(info[4][0]).split("%")[0])
-    except OSError:
-        pass
     return sorted(ips)
 
 
@@ -83,17 +84,6 @@ def _generate(name: str,
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
     return key, cert
-
-
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 class LazyTls(BuiltinSSLAdapter):

@@ -1,10 +1,8 @@
-"""Firmware images uploaded from the page, streamed to disk and checked, never installed.
-
-The page's script sends the file as the raw request body (so the browser shows progress)
-with X-Filename, X-SHA256 and X-CSRF-Token headers. The body goes to
-data_dir/firmware/<name>.part in 64 KiB chunks while hashed and is renamed into place
-only when its SHA-256 is the one typed in the form. Installing is the update agent's job.
-"""
+"""Firmware images uploaded from the page, streamed to disk and checked, never installed
+(that is the update agent's job). The page's script sends the file as the raw request body
+(so the browser shows progress) with X-Filename, X-SHA256 and X-CSRF-Token headers; it goes
+to data_dir/firmware/<name>.part while hashed and is renamed into place only when its
+SHA-256 is the one typed in the form."""
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
 """Cross-checks between settings (shared chip selects and pins, a line on the wrong chip,
 shared timeslots, shadowed or emergency-blocking extensions, flash and ring-filter
 windows), `validate()`, and the per-line country helpers. Each problem names the
-field, the value and both users.
-"""
+field, the value and both users."""
 
 from __future__ import annotations
 
@@ -31,11 +30,9 @@ KIND_CHIPS = {"fxs": FXS_CHIPS, "fxo": FXO_CHIPS}
 
 
 def validate(doc: Any) -> dict[str, Any]:
-    """The document with defaults filled in; ConfigError lists every problem found.
-
-    The input is never modified. Cross-checks run only when every field is valid on
-    its own, so their messages never pile up on top of a type error.
-    """
+    """The document with defaults filled in; ConfigError lists every problem found. The
+    input is never modified. Cross-checks run only when every field is valid on its own,
+    so their messages never pile up on top of a type error."""
     out, problems = read_document(doc)
     if not problems:
         problems = cross_problems(out)

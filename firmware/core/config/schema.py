@@ -2,8 +2,7 @@
 (default, unit, range or choices) as metadata; the tables the reader, console and web
 forms use are derived from them, so every setting is declared once. Stdlib dataclasses,
 not pydantic: the rules and their messages are our own (tests assert them), a rule is
-plain data on its field, and the box gains no dependency.
-"""
+plain data on its field, and the box gains no dependency."""
 
 from __future__ import annotations
 

@@ -3,8 +3,7 @@
 versions/v000007.toml (the last N saved, byte for byte), versions/index.json (their
 version, time and reason, oldest first) and .lock (an flock serialising writers).
 Files are 0600 (the document holds SIP passwords), new directories 0700. A hand edit
-of branchline.toml is kept as a version of its own by the next save or rollback.
-"""
+of branchline.toml is kept as a version of its own by the next save or rollback."""
 
 from __future__ import annotations
 
@@ -202,10 +201,8 @@ class ConfigStore:
 
     def _reconcile(self, write: bool) -> list[dict]:
         """The index as committed: a save killed after its commit point is counted in.
-
         With write=True (under the lock) the index is brought up to date and leftovers
-        of killed writers (temp files, uncommitted or pruned version files) are removed.
-        """
+        of killed writers (temp files, uncommitted or pruned version files) are removed."""
         entries = self._read_index()
         following = {"version": entries[-1]["version"] + 1 if entries else 1}
         orphan = self._read(self._vpath(following))
