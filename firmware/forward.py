@@ -28,6 +28,7 @@ from typing import IO, Any, Protocol, cast
 from urllib.parse import urlsplit
 
 from firmware.cdr import FILE_KINDS, MAX_PAGE, CdrStore
+from foundation.backoff import backoff_s
 from foundation.errors import BranchlineError
 
 log = logging.getLogger(__name__)
@@ -286,8 +287,7 @@ class Forwarder:
         """The wait before the next retry: doubling from backoff_min_s up to
         backoff_max_s, times a random factor in [0.5, 1) so a fleet coming back from
         the same outage does not retry in step."""
-        base = min(self.backoff_max_s, self.backoff_min_s * 2 ** max(0, self.failures - 1))
-        return base * (0.5 + 0.5 * self._rng.random())
+        return backoff_s(self.failures, self.backoff_min_s, self.backoff_max_s, self._rng)
 
     def step(self, interval_s: float) -> float:
         """One pass plus housekeeping; returns how long to wait before the next."""

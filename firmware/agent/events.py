@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from firmware.agent.protocol import ProtocolError, Topic
 from firmware.api.client import ApiClient, ApiError, EventStream
+from foundation.backoff import backoff_s
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +143,7 @@ class EventPump:
     def backoff_s(self) -> float:
         """The wait before the next attempt: doubling from backoff_min_s up to
         backoff_max_s, times a random factor in [0.5, 1) so boxes do not retry in step."""
-        base = min(self.backoff_max_s, self.backoff_min_s * 2 ** max(0, self.failures - 1))
-        return base * (0.5 + 0.5 * self.rng.random())
+        return backoff_s(self.failures, self.backoff_min_s, self.backoff_max_s, self.rng)
 
     def _outage(self, why: str) -> None:
         self.failures += 1

@@ -49,6 +49,7 @@ from firmware.agent.protocol import (
     prefix,
     topic,
 )
+from foundation.backoff import backoff_s
 from foundation.errors import BranchlineError
 
 log = logging.getLogger(__name__)
@@ -452,9 +453,8 @@ class Link:
         if why != self.last_error:
             log.warning("cloud link: %s", why)
         self.last_error = why
-        delay = min(self.backoff_max_s, self.backoff_min_s * 2 ** min(self._attempts, 30))
-        delay *= self.rng.uniform(0.5, 1.0)
         self._attempts += 1
+        delay = backoff_s(self._attempts, self.backoff_min_s, self.backoff_max_s, self.rng)
         self._next_try = self._now() + delay
 
     def _online_step(self) -> None:
