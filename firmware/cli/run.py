@@ -6,8 +6,11 @@ share: where the config lives, building a board, and one line per event.
 
 from __future__ import annotations
 
+import faulthandler
+import os
 import signal
 import sys
+import threading
 from argparse import ArgumentParser, Namespace
 from collections.abc import Callable
 from types import FrameType
@@ -16,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from drivers.board import Board
 from firmware.cli.apiopts import DEFAULT_DATA_DIR, Subparsers
 from firmware.core.config import ConfigStore, config_dir
+from firmware.core.health import HealthPing, ping_interval_s
 from firmware.events import CoreEvent, EventKind
 from firmware.sip import api
 from foundation import events as lev
@@ -28,6 +32,7 @@ if TYPE_CHECKING:
     from firmware.core.runtime import Core
 
 RESTART_DELAY_S = 0.3  # POST /restart answers before the core stops
+TEST_HOOKS_ENV = "BRANCHLINE_TEST_HOOKS"  # "1": SIGUSR2 freezes the reactor (watchdog tests)
 
 
 def register(sub: Subparsers) -> None:
@@ -129,6 +134,7 @@ def describe_event(event: CoreEvent, now: float, t0: float) -> str | None:
 def cmd_run(args: Namespace) -> int:
     from firmware.core.runtime import Core
 
+    faulthandler.enable()  # SIGABRT from the watchdog dumps every thread's stack to the log
     doc = load_document(args.config_dir)
     reactor = Reactor(MonotonicClock())
     board = build_board(reactor, doc, args.sim)
@@ -140,8 +146,11 @@ def cmd_run(args: Namespace) -> int:
     for problem in board.problems:
         print(f"branchline: {problem}", file=sys.stderr)
     _stop_on_signals(reactor)
+    _install_test_hooks(reactor)
     core.restart_hook = lambda: _restart_soon(reactor)
     control = None
+    health = HealthPing(reactor, interval_s=ping_interval_s(), status=core.status)
+    ready = False
     try:
         core.start()
         ports = core.status()["ports"].values()
@@ -151,11 +160,15 @@ def cmd_run(args: Namespace) -> int:
         if core.no_cloud:
             print(f"branchline: no cloud: {core.no_cloud}", file=sys.stderr)
         control = _start_api(core, args)
+        health.start()  # this thread runs the reactor: the pings come from its timer
+        ready = True
         if args.duration is None:
             reactor.run_forever()
         else:
             reactor.run_for(args.duration)
     finally:
+        if ready:
+            health.stop()
         if control is not None:
             control.stop()
         core.stop()
@@ -192,3 +205,16 @@ def _stop_on_signals(reactor: Reactor) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+
+
+def _install_test_hooks(reactor: Reactor) -> None:
+    """With BRANCHLINE_TEST_HOOKS=1, SIGUSR2 blocks the reactor thread for good (the API
+    threads keep serving): the "frozen reactor" the watchdog tests need. Off on the box."""
+    if os.environ.get(TEST_HOOKS_ENV) != "1":
+        return
+
+    def freeze() -> None:
+        print("branchline: test hook: the reactor is frozen (SIGUSR2)", flush=True)
+        threading.Event().wait()
+
+    signal.signal(signal.SIGUSR2, lambda _signum, _frame: reactor.call_soon(freeze))
