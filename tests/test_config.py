@@ -560,7 +560,7 @@ def test_saved_file_has_a_header_and_parses_as_toml(tmp_path):
     assert "# reason: multi line\n" in text
 
 
-def test_files_are_owner_only_even_with_an_open_umask(tmp_path):
+def test_files_are_owner_and_group_only_even_with_an_open_umask(tmp_path):
     old = os.umask(0)
     try:
         ConfigStore(tmp_path / "cfg").save(named("a"))
@@ -568,10 +568,11 @@ def test_files_are_owner_only_even_with_an_open_umask(tmp_path):
         os.umask(old)
     base = tmp_path / "cfg"
     for path in [base, base / "versions"]:
-        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+        assert stat.S_IMODE(path.stat().st_mode) == 0o750, path
     for path in [base / "branchline.toml", base / "versions" / "index.json",
-                 base / "versions" / "v000001.toml", base / ".lock"]:
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+                 base / "versions" / "v000001.toml"]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640, path
+    assert stat.S_IMODE((base / ".lock").stat().st_mode) == 0o600
 
 
 def test_bad_document_changes_nothing_on_disk(tmp_path):

@@ -177,10 +177,19 @@ class Database:
             db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
                                  check_same_thread=False, isolation_level=None)
         else:
+            self._create_shared()
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         db.row_factory = sqlite3.Row
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         return db
+
+    def _create_shared(self) -> None:
+        """A new database file 0660 less the umask (SQLite would make it 0644 less it): the
+        core writes records, the forwarder and the agent (another user of the gateway's
+        group) mark them delivered; SQLite gives its -wal and -shm files the same mode."""
+        with contextlib.suppress(OSError):  # exists already; or SQLite says what is wrong
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                             0o660))
 
     def _prepare(self, db: sqlite3.Connection, check: bool) -> None:
         # The first read of the header is where "file is not a database" shows up.

@@ -84,7 +84,7 @@ class Recordings:
     def take(self, src: Path, name: str) -> Path:
         """Move a finished file into data_dir/files/ under `name`: a rename on the same
         file system, else a copy written in full (fsync) before it gets its name."""
-        self.queued.mkdir(mode=0o700, exist_ok=True)
+        self.queued.mkdir(mode=0o770, exist_ok=True)  # the agent and the core both write here
         dest = self.queued / name
         try:
             os.replace(src, dest)

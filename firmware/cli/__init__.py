@@ -13,7 +13,7 @@ from foundation.errors import BranchlineError
 
 # Command groups, in the order `branchline --help` lists them.
 COMMAND_MODULES = ["demo", "run", "hw", "config", "dsp", "console", "web", "commission",
-                   "forward", "agent", "status"]
+                   "forward", "agent", "update", "watchdog", "firstboot", "status"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,7 +6,9 @@ uploads only the files, the agent carries the records over MQTT (see firmware.fo
     branchline forward --data-dir /var/lib/branchline                # URL from the config
     branchline forward --data-dir /tmp/d --url http://127.0.0.1:8089/v1/records --once
 
-Killing it loses nothing: what was sent but not marked delivered is sent again."""
+Killing it loses nothing: what was sent but not marked delivered is sent again. With no
+records URL configured it idles, re-reading the config, as the agent does without a
+broker: a box without a records service is not a failing process for its supervisor."""
 
 from __future__ import annotations
 
@@ -19,6 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from firmware.cli.apiopts import DEFAULT_DATA_DIR
 from foundation.errors import BranchlineError
+
+log = logging.getLogger("firmware.forward")
+NO_URL = "no records URL"
+IDLE_RECHECK_S = 30.0  # how often an idle forwarder re-reads the config for a URL
 
 if TYPE_CHECKING:
     from firmware.core.config import Config
@@ -66,7 +72,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     survive = cfg.survive
     url = args.url or survive.records_url
     if not url:
-        raise BranchlineError("no records URL: set survive.records_url in the config "
+        raise BranchlineError(f"{NO_URL}: set survive.records_url in the config "
                               "(branchline config set survive.records_url https://...) "
                               "or give --url")
     max_mb = args.max_mb if args.max_mb is not None else survive.outbox_max_mb
@@ -77,6 +83,25 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
             "max_bytes": int(max_mb * 1024 * 1024) if max_mb else None,
             "keep_days": survive.outbox_keep_days, "files_only": files_only,
             "client": _client_files(args) if url.startswith("https:") else None}
+
+
+def _settings_when_configured(args: argparse.Namespace,
+                              stop: threading.Event) -> dict[str, Any] | None:
+    """The settings; without a records URL (and no --url, not --once) idle until one is
+    configured or we are stopped (None)."""
+    said = False
+    while True:
+        try:
+            return _settings(args)
+        except BranchlineError as exc:
+            if args.once or args.url or not str(exc).startswith(NO_URL):
+                raise
+            if not said:
+                log.info("forward: idle, %s; the config is read again every %.0f s",
+                         exc, IDLE_RECHECK_S)
+                said = True
+        if stop.wait(IDLE_RECHECK_S):
+            return None
 
 
 def _client_files(args: argparse.Namespace) -> tuple[str, str] | None:
@@ -107,14 +132,17 @@ def cmd_forward(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s forward %(levelname)s %(name)s: %(message)s")
-    s = _settings(args)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    s = _settings_when_configured(args, stop)
+    if s is None:
+        return 0
     db = Path(args.data_dir) / CDR_FILE
     transport = HttpTransport(s["url"], timeout=args.timeout, box=s["box"],
                               context=ssl_context(s["verify"], s["ca_file"]), client=s["client"])
     if s["files_only"]:
-        logging.getLogger("firmware.forward").info(
-            "forward: files only (the agent carries the records over MQTT)")
-    stop = threading.Event()
+        log.info("forward: files only (the agent carries the records over MQTT)")
     with CdrStore(db, max_bytes=s["max_bytes"], synchronous="NORMAL") as store:
         fwd = Forwarder(store, transport, batch=args.batch, sleep=stop.wait,
                         backoff_max_s=args.backoff_max, keep_days=s["keep_days"],
@@ -134,8 +162,6 @@ def _serve(fwd: Forwarder, args: argparse.Namespace, stop: threading.Event, db: 
         print(f"branchline forward: delivered {fwd.delivered}, {left} pending"
               + (f" ({fwd.last_error})" if fwd.last_error else ""), flush=True)
         return 0 if left == 0 else 1
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     print(f"branchline forward: delivering {db} to {url}", flush=True)
     fwd.run(args.interval, should_stop=stop.is_set)
     print(f"branchline forward: stopped; delivered {fwd.delivered}, "

@@ -1,6 +1,8 @@
 """`branchline web`: run the technician web page (HTTPS) against the core's control API.
+Firmware bundles uploaded there are installed by the update service (--update-socket).
 First start makes the self-signed certificate (fingerprint printed and in
-DATA_DIR/tls-fingerprint) and the one-time setup code (printed and in DATA_DIR/setup-code).
+DATA_DIR/tls-fingerprint) and the one-time setup code (in DATA_DIR/setup-code and on the
+serial console; never printed here, where supervisord logs it).
 Runs until SIGTERM / Ctrl-C; may die at any time without touching calls."""
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from firmware.api.client import ApiClient, ApiError
 from firmware.cli.apiopts import DEFAULT_DATA_DIR, add_api_options, api_address
+from firmware.cli.updateopt import add_update_option
 from foundation.errors import BranchlineError
 
 if TYPE_CHECKING:  # Flask loads only when the page runs
@@ -35,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="box name for the certificate (default: the config's system.name)")
     p.add_argument("--login-rate", metavar="N", type=int, default=20,
                    help="login attempts allowed per client address per 5 minutes (default 20)")
+    add_update_option(p)
     p.add_argument("--verbose", "-v", action="store_true", help="log every request")
     p.set_defaults(func=cmd_web)
 
@@ -61,13 +65,14 @@ def cmd_web(args: argparse.Namespace) -> int:
     cert, key, fp = ensure_certificate(args.data_dir, name, ips)
     web = Web(api, args.data_dir, login_limit=max(1, args.login_rate))
     web.box = name
+    web.app.config["UPDATE_SOCKET"] = args.update_socket  # None: the service's default
     code = Auth(args.data_dir).ensure_setup_code()
     servers = Servers(web, listen, args.http_redirect, cert, key)
     print(f"branchline web: https://{listen[0]}:{servers.port}/ (certificate SHA-256 {fp})",
           flush=True)
-    if code:
-        print(f"branchline web: first login: setup code {code} "
-              f"(also in {args.data_dir}/setup-code)", flush=True)
+    if code:  # never the code itself: this output ends up in a log file
+        print(f"branchline web: first login needs the setup code: on the serial console and "
+              f"in {args.data_dir}/setup-code", flush=True)
     return _serve(web, servers)
 
 

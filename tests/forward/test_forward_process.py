@@ -47,6 +47,24 @@ def test_without_a_url_it_says_where_to_set_one(tmp_path):
     assert "no records URL: set survive.records_url" in proc.stderr
 
 
+def test_without_a_url_the_worker_idles_until_stopped(tmp_path):
+    """Under supervisord a box with no records service must not be a crash loop (FATAL
+    after startretries): the worker says why it idles once and stops cleanly on SIGTERM."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BRANCHLINE_CONFIG_DIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "firmware", "forward", "--data-dir",
+                             str(tmp_path)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        assert "idle, no records URL" in line and proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+
+
 def test_the_worker_waits_out_an_outage_and_stops_on_sigterm(tmp_path, receiver):
     uuids, _ = _fill(tmp_path / "cdr.db", 20)
     receiver.down()

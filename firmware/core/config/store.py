@@ -2,7 +2,9 @@
 /etc/branchline; env BRANCHLINE_CONFIG_DIR): branchline.toml (the live document),
 versions/v000007.toml (the last N saved, byte for byte), versions/index.json (their
 version, time and reason, oldest first) and .lock (an flock serialising writers).
-Files are 0600 (the document holds SIP passwords), new directories 0700. A hand edit
+Files are 0640 and new directories 0750: the document holds SIP passwords, so never for
+everyone, but the gateway's programs share a group (the core saves it, the forwarder reads
+it while the core may be down); the lock stays 0600. A hand edit
 of branchline.toml is kept as a version of its own by the next save or rollback."""
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from firmware.core.config.schema import ConfigError, default_document
 FILE_NAME = "branchline.toml"
 DEFAULT_DIR = "/etc/branchline"
 DIR_ENV = "BRANCHLINE_CONFIG_DIR"
+FILE_MODE, DIR_MODE = 0o640, 0o750  # owner and the gateway's group; nobody else
 KEEP = 10
 
 # Test hook: a writer whose environment names one of CHECKPOINTS stops itself there
@@ -265,15 +268,15 @@ class ConfigStore:
     def _make_dir(path: Path) -> None:
         if path.is_dir():
             return
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         _fsync_dir(path.parent)
 
     @staticmethod
     def _atomic_write(path: Path, data: bytes, label: str) -> None:
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
         try:
-            os.fchmod(fd, 0o600)  # the umask cannot widen it, but an old temp file might be
+            os.fchmod(fd, FILE_MODE)  # the umask cannot widen it, but an old temp file might be
             _checkpoint(f"{label}:open")
             half = len(data) // 2  # two writes, so a crash test can stop mid-file
             _write_all(fd, data[:half])
