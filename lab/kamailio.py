@@ -19,6 +19,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from foundation.errors import BranchlineError
@@ -68,7 +69,7 @@ def _alias_action(target: str) -> str:
     return f'$rU = "{_check_token("alias target", target)}";'
 
 
-def _cases(pairs: dict[str, str], action) -> str:
+def _cases(pairs: dict[str, str], action: Callable[[str], str]) -> str:
     lines = []
     for key, value in pairs.items():
         lines.append(f'\t\tcase "{_check_token("user", key)}":')

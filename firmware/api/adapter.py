@@ -22,6 +22,7 @@ from firmware.core.config import ConfigStore, paths, validate
 from firmware.core.config.store import render
 from firmware.core.liveconfig import changed_paths
 from firmware.diag.linetest import LineTests, num
+from firmware.update.version import running_version
 
 if TYPE_CHECKING:
     from firmware.core.runtime import Core
@@ -34,14 +35,6 @@ T = TypeVar("T")
 CONFLICT, NOT_FOUND, UNAVAILABLE = ErrorKind.CONFLICT, ErrorKind.NOT_FOUND, ErrorKind.UNAVAILABLE
 
 
-def _firmware_version() -> str:
-    try:
-        from importlib.metadata import version
-        return version("branchline")
-    except Exception:  # noqa: BLE001 - not installed as a distribution (source tree)
-        return "0.1.0+src"
-
-
 class CoreAdapter:
     def __init__(self, core: Core, store: ConfigStore, logs: LogBuffer | None = None) -> None:
         self.core, self.store, self.logs = core, store, logs
@@ -49,7 +42,7 @@ class CoreAdapter:
         self.hop_timeout = HOP_TIMEOUT_S
         self.config_lock = threading.Lock()
         self.diag = LineTests(core)
-        self.status_doc = StatusDoc(core, _firmware_version(), "sim" if self.sim else "hw")
+        self.status_doc = StatusDoc(core, running_version(), "sim" if self.sim else "hw")
 
     @property
     def sim(self) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from foundation.errors import BranchlineError
+from foundation.unixhttp import UnixHTTPConnection
 
 BASE = "/api/v1"
 DEFAULT_TIMEOUT_S = 10.0
@@ -73,22 +74,6 @@ class EventStream(Iterator[dict[str, Any]]):
         self.conn.close()
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.unix_path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
 class ApiClient:
     def __init__(self, unix_path: str | None = None, tcp: str | None = None,
                  timeout: float = DEFAULT_TIMEOUT_S) -> None:
@@ -102,7 +87,7 @@ class ApiClient:
     # ---- plumbing ----
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
         if self.unix_path:
-            return _UnixConnection(self.unix_path, timeout)
+            return UnixHTTPConnection(self.unix_path, timeout)
         return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
 
     def request(self, method: str, path: str, body: Any = None, query: dict | None = None,

@@ -16,7 +16,6 @@ import os
 import re
 import socket
 import socketserver
-import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from firmware.api.stream import (
 from firmware.api.watch import StoreWatcher
 from firmware.core.config import ConfigError, ConfigStore
 from foundation.errors import BranchlineError
+from foundation.unixhttp import clear_stale_socket
 
 if TYPE_CHECKING:
     from firmware.core.runtime import Core
@@ -480,7 +480,7 @@ class ApiServer:
         return server
 
     def _bind_unix(self, path: Path) -> socketserver.BaseServer:
-        _clear_stale_socket(path)
+        clear_stale_socket(path, "--api-socket", "another core", ApiSetupError)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             old = os.umask(0o117)
@@ -514,24 +514,3 @@ class ApiServer:
         if self.unix_path and self.unix_path.is_socket():
             self.unix_path.unlink(missing_ok=True)
         self.logs.remove()
-
-
-def _clear_stale_socket(path: Path) -> None:
-    """A socket file left by a killed core is removed; a live one is an error."""
-    try:
-        mode = path.lstat().st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise ApiSetupError(f"--api-socket {path}: a file that is not a socket is in the way; "
-                            "move it or choose another path")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.settimeout(0.5)
-        probe.connect(str(path))
-    except OSError:
-        path.unlink(missing_ok=True)  # nobody answers: stale
-        return
-    finally:
-        probe.close()
-    raise ApiSetupError(f"--api-socket {path}: another core is listening there; stop it first")

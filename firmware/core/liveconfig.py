@@ -2,7 +2,8 @@
 call follows them; calls in progress keep theirs) and which wait for a restart: the
 board, a line's wiring, kind or country, the country plan, every `sip.*` setting (the
 SIP stack registers once) and where records go (read by the forwarder at start).
-`cloud.*` is live: the agent process re-reads it; the core has nothing to change.
+`cloud.*` and `update.*` are live: the agent and the update service re-read them; the
+core has nothing to change.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from firmware.core.config import paths
 # Line settings the line's chip driver holds (re-read by driver.retune).
 DRIVER_KEYS = ("debounce_ms", "flash_min_ms", "flash_max_ms", "interdigit_ms",
                "ring_min_ms", "ring_timeout_ms", "loop_drop_ms", "disconnect")
-LIVE_PATTERNS = ("system.name", "calls.*", "survive.*", "cloud.*", "lines.*.name",
+LIVE_PATTERNS = ("system.name", "calls.*", "survive.*", "cloud.*", "update.*", "lines.*.name",
                  "lines.*.extension", "lines.*.number",
                  *(f"lines.*.{key}" for key in DRIVER_KEYS))
 RESTART_PATTERNS = ("survive.records_*", "survive.outbox_*")  # read at start

@@ -471,6 +471,28 @@ class Cloud:
                                      help="older commands are refused as stale")
 
 
+_HHMM = r"([01][0-9]|2[0-3]):[0-5][0-9]"
+
+
+def _window_rule(window: str) -> str:
+    start, _, end = window.partition("-")
+    return "starts and ends at the same minute; give \"\" for any time" if start == end else ""
+
+
+@dataclass(frozen=True)
+class Update:
+    """The update service (`branchline update serve`): when it may install a bundle and
+    how long a trial boot has to pass its health check. Optional in a document, like
+    `cloud`; the service reads it at each decision, the core ignores it."""
+
+    window: str = setting(
+        "", allow_empty=True, pattern=f"{_HHMM}-{_HHMM}", extra=_window_rule,
+        pattern_rule='must be HH:MM-HH:MM in local time, e.g. 01:00-05:00 ("" = any time)',
+        help='quiet window for installs, local time; may span midnight; "" = any time')
+    health_timeout_s: int = setting(300, unit="s", minval=30, maxval=3600, help=(
+        "a trial boot that does not pass the health check within this is rolled back"))
+
+
 SYSTEM, COUNTRY, CHIP = table(System), table(Country), table(Chip)
 HEADSET, PCM, LIFELINE = table(Headset), table(Pcm), table(Lifeline)
 LINE = table(Line)
@@ -478,9 +500,10 @@ LINE_CLASSES: dict[str, type[FxsLine | FxoLine]] = {LineKind.FXS: FxsLine, LineK
 KIND_FIELDS = {kind: table(cls, skip=LINE) for kind, cls in LINE_CLASSES.items()}
 FXS_LINE, FXO_LINE = KIND_FIELDS[LineKind.FXS], KIND_FIELDS[LineKind.FXO]
 SIP, CALLS, SURVIVE, CLOUD = table(Sip), table(Calls), table(Survive), table(Cloud)
+UPDATE = table(Update)
 SECTIONS = {"system": SYSTEM, "country": COUNTRY, "board.headset": HEADSET, "board.pcm": PCM,
             "board.lifeline": LIFELINE, "sip": SIP, "calls": CALLS, "survive": SURVIVE,
-            "cloud": CLOUD}
+            "cloud": CLOUD, "update": UPDATE}
 
 # The default board: what its chips and lines set beyond the schema's defaults.
 _DEFAULT_CHIPS = {
@@ -599,7 +622,7 @@ def _read_document(reader: _Reader, doc: Any) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise ConfigError([f"the config document must be a table, not {type(doc).__name__}"])
     reader.unknown(doc, "", ("system", "country", "board", "lines", "sip", "calls", "survive",
-                             "cloud"), {})
+                             "cloud", "update"), {})
     out = {
         "system": reader.table(doc.get("system", {}), "system", SYSTEM),
         "country": reader.table(doc.get("country", {}), "country", COUNTRY),
@@ -612,6 +635,8 @@ def _read_document(reader: _Reader, doc: Any) -> dict[str, Any]:
     }
     if "cloud" in doc:  # optional: present (defaults filled) once anything set it
         out["cloud"] = reader.table(doc["cloud"], "cloud", CLOUD)
+    if "update" in doc:  # optional as well: the update service's window and health time
+        out["update"] = reader.table(doc["update"], "update", UPDATE)
     return out
 
 

@@ -47,7 +47,9 @@ class Config:
     calls: schema.Calls
     survive: schema.Survive
     cloud: schema.Cloud  # optional in a document: its defaults when the document has none
+    update: schema.Update  # optional too (the update service's window and health time)
     cloud_in_doc: bool = dataclasses.field(default=False, metadata=schema.DERIVED)
+    update_in_doc: bool = dataclasses.field(default=False, metadata=schema.DERIVED)
 
     @classmethod
     def from_doc(cls, doc: Any) -> Config:
@@ -71,7 +73,8 @@ class Config:
             calls=section(schema.Calls, valid["calls"]),
             survive=section(schema.Survive, valid["survive"]),
             cloud=section(schema.Cloud, valid.get("cloud") or _defaults(schema.CLOUD)),
-            cloud_in_doc="cloud" in valid)
+            update=section(schema.Update, valid.get("update") or _defaults(schema.UPDATE)),
+            cloud_in_doc="cloud" in valid, update_in_doc="update" in valid)
 
     def line(self, name: str) -> FxsLine | FxoLine:
         """The named line; ConfigError naming it (and the closest name) when there is none."""
@@ -91,6 +94,8 @@ class Config:
         doc = _plain(self)
         if not self.cloud_in_doc:
             doc.pop("cloud")
+        if not self.update_in_doc:
+            doc.pop("update")
         return doc
 
 
