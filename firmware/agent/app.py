@@ -191,8 +191,10 @@ class Agent:
     def __init__(self, api: ApiClient, data_dir: Path, clock: Clock, *, version: str = "",
                  sleep: Callable[[float], None] = time.sleep,
                  link_factory: Callable[[LinkSettings, Clock], Link] | None = None,
-                 core_backoff_max_s: float = CORE_BACKOFF_MAX_S) -> None:
+                 core_backoff_max_s: float = CORE_BACKOFF_MAX_S,
+                 update_socket: str | None = None) -> None:
         self.api, self.data_dir, self.clock, self.version = api, Path(data_dir), clock, version
+        self.update_socket = update_socket  # the update service's (None: its default)
         self.sleep = sleep
         self.link_factory = link_factory or (lambda s, c: Link(s, c))
         self.identity = DeviceIdentity(self.data_dir)
@@ -323,12 +325,15 @@ class Agent:
             shadow = _add(built, Shadow(link, api, clock, db, confirm_s=cloud.confirm_s))
             telemetry = _add(built, Telemetry(
                 link, api, clock, store, telemetry_s=cloud.telemetry_s,
-                full_s=cloud.telemetry_full_s, data_dir=self.data_dir))
+                full_s=cloud.telemetry_full_s, data_dir=self.data_dir,
+                update_socket=self.update_socket))
             capture = _add(built, Capture(api, clock, store, self.agent_dir))
             records = _add(built, Records(link, store, clock))
             commands = _add(built, Commands(link, api, clock, db,
                                             max_age_s=cloud.command_max_age_s, capture=capture))
-            jobs = _add(built, Jobs(link, api, clock, db, store, agent_log=self.recent.snapshot))
+            jobs = _add(built, Jobs(link, api, clock, db, store, agent_log=self.recent.snapshot,
+                                    update_socket=self.update_socket,
+                                    fleet_ca=cloud.ca_file or None))
         except Exception:
             store.close()
             raise

@@ -1,12 +1,13 @@
 """Jobs: the cloud's long work on the box (a line test of every port, a log bundle, a
-firmware update). One job runs at a time on this part's worker thread, the others wait
+firmware update handed to the update service). One job runs at a time on this part's worker thread, the others wait
 QUEUED in order. Every job lives in agent.db (kind, args, state, steps, per-step results,
 wall-clock start and deadline), so an agent restart or a reboot resumes it at the step it
 was in (steps are idempotent) or times it out when its deadline passed meanwhile.
 Progress goes out on jobs/status at every step. A step or a job over its time ends
 TIMED_OUT (the step's thread is abandoned, its late result ignored); a cancel stops a
 running job at the next step boundary, because an API call in flight cannot be
-interrupted."""
+interrupted (a firmware update's steps also look for it inside: a download stops, an
+update the service has not started writing is cancelled there too)."""
 
 from __future__ import annotations
 
@@ -24,14 +25,17 @@ from typing import Any, Protocol
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
+from firmware.agent import download
 from firmware.agent.link import Delivery, Link, Message
 from firmware.agent.protocol import MAX_PAYLOAD, Topic
 from firmware.api.client import ApiClient, ApiError
+from firmware.update.client import DEFAULT_SOCKET, UpdateClient, UpdateError
 
 log = logging.getLogger(__name__)
 
-UPDATE_NOT_INSTALLED = ("signed A/B updates are not installed yet on this firmware; the "
-                        "update service takes this job when it lands")
+UPDATE_IS_A_JOB = ("update_firmware is a job, not a command: send jobs/new with kind "
+                   "firmware_update and args url (https), sha256, size; its progress comes "
+                   "on jobs/status")
 POLL_S = 0.05  # how often a waiting worker looks at the clock, the stop and abandon flags
 IDLE_WAIT_S = 0.5  # the runner looks for work at least this often
 STOP_GRACE_S = 3.0  # stop() lets the step in flight finish for this long, then abandons it
@@ -77,7 +81,8 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 }
 DEFAULT_TIMEOUT_S = {Kind.LINE_TEST: 1800, Kind.COLLECT_LOGS: 600, Kind.FIRMWARE_UPDATE: 3600}
 DEFAULT_STEP_TIMEOUT_S = {Kind.LINE_TEST: 180, Kind.COLLECT_LOGS: 120,
-                          Kind.FIRMWARE_UPDATE: 600}
+                          Kind.FIRMWARE_UPDATE: 3600}  # waiting for calls to end is long
+MAX_BUNDLE = 1 << 30
 PORT = {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9_-]{0,31}$"}
 LEVEL = {"enum": ["debug", "info", "warning", "error"]}
 ARGS: dict[Kind, dict[str, Any]] = {
@@ -87,7 +92,11 @@ ARGS: dict[Kind, dict[str, Any]] = {
         "test_call_s": {"type": "number", "minimum": 0, "maximum": 300}}},
     Kind.COLLECT_LOGS: {"properties": {
         "limit": {"type": "integer", "minimum": 1, "maximum": 20000}, "level": LEVEL}},
-    Kind.FIRMWARE_UPDATE: {"properties": {}, "additionalProperties": True},
+    Kind.FIRMWARE_UPDATE: {"properties": {
+        "url": {"type": "string", "pattern": "^https://[^\\s]{1,2000}$"},
+        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        "size": {"type": "integer", "minimum": 1, "maximum": MAX_BUNDLE},
+        "force": {"type": "boolean"}}, "required": ["url", "sha256", "size"]},
 }
 
 
@@ -359,7 +368,13 @@ class Work(Protocol):
     def plan(self, job: Job) -> list[str]: ...
     def run(self, job: Job, index: int) -> Any: ...
     def text(self, job: Job, index: int) -> str: ...
+    def share(self, job: Job, index: int) -> float: ...
     def finish(self, job: Job) -> tuple[State, dict[str, Any], str]: ...
+
+
+def even(job: Job, index: int) -> float:
+    """The progress (0..100) at the start of step `index` when all steps weigh the same."""
+    return 100.0 * index / max(1, len(job.steps))
 
 
 class LineTestWork:
@@ -389,6 +404,9 @@ class LineTestWork:
 
     def text(self, job: Job, index: int) -> str:
         return f"line test of {job.steps[index]}"
+
+    def share(self, job: Job, index: int) -> float:
+        return even(job, index)
 
     def finish(self, job: Job) -> tuple[State, dict[str, Any], str]:
         ports = {r.get("port", name): r for name, r in zip(job.steps, job.results, strict=False)}
@@ -466,8 +484,184 @@ class CollectLogsWork:
         return {LogStep.CORE: "reading the core's logs", LogStep.AGENT: "the agent's own logs",
                 LogStep.BUNDLE: "writing and queuing the bundle"}[LogStep(job.steps[index])]
 
+    def share(self, job: Job, index: int) -> float:
+        return even(job, index)
+
     def finish(self, job: Job) -> tuple[State, dict[str, Any], str]:
         return State.SUCCEEDED, dict(job.results[-1]), ""
+
+
+class StepCancelled(Exception):
+    """A cancel that took effect inside a step: the job ends CANCELLED (str() the text)."""
+
+
+class StepFailed(Exception):
+    """A step's plain failure: str() is the job's error."""
+
+
+class FwStep(StrEnum):
+    DOWNLOAD = "download"
+    INSTALL = "install"
+
+
+class UpdateOutcome(StrEnum):
+    """The update service's phases after a reboot into the new slot; the job's
+    result.outcome (UNKNOWN: another update came since and its state is gone)."""
+
+    GOOD = "GOOD"
+    ROLLED_BACK = "ROLLED_BACK"
+    UNKNOWN = "UNKNOWN"
+
+
+DOWNLOAD_SHARE = 40.0  # the download is 0..40 % of the job, the install 40..100 %
+HANDED_OVER = ("REBOOTING", "TRIAL", "GOOD", "ROLLED_BACK")  # the job's part is done
+CANCELLABLE = ("CHECKING", "WAITING")  # the update service drops these on cancel
+UPDATE_POLL_S = 0.5
+OUTCOME_CHECK_S = 10.0  # an idle runner asks the update service this often, while a job waits
+UNANSWERED_LIMIT = 60  # polls the update service may miss in a row (30 s) during a job
+
+
+class FirmwareUpdateWork:
+    """Download the bundle (args url, sha256, size) to data/update/incoming/<sha256>.raucb,
+    then hand it to the update service (job = this job's id) and follow its phases until
+    REBOOTING. Both steps are idempotent: a bundle already there with the right hash is
+    not fetched again, and an install step that runs again after an agent restart or the
+    reboot first looks whether the update service already has this job."""
+
+    def __init__(self, jobs: Jobs, incoming: Path, fleet_ca: Path | None) -> None:
+        self.jobs, self.incoming, self.fleet_ca = jobs, incoming, fleet_ca
+
+    def plan(self, job: Job) -> list[str]:
+        return [str(FwStep.DOWNLOAD), str(FwStep.INSTALL)]
+
+    def text(self, job: Job, index: int) -> str:
+        return {FwStep.DOWNLOAD: "downloading the bundle",
+                FwStep.INSTALL: "handing it to the update service"}[FwStep(job.steps[index])]
+
+    def share(self, job: Job, index: int) -> float:
+        return (0.0, DOWNLOAD_SHARE, 100.0)[min(index, 2)]
+
+    def run(self, job: Job, index: int) -> dict[str, Any]:
+        if FwStep(job.steps[index]) is FwStep.DOWNLOAD:
+            return self.download(job)
+        return self.install(job, str(job.results[0]["file"]))
+
+    def finish(self, job: Job) -> tuple[State, dict[str, Any], str]:
+        return State.SUCCEEDED, {**job.results[0], **job.results[-1]}, ""
+
+    # ---- download ----
+    def download(self, job: Job) -> dict[str, Any]:
+        sha, size, url = str(job.args["sha256"]), int(job.args["size"]), str(job.args["url"])
+        dest = self.incoming / f"{sha}.raucb"
+        summary = {"file": str(dest), "sha256": sha, "size": size}
+        if dest.is_file() and dest.stat().st_size == size and download.sha256_of(dest) == sha:
+            return {**summary, "reused": True}
+        self.prune(keep=dest)
+        shown = [-1]
+
+        def progress(got: int) -> None:
+            pct = int(100 * got / size)
+            if pct != shown[0]:
+                shown[0] = pct
+                self.jobs.report(job, DOWNLOAD_SHARE * got / size,
+                                 f"1/2: downloading the bundle ({pct} %, {got} of {size} bytes)")
+
+        try:
+            download.fetch(url, dest, sha, size, download.tls_context(self.fleet_ca),
+                           progress=progress, should_stop=lambda: self.should_stop(job))
+        except download.DownloadError as exc:
+            raise StepFailed(str(exc)) from None
+        except download.Stopped:
+            self.stopped(job, "the download stopped")
+        return summary
+
+    def should_stop(self, job: Job) -> bool:
+        return self.jobs.stopping.is_set() or self.jobs.cancelled(job.id)
+
+    def stopped(self, job: Job, what: str) -> None:
+        """Raise what ends the step: the agent stops (Interrupted) or a cancel came."""
+        if self.jobs.stopping.is_set():
+            raise Interrupted(f"{what}: the agent stops")
+        raise StepCancelled(f"cancelled: {what}")
+
+    def prune(self, keep: Path) -> None:
+        """Bundles of earlier jobs and torn downloads go before a new download."""
+        if not self.incoming.is_dir():
+            return
+        for path in self.incoming.iterdir():
+            if path != keep and path.name.endswith((".raucb", ".raucb.part")):
+                path.unlink(missing_ok=True)
+
+    # ---- install ----
+    def install(self, job: Job, bundle: str) -> dict[str, Any]:
+        client = self.jobs.updater()
+        st = self.ask(lambda: client.status(), "the update service's status")
+        if st.get("job") != job.id:
+            force = bool(job.args.get("force", False))
+            st = self.ask(lambda: client.install(bundle, "agent", force=force, job=job.id),
+                          "the update service refused the bundle")
+        return self.follow(job, client, st)
+
+    def follow(self, job: Job, client: UpdateClient, st: dict[str, Any]) -> dict[str, Any]:
+        """Poll the update service until it reboots (the job's part done) or fails."""
+        misses, told = 0, False
+        while True:
+            phase = str(st.get("phase", ""))
+            if st.get("job") not in (None, job.id):
+                raise StepFailed(f"the update service now runs another update (job "
+                                 f"{st.get('job')}, from {st.get('source')})")
+            if phase in HANDED_OVER:
+                return _installed(st)
+            if phase in ("FAILED", "IDLE"):
+                raise StepFailed(f"the update service: {st.get('reason') or phase}: "
+                                 f"{st.get('message') or 'the update was dropped'}")
+            self.jobs.report(job, DOWNLOAD_SHARE + (100 - DOWNLOAD_SHARE) * float(
+                st.get("progress") or 0) / 100, f"2/2: {phase.lower()}: {st.get('message', '')}")
+            if self.jobs.cancelled(job.id) and not told:
+                if phase in CANCELLABLE:
+                    self.ask(lambda: client.cancel(), "the update service refused the cancel")
+                    raise StepCancelled(f"cancelled while {phase}: the update service "
+                                        "dropped the update")
+                told = True
+                self.jobs.report(job, job.progress, f"2/2: cannot cancel now: {phase.lower()}")
+            if self.jobs.stopping.wait(UPDATE_POLL_S):
+                raise Interrupted("the agent stops while the update service works; the job "
+                                  "follows it again after the restart")
+            try:
+                st, misses = client.status(), 0
+            except UpdateError as exc:
+                misses += 1
+                if misses >= UNANSWERED_LIMIT:
+                    raise StepFailed(f"the update service stopped answering: {exc}") from None
+
+    @staticmethod
+    def ask(call: Callable[[], dict[str, Any]], what: str) -> dict[str, Any]:
+        """One call to the update service; its refusal as the step's error (with reason)."""
+        try:
+            return call()
+        except UpdateError as exc:
+            raise StepFailed(f"{what}: {exc.reason}: {exc}") from None
+
+
+def _outcome_of(job: Job, st: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The outcome fields for job's result from the update state (None: not known yet)."""
+    if st.get("job") != job.id:
+        return {"outcome": str(UpdateOutcome.UNKNOWN), "reason": "",
+                "message": "the update service has since worked on another update"}
+    if st.get("phase") not in set(UpdateOutcome):
+        return None  # still rebooting or in its trial boot
+    return {"outcome": st.get("phase"), "reason": st.get("reason") or "",
+            "message": st.get("message") or ""}
+
+
+def _installed(st: Mapping[str, Any]) -> dict[str, Any]:
+    """The install step's result from the update service's state."""
+    out = {"phase": st.get("phase"), "version_from": st.get("version_from"),
+           "version_to": st.get("version_to")}
+    if st.get("phase") in set(UpdateOutcome):
+        out.update(outcome=st.get("phase"), reason=st.get("reason") or "",
+                   message=st.get("message") or "")
+    return {k: v for k, v in out.items() if v is not None}
 
 
 # ---- the part -----------------------------------------------------------------------------
@@ -478,8 +672,14 @@ class Jobs:
     def __init__(self, link: Link, api: ApiClient, clock: Clock, db_path: Path,
                  store: FileQueue, *,
                  agent_log: Callable[[], Iterable[Mapping[str, Any]]] | None = None,
-                 stop_grace_s: float = STOP_GRACE_S) -> None:
+                 stop_grace_s: float = STOP_GRACE_S, update: UpdateClient | None = None,
+                 update_socket: str | None = None, fleet_ca: str | Path | None = None,
+                 incoming: Path | None = None) -> None:
+        """`update` (or one on `update_socket`, default the service's socket) takes the
+        firmware bundles; downloads trust the system's CAs plus `fleet_ca` (default
+        <data>/agent/broker-ca.pem) and land in `incoming` (<data>/update/incoming)."""
         self.link, self.api, self.clock = link, api, clock
+        self._update, self._update_socket = update, update_socket
         self.db = JobDb(db_path)
         self.stop_grace_s = stop_grace_s
         self.stopping, self.abandon, self.wake = (threading.Event(), threading.Event(),
@@ -487,7 +687,11 @@ class Jobs:
         self.work: dict[Kind, Work] = {
             Kind.LINE_TEST: LineTestWork(api, self.stopping.wait),
             Kind.COLLECT_LOGS: CollectLogsWork(api, store, db_path.parent, agent_log),
+            Kind.FIRMWARE_UPDATE: FirmwareUpdateWork(
+                self, incoming or db_path.parent.parent / "update" / "incoming",
+                Path(fleet_ca) if fleet_ca else db_path.parent / "broker-ca.pem"),
         }
+        self._next_outcome = 0.0
         self.deliveries: dict[str, tuple[State, Delivery]] = {}
         self.deliveries_lock = threading.Lock()
         self.intake = threading.Lock()
@@ -562,8 +766,6 @@ class Jobs:
     @staticmethod
     def refusal(kind: Kind, args: dict[str, Any]) -> str:
         """Why a job cannot run at all ("" when it can)."""
-        if kind is Kind.FIRMWARE_UPDATE:
-            return UPDATE_NOT_INSTALLED
         try:
             check_args(ARGS[kind], args)
         except ArgsError as exc:
@@ -586,6 +788,49 @@ class Jobs:
             self.publish(job)  # the runner writes the row; this text is only published
             return
         self.publish(self.db.get(job.id) or job)  # finished already: its status again
+
+    # ---- for the work of a job (its thread) ----
+    def updater(self) -> UpdateClient:
+        if self._update is None:
+            self._update = UpdateClient(self._update_socket or DEFAULT_SOCKET)
+        return self._update
+
+    def cancelled(self, job_id: str) -> bool:
+        job = self.db.get(job_id)
+        return job is not None and job.cancel
+
+    def report(self, job: Job, progress: float, text: str) -> None:
+        """Progress inside a step: written and published while the job is IN_PROGRESS."""
+        current = self.db.get(job.id)
+        if current is None or current.state is not State.IN_PROGRESS:
+            return
+        current.progress, current.text = round(min(100.0, max(0.0, progress)), 1), text[:200]
+        job.progress = current.progress
+        if self.db.update(current, State.IN_PROGRESS):
+            self.publish(current)
+
+    def note_outcomes(self) -> None:
+        """After the reboot: a firmware_update job SUCCEEDED at REBOOTING gets the update's
+        outcome (GOOD / ROLLED_BACK) in its result and its status is sent again."""
+        now = self.clock.wall()
+        waiting = [j for j in self.db.in_states([State.SUCCEEDED])
+                   if j.kind is Kind.FIRMWARE_UPDATE and "outcome" not in (j.result or {})]
+        if not waiting:
+            return
+        try:
+            st = self.updater().status()
+        except UpdateError as exc:
+            log.debug("update outcome: the update service does not answer (%s)", exc)
+            return
+        for job in waiting:
+            outcome = _outcome_of(job, st)
+            if outcome is None:
+                continue
+            new = replace(job, result={**(job.result or {}), **outcome})
+            if self.db.update(new, State.SUCCEEDED, finished=now):
+                log.info("job %s (firmware_update): the update ended %s", job.id,
+                         outcome["outcome"])
+                self.publish(new)
 
     # ---- state changes ----
     def end(self, job: Job, state: State, error: str, text: str,
@@ -628,7 +873,7 @@ class Jobs:
             with self.intake:
                 job = self.db.next_runnable()
             if job is None:
-                self.wake.wait(IDLE_WAIT_S)
+                self.idle()
                 continue
             try:
                 self.run(job)
@@ -638,6 +883,16 @@ class Jobs:
                 if current is not None:
                     self.end(current, State.FAILED, f"internal error: {type(exc).__name__}: "
                              f"{exc}", "failed")
+
+    def idle(self) -> None:
+        """No job to run: now and then, the outcome of an update the box rebooted for."""
+        if self.clock.now() >= self._next_outcome:
+            self._next_outcome = self.clock.now() + OUTCOME_CHECK_S
+            try:
+                self.note_outcomes()
+            except Exception:  # noqa: BLE001 - the runner must keep running
+                log.exception("update outcome check failed")
+        self.wake.wait(IDLE_WAIT_S)
 
     def run(self, job: Job) -> None:
         work = self.work[job.kind]
@@ -694,7 +949,7 @@ class Jobs:
         the runner stops."""
         i, n = job.step, len(job.steps)
         job.text = f"{i + 1}/{n}: {work.text(job, i)}"
-        job.progress = round(100.0 * i / n, 1)
+        job.progress = round(work.share(job, i), 1)
         self.db.update(job, State.IN_PROGRESS)
         self.publish(job)
         step_end = self.clock.now() + job.step_timeout_s
@@ -712,11 +967,14 @@ class Jobs:
             self.end(current, State.TIMED_OUT, what + "; its late result is ignored",
                      f"timed out at {job.where()}")
             return None
+        if isinstance(outcome.error, StepCancelled):
+            self.end(current, State.CANCELLED, "", str(outcome.error))
+            return None
         if outcome.ending is Ending.RAISED:
             self.end(current, State.FAILED, f"step {i + 1}/{n} ({job.steps[i]}): "
                      f"{outcome.error}", f"failed at {job.where()}")
             return None
         current.results = [*current.results[:i], outcome.value]
-        current.step, current.progress = i + 1, round(100.0 * (i + 1) / n, 1)
+        current.step, current.progress = i + 1, round(work.share(job, i + 1), 1)
         self.db.update(current, State.IN_PROGRESS)
         return current

@@ -8,7 +8,10 @@ StorageService.*`) and TR-104 Issue 2 (VoiceService:2, `Device.Services.VoiceSer
 SIP.Client.{i}`, `.POTS.FXS.{i}` / `.POTS.FXO.{i}`, `.CallControl.Line.{i}`); what the
 models lack is a vendor extension (TR-106's `X_<vendor>_` rule): `X_BRANCHLINE_`.
 CPU from /proc/stat deltas, memory from /proc/meminfo, temperature from the first
-thermal zone, disk from statvfs of the data directory; the rest from GET /status.
+thermal zone, disk from statvfs of the data directory; the firmware update's phase and
+outcome (`Device.DeviceInfo.X_BRANCHLINE_Update.*`) from the update service's status
+(firmware.update.client, a short time-out: a service that does not answer leaves them
+out); the rest from GET /status.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any, Protocol
 
 from firmware.agent.protocol import Topic
 from firmware.api.client import ApiError
+from firmware.update.client import UpdateClient, UpdateError
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,11 @@ CAPACITY, USED = VOLUME + "Capacity", VOLUME + "UsedSpace"
 WAN = "Device.X_BRANCHLINE_WAN."
 SURVIVE = VS + "X_BRANCHLINE_Survivability."
 OUTBOX = "Device.X_BRANCHLINE_Outbox."
+UPDATE = INFO + "X_BRANCHLINE_Update."
+UPDATE_PHASE, UPDATE_PROGRESS = UPDATE + "Phase", UPDATE + "Progress"
+UPDATE_OUTCOME, UPDATE_REASON = UPDATE + "Outcome", UPDATE + "Reason"
+UPDATE_VERSION = UPDATE + "Version"
+UPDATE_TIMEOUT_S = 2.0  # the update service answers from a file; a sample must not wait
 MB = 2**20
 
 
@@ -65,6 +74,7 @@ DEADBANDS: dict[str, Deadband] = {
     TEMPERATURE: Deadband(Band.ABSOLUTE, 2.0),  # degrees Celsius
     USED: Deadband(Band.PERCENT_OF, 1.0, CAPACITY),
     UPTIME: Deadband(Band.NEVER),
+    UPDATE_PROGRESS: Deadband(Band.ABSOLUTE, 10.0),  # percentage points
 }
 STATE = Deadband(Band.STATE)
 
@@ -240,6 +250,28 @@ def _int(v: Any) -> int | None:
     return int(v)
 
 
+# ---- the update service's status ------------------------------------------------------
+
+class UpdateOutcome(StrEnum):
+    """The update phases that end an update: its outcome."""
+
+    GOOD = "GOOD"
+    ROLLED_BACK = "ROLLED_BACK"
+    FAILED = "FAILED"
+
+
+def update_params(st: Mapping[str, Any]) -> dict[str, Value]:
+    """X_BRANCHLINE_Update: Phase (IDLE, CHECKING, WAITING, INSTALLING, REBOOTING, TRIAL,
+    GOOD, ROLLED_BACK, FAILED), Progress (0..100), Outcome of the update the state holds
+    (GOOD, ROLLED_BACK or FAILED once it ended; None while one runs or none has), Reason
+    (why it was refused, failed or rolled back) and Version (the version it goes to)."""
+    phase = _str(st.get("phase"))
+    return {UPDATE_PHASE: phase, UPDATE_PROGRESS: _int(st.get("progress")),
+            UPDATE_OUTCOME: phase if phase in set(UpdateOutcome) else None,
+            UPDATE_REASON: _str(st.get("reason") or None),
+            UPDATE_VERSION: _str(st.get("version_to") or None)}
+
+
 # ---- the part --------------------------------------------------------------------------
 
 class Clock(Protocol):
@@ -255,6 +287,10 @@ class StatusSource(Protocol):
     def status(self) -> dict: ...
 
 
+class UpdateSource(Protocol):
+    def status(self) -> dict[str, Any]: ...
+
+
 class OutboxStore(Protocol):
     path: Path
 
@@ -263,13 +299,16 @@ class OutboxStore(Protocol):
 
 class Telemetry:
     """See the module docstring. tick() starts a sample on a worker thread when one is due
-    (GET /status must not hold the main loop); `background=False` samples inline (tests)."""
+    (GET /status must not hold the main loop); `background=False` samples inline (tests).
+    `update_socket`: the update service's (None: its default, $BRANCHLINE_RUN/update.sock)."""
 
     def __init__(self, link: Publisher, api: StatusSource, clock: Clock,
                  store: OutboxStore | None = None, *, telemetry_s: float = 60.0,
                  full_s: float = 3600.0, data_dir: Path | None = None,
-                 probe: SystemProbe | None = None, background: bool = True) -> None:
+                 probe: SystemProbe | None = None, background: bool = True,
+                 update_socket: str | None = None) -> None:
         self.link, self.api, self.clock, self.store = link, api, clock, store
+        self.update: UpdateSource = UpdateClient(update_socket, timeout=UPDATE_TIMEOUT_S)
         self.interval, self.full_s = float(telemetry_s), float(full_s)
         where = data_dir or (store.path.parent if store is not None else Path("/"))
         self.probe = probe or SystemProbe(where)
@@ -283,6 +322,7 @@ class Telemetry:
         self._busy = threading.Lock()
         self._worker: threading.Thread | None = None
         self._status_fault = ""
+        self._update_fault = ""
 
     def retune(self, telemetry_s: float, full_s: float) -> None:
         """New cadences (cloud.telemetry_s, cloud.telemetry_full_s), taken at once."""
@@ -334,6 +374,7 @@ class Telemetry:
     def sample(self) -> dict[str, Value]:
         params = self.probe.sample()
         params.update(self._status())
+        params.update(self._update())
         if self.store is not None:
             params[OUTBOX + "Pending"] = _safe_depth(self.store)
         return params
@@ -352,6 +393,18 @@ class Telemetry:
             self._status_fault = str(exc)
             return {}
         self._status_fault = ""
+        return params
+
+    def _update(self) -> dict[str, Value]:
+        """The update's parameters; none when the update service does not answer."""
+        try:
+            params = update_params(self.update.status())
+        except UpdateError as exc:
+            if str(exc) != self._update_fault:
+                log.info("telemetry: no update figures (%s)", exc)
+            self._update_fault = str(exc)
+            return {}
+        self._update_fault = ""
         return params
 
     def _send(self, params: dict[str, Value], full: bool) -> dict[str, Any]:

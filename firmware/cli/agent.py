@@ -6,6 +6,7 @@ enrolment steps.
     branchline agent install-cert FILE [--ca FILE] # the signed certificate, the broker's CA
     branchline agent status                        # identity, broker, certificate
 
+`run` hands firmware_update jobs' bundles to the update service (--update-socket).
 `run` lasts until SIGTERM / Ctrl-C and may die at any time without touching a call: it is
 a client of the core's control API only. The private key never leaves data_dir/agent/.
 """
@@ -17,11 +18,11 @@ import signal
 import sys
 import threading
 from argparse import ArgumentParser, Namespace
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from firmware.cli.apiopts import DEFAULT_DATA_DIR, Subparsers, add_api_options, api_address
+from firmware.cli.updateopt import add_update_option
 from foundation.errors import BranchlineError
 
 if TYPE_CHECKING:  # the agent's modules load only when a verb runs
@@ -39,6 +40,7 @@ def register(sub: Subparsers) -> None:
     run = verbs.add_parser("run", help="run the agent until SIGTERM")
     add_api_options(run)
     _data_dir(run)
+    add_update_option(run)
     run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     run.set_defaults(func=cmd_run)
     ident = verbs.add_parser("identity", help="print the device id; write the CSR to sign")
@@ -62,13 +64,6 @@ def _data_dir(p: ArgumentParser) -> None:
                    help=f"the box's data (identity in DIR/agent/; default: {DEFAULT_DATA_DIR})")
 
 
-def firmware_version() -> str:
-    try:
-        return version("branchline")
-    except PackageNotFoundError:  # the source tree, not installed as a distribution
-        return "0.1.0+src"
-
-
 def _identity(args: Namespace) -> DeviceIdentity:
     from firmware.agent.identity import DeviceIdentity
 
@@ -78,6 +73,7 @@ def _identity(args: Namespace) -> DeviceIdentity:
 def cmd_run(args: Namespace) -> int:
     from firmware.agent.app import Agent
     from firmware.api.client import ApiClient
+    from firmware.update.version import running_version
     from foundation.clock import MonotonicClock
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -86,7 +82,8 @@ def cmd_run(args: Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    agent = Agent(api, Path(args.data_dir), MonotonicClock(), version=firmware_version())
+    agent = Agent(api, Path(args.data_dir), MonotonicClock(), version=running_version(),
+                  update_socket=args.update_socket)
     try:
         code = agent.run(stop.is_set)
     except OSError as exc:  # the data dir: nothing else the agent touches on disk raises here

@@ -1,6 +1,7 @@
 """`branchline console --tty DEV [--api HOST:PORT | --api-socket PATH]`: the serial
 console process, until SIGTERM/SIGINT (a missing tty is waited for). The account and the
-web page's TLS fingerprint (for the banner) are read from --data-dir."""
+web page's TLS fingerprint (for the banner) are read from --data-dir; `update install`
+hands bundles to the update service at --update-socket."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from firmware.cli.apiopts import DEFAULT_DATA_DIR, Subparsers, add_api_options, api_address
+from firmware.cli.updateopt import add_update_option, update_client
 from foundation.errors import BranchlineError
 
 DEFAULT_TTY = "/dev/ttyAMA0"
@@ -27,6 +29,7 @@ def register(sub: Subparsers) -> None:
     add_api_options(p)
     p.add_argument("--data-dir", metavar="DIR", default=DEFAULT_DATA_DIR,
                    help=f"accounts, audit log, TLS fingerprint (default: {DEFAULT_DATA_DIR})")
+    add_update_option(p)
     p.add_argument("--idle-timeout", type=float, default=900.0, metavar="S",
                    help="log out after S seconds without input (default: 900)")
     p.set_defaults(func=cmd_console)
@@ -53,10 +56,11 @@ def cmd_console(args: Namespace) -> int:
     link = ApiClient(**api_address(args))
     auth = Auth(args.data_dir)
     data_dir = Path(args.data_dir)
+    update = update_client(args)
 
     def make_session(write: Callable[[bytes], None]) -> Session:
         return Session(write, link, auth, f"console:{args.tty}", _fingerprint(data_dir),
-                       idle_timeout_s=args.idle_timeout)
+                       idle_timeout_s=args.idle_timeout, update=update)
 
     console = SerialConsole(args.tty, args.baud, make_session)
     stop = threading.Event()

@@ -200,6 +200,26 @@ def logout(s: Session, _a: dict) -> None:
     s.logout()
 
 
+# --- update (a bundle on a USB stick, handed to the update service) ---------------------
+
+def update_install_force(s: Session, a: dict) -> None:
+    s.update_install(a["path"], force=True)
+
+
+def update_tree() -> Node:
+    path = arg("path", "the bundle's full path, e.g. /media/usb/branchline-1.2.raucb",
+               lambda s, a: s.update_install(a["path"], force=False),
+               kw("force", "install even with calls up (they drop at the reboot)",
+                  update_install_force))
+    return kw("update", "install a firmware bundle, its progress, cancel").add(
+        kw("install", "install a signed RAUC bundle from a path (a USB stick)", None, path),
+        kw("status", "the update service's phase, progress and last outcome",
+           lambda s, _a: s.update_status()),
+        kw("cancel", "cancel an update that has not started writing",
+           lambda s, _a: s.update_cancel()),
+    )
+
+
 def exec_tree() -> Node:
     return Node().add(
         show_tree(),
@@ -209,6 +229,7 @@ def exec_tree() -> Node:
         monitor_tree(),
         kw("ping", "SIP OPTIONS ping", None, kw("cloud", "ping each cloud edge", ping_cloud)),
         kw("reboot", "restart the box (asks to confirm)", reboot),
+        update_tree(),
         kw("factory-reset", "config to defaults, admin password forgotten (asks to confirm)",
            factory_reset),
         kw("logout", "end this session", logout),

@@ -3,11 +3,13 @@ code), exec and configure modes, confirmations, and the live event monitor. Ever
 through the control API client: a core that does not answer is one line, never the end of
 the session. The account is firmware.auth.Auth, shared with the web page. Pending config
 changes stay here until `commit`. Driven by one thread (the serial loop) but for the
-monitor's reader thread, which only writes event lines."""
+monitor's reader thread, which only writes event lines, and the update watcher, which
+prints an install's progress until the box reboots, it fails, or Ctrl-C stops watching."""
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +21,7 @@ from firmware.auth import ADMIN, Auth, AuthError
 from firmware.console import commands, confpath, grammar, views
 from firmware.console.lineedit import LineEditor
 from firmware.core.config import default_document, paths
+from firmware.update.client import UpdateClient
 from foundation.errors import BranchlineError
 
 log = logging.getLogger(__name__)
@@ -34,10 +37,14 @@ class Mode(StrEnum):
     CONFIG = "config"
     ASK = "ask"  # a yes/no question (reboot, factory-reset)
     MONITOR = "monitor"  # live events until a key
+    WATCH = "watch"  # an update's progress until it ends or Ctrl-C
 
 
 IDLE_TIMEOUT_S = 15 * 60
 CORE_DOWN = "% the core is not answering (is branchline-core running?)"
+WATCH_POLL_S = 0.5
+WATCH_ENDS = frozenset({"REBOOTING", "FAILED", "GOOD", "ROLLED_BACK", "IDLE"})
+CTRL_C = b"\x03"
 
 
 class Session:
@@ -46,8 +53,10 @@ class Session:
     def __init__(self, write: Callable[[bytes], None], api: ApiClient, auth: Auth, where: str,
                  fingerprint: Callable[[], str | None] = lambda: None,
                  clock: Callable[[], float] = time.monotonic,
-                 idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
+                 idle_timeout_s: float = IDLE_TIMEOUT_S,
+                 update: UpdateClient | None = None) -> None:
         self.write, self.api, self.auth, self.where = write, api, auth, where
+        self._update = update
         self.fingerprint, self.clock, self.idle_timeout_s = fingerprint, clock, idle_timeout_s
         self.editor = LineEditor(write, self)
         self.exec_root, self.config_root = commands.exec_tree(), commands.config_tree()
@@ -58,6 +67,8 @@ class Session:
             Mode.CONFIRM_PASSWORD: self._on_confirm_password, Mode.ASK: self._on_answer,
             Mode.EXEC: self._on_command, Mode.CONFIG: self._on_command}
         self.monitor: tuple[EventStream, threading.Thread] | None = None
+        self.watch: threading.Event | None = None  # set: stop watching the update
+        self._watch_lock = threading.Lock()
         self.user = ""
         self.name = "branchline"
         self.pending: dict[str, Any] = {}
@@ -144,6 +155,7 @@ class Session:
         idle = self.clock() - self.last_input
         if self.state not in (Mode.LOGIN, Mode.SETUP_CODE) and idle > self.idle_timeout_s:
             self.stop_monitor(prompt=False)
+            self.stop_watch(prompt=False)
             self.say(["", "% idle too long: logged out"])
             self.logout()
 
@@ -152,11 +164,16 @@ class Session:
         if self.state == Mode.MONITOR:
             self.stop_monitor()  # any key ends it (Ctrl-C too)
             return
+        if self.state == Mode.WATCH:
+            if CTRL_C in data:  # other keys are dropped while the update is watched
+                self.stop_watch()
+            return
         self.editor.feed(data)
 
     def hangup(self) -> None:
         """The cable was pulled: whoever plugs in next starts at the login prompt."""
         self.stop_monitor(prompt=False)
+        self.stop_watch(prompt=False)
         if self.user:
             self._audit("logout", "serial port disconnected")
         self.user, self.pending, self._doc = "", {}, None
@@ -256,7 +273,7 @@ class Session:
         except Exception as exc:  # noqa: BLE001 - a bug in one command must not end the session
             log.exception("console command %r failed", what)
             self.say(f"% internal error ({type(exc).__name__}: {exc}); see the log")
-        if self.state in (Mode.EXEC, Mode.CONFIG):  # not Mode.MONITOR: its end prompts
+        if self.state in (Mode.EXEC, Mode.CONFIG):  # not MONITOR, WATCH: their end prompts
             self._prompt(self.state)
 
     def _audit(self, action: str, detail: Any, who: str | None = None) -> None:
@@ -291,6 +308,98 @@ class Session:
         if prompt:
             self.say("monitor stopped")
             self._prompt(Mode.EXEC)
+
+    # --- firmware update (a bundle on a USB stick) -------------------------------------
+
+    @property
+    def update(self) -> UpdateClient:
+        if self._update is None:
+            self._update = UpdateClient()
+        return self._update
+
+    def _ask_update(self, what: str, call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """One call to the update service; its refusal or absence as one BranchlineError."""
+        try:
+            return call()
+        except BranchlineError as exc:
+            reason = str(getattr(exc, "reason", "") or "")
+            raise BranchlineError(f"{what} refused ({reason}): {exc}"
+                                  if reason and reason != "unavailable"
+                                  else f"{what}: {exc}") from None
+
+    def update_install(self, path: str, force: bool) -> None:
+        problem = bundle_problem(path)
+        if problem:
+            self._audit("update_refused", {"path": path, "error": problem})
+            raise BranchlineError(problem)
+        self.say(f"{path}: checking the bundle's signature (a minute for a big bundle) ...")
+        try:
+            st = self._ask_update("update install", lambda: self.update.install(
+                os.path.abspath(path), "console", force=force))
+        except BranchlineError as exc:
+            self._audit("update_refused", {"path": path, "force": force, "error": str(exc)})
+            raise
+        self._audit("update_install", {"path": path, "force": force})
+        self.say(f"{path}: accepted; the update service installs it, then reboots into it")
+        self.start_watch(st)
+
+    def update_status(self) -> None:
+        self.say(views.update_status(self._ask_update("update status", self.update.status)))
+
+    def update_cancel(self) -> None:
+        st = self._ask_update("update cancel", self.update.cancel)
+        self._audit("update_cancel", {"phase": st.get("phase")})
+        self.say(f"update cancelled (phase {st.get('phase', '?')})")
+
+    def start_watch(self, first: dict[str, Any]) -> None:
+        """Print the update's progress lines from a thread until it reboots, fails or is
+        cancelled, or Ctrl-C stops the watching (the update goes on)."""
+        stop = threading.Event()
+        self.say("press Ctrl-C to stop watching (the update goes on; `update status` shows it)")
+        self.say(views.update_progress(first))
+        with self._watch_lock:
+            self.watch, self.state = stop, Mode.WATCH
+        threading.Thread(target=self._watch, args=(stop, views.update_progress(first)),
+                         name="console-update-watch", daemon=True).start()
+
+    def _watch(self, stop: threading.Event, last: str) -> None:
+        ended, misses = False, 0
+        while not ended and not stop.wait(WATCH_POLL_S):
+            try:
+                st = self.update.status()
+            except BranchlineError as exc:
+                misses += 1
+                if misses == 10:
+                    self._watch_say(f"% the update service does not answer ({exc}); still "
+                                    "trying (Ctrl-C stops watching)", stop)
+                continue
+            misses, line = 0, views.update_progress(st)
+            ended = st.get("phase") in WATCH_ENDS
+            if line != last:
+                self._watch_say(line, stop)
+                last = line
+        with self._watch_lock:
+            if ended and self.watch is stop:
+                self.watch, self.state = None, Mode.EXEC
+                self.say("the box reboots into the new firmware" if "REBOOTING" in last
+                         else "update ended")
+                self._prompt(Mode.EXEC)
+
+    def _watch_say(self, line: str, stop: threading.Event) -> None:
+        with self._watch_lock:
+            if self.watch is stop:
+                self.say(line)
+
+    def stop_watch(self, prompt: bool = True) -> None:
+        with self._watch_lock:
+            stop, self.watch = self.watch, None
+            if stop is None:
+                return
+            stop.set()
+            self.state = Mode.EXEC
+            if prompt:
+                self.say(["stopped watching; the update goes on (`update status` shows it)"])
+                self._prompt(Mode.EXEC)
 
     # --- confirmations ----------------------------------------------------------------
 
@@ -425,3 +534,19 @@ class Session:
                      f"{', '.join(restart)}")
         else:
             self.say("applied to the running box")
+
+
+def bundle_problem(path: str) -> str:
+    """Why `path` cannot be handed over as a bundle ("" when it can): one line naming the
+    path and the fix."""
+    if not path.startswith("/"):
+        return (f"{path}: give the bundle's full path, e.g. "
+                "/media/usb/branchline-1.2.raucb")
+    if not os.path.exists(path):
+        return (f"{path}: no such file; is the USB stick plugged in and mounted? "
+                "(ls /media/usb lists it)")
+    if not os.path.isfile(path):
+        return f"{path}: not a file; give the .raucb bundle inside it"
+    if not os.access(path, os.R_OK):
+        return f"{path}: cannot be read (permission denied); copy it somewhere readable"
+    return ""

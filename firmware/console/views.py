@@ -274,3 +274,28 @@ def _item(item: dict) -> str:
         return (f"  {verdict:<5} {v(item.get('name')):<28} "
                 f"{v(item.get('value'))} {item.get('unit') or ''}".rstrip() + limit)
     return "  " + ", ".join(f"{k}={value_text(v)}" for k, v in item.items())
+
+
+# --- update (the update service's state document) --------------------------------------
+
+def update_progress(st: dict) -> str:
+    """One progress line while an update runs: `update: INSTALLING  45%  writing root`."""
+    reason = f"  ({st['reason']})" if st.get("reason") else ""
+    return (f"update: {v(st.get('phase')):<11} {v(st.get('progress'), '%', '.0f'):>4}  "
+            f"{v(st.get('message'))}{reason}")
+
+
+def update_status(st: dict) -> list[str]:
+    """`update status`: the phase, progress, versions and the last outcome."""
+    out = [f"phase          {v(st.get('phase'))}  {v(st.get('progress'), '%', '.0f')}",
+           f"message        {v(st.get('message'))}"]
+    if st.get("reason"):
+        out.append(f"reason         {st['reason']}")
+    if st.get("version_to") or st.get("version_from"):
+        out.append(f"version        {v(st.get('version_from'))} -> {v(st.get('version_to'))}")
+    if st.get("bundle"):
+        out.append(f"bundle         {st['bundle']}  (from {v(st.get('source'))})")
+    if st.get("started"):
+        out.append(f"started        {stamp(st.get('started'))}"
+                   + (f"  finished {stamp(st['finished'])}" if st.get("finished") else ""))
+    return out

@@ -23,6 +23,7 @@ from werkzeug.exceptions import HTTPException
 from firmware.api.client import ApiError, CoreDown
 from firmware.auth import ADMIN, AuthError, LockedOut
 from firmware.events import EventKind
+from firmware.update.client import Reason, UpdateClient, UpdateError
 from firmware.web import forms, plots, upload
 from firmware.web.sessions import Session, Stage
 
@@ -487,9 +488,77 @@ def reboot() -> ResponseReturnValue:
     return see("/")
 
 
+# ---- firmware: upload a bundle, hand it to the update service, follow it ----
+
+class Finished(StrEnum):
+    """The update service's phases that end an update (its outcome, audited once)."""
+
+    GOOD = "GOOD"
+    ROLLED_BACK = "ROLLED_BACK"
+    FAILED = "FAILED"
+
+
+IN_USE = ("CHECKING", "WAITING", "INSTALLING")  # phases holding the bundle file
+STATUS_POLL_TIMEOUT_S = 5.0  # the page's poll
+SLOW_UPDATE_S = 150.0  # an install request waits for the signature check of the bundle
+
+
+def updater(timeout: float = STATUS_POLL_TIMEOUT_S) -> UpdateClient:
+    """A client of the update service (cli/web.py puts --update-socket in the app)."""
+    return UpdateClient(current_app.config.get("UPDATE_SOCKET"), timeout=timeout)
+
+
+def _ask(call: Callable[[UpdateClient], dict[str, Any]], timeout: float = STATUS_POLL_TIMEOUT_S
+         ) -> tuple[dict[str, Any] | None, str, str]:
+    """(the update service's answer, "", "") or (None, its reason, one line): a refusal
+    names its reason; a service that does not answer says so (never a traceback)."""
+    try:
+        return call(updater(timeout)), "", ""
+    except UpdateError as exc:
+        if exc.reason is Reason.UNAVAILABLE:
+            return None, str(exc.reason), _down(str(exc))
+        return None, str(exc.reason), f"{exc.reason}: {exc}"
+
+
+def _down(why: str) -> str:
+    return f"{why}. Nothing can be installed until it is back"
+
+
+def _note_outcome(st: dict[str, Any] | None) -> None:
+    """Audit an update's end once (the web page may be the first to see it)."""
+    if not st or st.get("phase") not in set(Finished) or not st.get("started"):
+        return
+    mark = web().data_dir / "firmware" / ".audited"
+    key = f"{st.get('started')} {st.get('phase')}"
+    try:
+        if mark.exists() and mark.read_text() == key:
+            return
+        mark.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        mark.write_text(key)
+    except OSError:
+        log.exception("firmware: cannot note the audited outcome")
+        return
+    audit(f"firmware update {str(st['phase']).lower().replace('_', ' ')}",
+          {k: st.get(k) for k in ("source", "bundle", "version_from", "version_to", "reason",
+                                  "message", "job") if st.get(k)})
+
+
 @bp.get("/firmware")
-def firmware() -> ResponseReturnValue:
-    return show("firmware.html", images=upload.stored(web().data_dir))
+def firmware(error: str = "", status: int = 200) -> ResponseReturnValue:
+    st, _reason, down = _ask(lambda u: u.status())
+    _note_outcome(st)
+    return show("firmware.html", status, images=upload.stored(web().data_dir), st=st,
+                update_down=down, install_error=error, keep=upload.KEEP)
+
+
+@bp.get("/firmware/status.json")
+def firmware_status() -> ResponseReturnValue:
+    """What the page's script polls: the update service's state, or why there is none."""
+    st, _reason, down = _ask(lambda u: u.status())
+    if st is None:
+        return jsonify(ok=False, error=down), 503
+    _note_outcome(st)
+    return jsonify(ok=True, **st)
 
 
 @bp.post("/firmware/upload")
@@ -499,8 +568,41 @@ def firmware_upload() -> ResponseReturnValue:
     except HTTPException as exc:
         audit("firmware upload refused", exc.description)
         return jsonify(ok=False, error=exc.description), exc.code or 400
-    audit("firmware uploaded", got)
+    st, _reason, _why = _ask(lambda u: u.status())
+    busy = (st or {}).get("bundle") if (st or {}).get("phase") in IN_USE else None
+    gone = upload.prune(web().data_dir, busy)
+    audit("firmware uploaded", {**got, "deleted": gone} if gone else got)
     return jsonify(got)
+
+
+@bp.post("/firmware/install")
+def firmware_install() -> ResponseReturnValue:
+    name, force = rq.form.get("file", ""), rq.form.get("force") in ("1", "on", "yes")
+    try:
+        path = upload.bundle_path(web().data_dir, name)
+    except HTTPException as exc:
+        audit("firmware install refused", {"file": name, "error": exc.description})
+        return firmware(exc.description or "no such bundle", exc.code or 400)
+    detail = {"file": name, "force": force}
+    got, reason, why = _ask(lambda u: u.install(str(path), "web", force=force), SLOW_UPDATE_S)
+    if got is None:
+        audit("firmware install refused", {**detail, "reason": reason, "error": why})
+        return firmware(f"not installed: {why}", 503 if reason == "unavailable" else 422)
+    audit("firmware install started", {**detail, "phase": got.get("phase")})
+    flash(f"{name} handed to the update service: it checks the signature, then installs "
+          "and reboots into it; follow the progress below.")
+    return see("/firmware")
+
+
+@bp.post("/firmware/cancel")
+def firmware_cancel() -> ResponseReturnValue:
+    got, reason, why = _ask(lambda u: u.cancel())
+    if got is None:
+        audit("firmware cancel refused", {"reason": reason, "error": why})
+        return firmware(f"not cancelled: {why}", 503 if reason == "unavailable" else 422)
+    audit("firmware update cancelled", {"phase": got.get("phase")})
+    flash("Update cancelled.")
+    return see("/firmware")
 
 
 # ---- how values look on a page ----

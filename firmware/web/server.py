@@ -46,7 +46,7 @@ TIMEOUT_S = 15  # socket timeout: a stuck or idle client lets go of its worker
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 PUBLIC = frozenset({"pages.login", "pages.login_post", "static"})
 SETUP_PAGES = frozenset({"pages.setup", "pages.setup_post", "pages.logout"})
-FEEDS = frozenset({"pages.live", "pages.events"})  # 401 when logged out, not a redirect
+FEEDS = frozenset({"pages.live", "pages.events", "pages.firmware_status"})  # 401 when logged out, not a redirect
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
                                "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",

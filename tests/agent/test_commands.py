@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from firmware.agent.commands import FUTURE_S, Commands
-from firmware.agent.jobs import UPDATE_NOT_INSTALLED, fit
+from firmware.agent.jobs import UPDATE_IS_A_JOB, fit
 from firmware.agent.link import Link
 from firmware.agent.protocol import MAX_PAYLOAD, Topic, topic
 from foundation.clock import FakeClock, MonotonicClock
@@ -184,10 +184,10 @@ def test_selftest_one_result_per_check(setup: Setup, core: Core) -> None:
     assert all(set(c) >= {"check", "pass", "detail", "fix"} for c in checks)
 
 
-def test_update_firmware_is_refused_plainly(setup: Setup) -> None:
+def test_update_firmware_command_points_at_the_job(setup: Setup) -> None:
     _, cloud = setup("cmd-update")
     answer = cloud.run("update_firmware", {"url": "https://example.com/fw.img"})
-    assert answer["status"] == "refused" and answer["error"] == UPDATE_NOT_INSTALLED
+    assert answer["status"] == "refused" and answer["error"] == UPDATE_IS_A_JOB
 
 
 def test_commands_run_off_the_main_loop(setup: Setup) -> None:
