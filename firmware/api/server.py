@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import re
+import select
 import socket
 import socketserver
 import threading
@@ -367,12 +368,20 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_header(name, value)
             self.end_headers()
             self.wfile.write(b": stream open\n\n")
-            for chunk in sub.frames():
+            for chunk in sub.frames(gone=self._peer_gone):
                 self.wfile.write(chunk)
         except OSError as exc:
             log.debug("event stream to %s closed: %s", self.address_string(), exc)
         finally:
             self.api.streams.close(sub)
+
+    def _peer_gone(self) -> bool:
+        """The client hung up: its socket reads as end of file (it sends nothing else)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
     def _send(self, status: int, payload: Any, close: bool = False) -> None:
         data = json.dumps(_clean(payload), separators=(",", ":")).encode()

@@ -17,6 +17,7 @@ from firmware.events import CoreEvent, EventBus, EventKind
 MAX_STREAMS = 8
 QUEUE_DEPTH = 256
 PING_S = 15.0
+HANGUP_CHECK_S = 1.0  # how soon an idle stream notices its reader hung up
 
 
 class StreamsFull(Exception):
@@ -72,10 +73,23 @@ class Subscription:
         out = [sse("dropped", {"kind": "dropped", "count": dropped})] if dropped else []
         return b"".join(out + [sse(str(ev.kind), ev.to_json(), seq) for seq, ev in items])
 
-    def frames(self, ping_s: float = PING_S) -> Iterator[bytes]:
-        """The bytes to write, forever until closed; `: ping` comments when idle."""
-        while (chunk := self.take(ping_s)) is not None:
-            yield chunk or b": ping\n\n"
+    def frames(self, ping_s: float = PING_S, gone: Callable[[], bool] = lambda: False,
+               check_s: float = HANGUP_CHECK_S) -> Iterator[bytes]:
+        """The bytes to write, forever until closed or gone(); `: ping` comments when
+        idle. While idle, gone() is asked every check_s: a reader that hung up frees its
+        slot at once, not at the next write (a quiet stream may not write for minutes)."""
+        idle, step = 0.0, min(check_s, ping_s)
+        while (chunk := self.take(step)) is not None:
+            if chunk:
+                idle = 0.0
+                yield chunk
+                continue
+            if gone():
+                return
+            idle += step
+            if idle >= ping_s:
+                idle = 0.0
+                yield b": ping\n\n"
 
 
 class EventStreams:

@@ -166,6 +166,20 @@ def test_the_stream_cap(live):
     assert port(live.api.status(), "fxs1")  # the API still answers
 
 
+def test_a_quiet_stream_whose_reader_hung_up_frees_its_slot_without_a_write(live):
+    """No event of its kind comes and the next ping is 15 s away: the server still sees the
+    reader go within about a second (HANGUP_CHECK_S), so closed clients never fill the cap."""
+    def none_open() -> bool:
+        return not live.server.streams.open_streams
+
+    wait_until(none_open, 5, "the streams earlier tests closed freed", step=0.05)
+    quiet = [live.api.events(kinds=["config_applied"]) for _ in range(3)]
+    assert len(live.server.streams.open_streams) == 3
+    for stream in quiet:
+        stream.close()
+    wait_until(none_open, 5, "the hung-up streams' slots freed", step=0.05)
+
+
 def test_pings_when_idle_and_close_ends_the_frames():
     sub = Subscription(None, 4)
     frames = sub.frames(ping_s=0.01)
