@@ -14,8 +14,9 @@ supervisorctl/XML-RPC talk to it over its Unix socket. The programs run as root 
 the run folder gets the group as the unit gives it (setgid, sticky, 0770), and
 `branchline firstboot` lays out the data and config folders as branchline-firstboot.service
 does; `root` must then be a folder those users can reach. When this Python lives under a
-folder they cannot enter (a pyenv in /root), supervisord runs in a mount namespace of its
-own where that folder is a tmpfs showing only the interpreter's tree. stop() (also on exit) sends
+folder they cannot enter (a pyenv in /root), or this tree does (a clean clone in a 0700
+temporary folder), supervisord runs in a mount namespace of its own where each such folder
+is a tmpfs showing only what the programs need. stop() (also on exit) sends
 SIGTERM to supervisord, waits for the programs' stop times, and kills whatever is left.
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import grp
 import os
+import shlex
 import shutil
 import signal
 import stat
@@ -50,11 +52,11 @@ START_TIMEOUT_S = 60.0
 # forward needs a records URL to run; nothing listens here, so it keeps retrying
 UNREACHABLE_RECORDS = "http://127.0.0.1:9/v1/records"
 RUN_MODE = 0o3770  # branchline.service's RuntimeDirectoryMode
-# run by unshare in a private mount namespace: $1 a folder others cannot enter, $2 the
-# entry of it on the interpreter's path, $3 an empty folder to park that entry on
-REVEAL = ('set -e; mount --bind "$1/$2" "$3"; '
-          'mount -t tmpfs -o mode=0755,size=64k branchline-lab "$1"; '
-          'mkdir "$1/$2"; mount --move "$3" "$1/$2"; shift 3; exec "$@"')
+# run by unshare in a private mount namespace, per folder others cannot enter: park each
+# entry the programs need (bind), cover the folder with an open tmpfs, put the entries back
+REVEAL_STEPS = ('mkdir -p {park}; mount --bind {path} {park}',
+                'mount -t tmpfs -o mode=0755,size=64k branchline-lab {folder}',
+                'mkdir {path}; mount --move {park} {path}')
 
 
 def lab_document() -> dict[str, Any]:
@@ -266,23 +268,23 @@ class LabSupervisor:
         shutil.chown(self.tty, user=self.env["BRANCHLINE_USER"])
 
     def _namespace(self) -> list[str]:
-        """unshare's command line that shows the interpreter to the programs' users ([]
-        when they see it, or run as root)."""
+        """unshare's command line that shows the interpreter, the venv and this tree to the
+        programs' users ([] when they see them, or run as root): a clean clone in a private
+        temporary folder (mktemp's 0700) or a pyenv in /root is otherwise out of reach."""
         if not self.users_differ():
             return []
-        python = Path(os.path.realpath(sys.executable))
-        closed = _closed_ancestors(python)
-        if not closed:
+        hidden: dict[Path, set[str]] = {}
+        for path in (Path(os.path.realpath(sys.executable)), Path(sys.prefix), ROOT):
+            closed = _closed_ancestors(path)
+            if len(closed) > 1 or (closed and shutil.which("unshare") is None):
+                raise AssertionError(f"{path}: the programs' users cannot reach it "
+                                     f"({closed[0]} is closed); put it where they can (0755)")
+            if closed:
+                hidden.setdefault(closed[0], set()).add(path.relative_to(closed[0]).parts[0])
+        if not hidden:
             return []
-        hidden = closed[0]
-        entry = python.relative_to(hidden).parts[0]
-        if len(closed) > 1 or shutil.which("unshare") is None:
-            raise AssertionError(f"{python}: the programs' users cannot reach it ({hidden} "
-                                 "is closed); install Python where they can (mode 0755)")
-        park = self.root / "park"
-        park.mkdir(exist_ok=True)
-        return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", REVEAL,
-                "sh", str(hidden), entry, str(park)]
+        return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                _reveal_script(hidden, self.root / "park") + '; exec "$@"', "sh"]
 
     def _alive(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
@@ -336,6 +338,18 @@ def hang_up(api: ApiClient, *ports: str) -> None:
     for port in ports or ("fxs1", "fxs2"):
         api.sim_phone(port, "on_hook")
     wait_until(lambda: not api.status()["calls"], 10, "every call ended", step=0.1)
+
+
+def _reveal_script(hidden: Mapping[Path, set[str]], park: Path) -> str:
+    """The shell steps of REVEAL_STEPS for every closed folder and its needed entries."""
+    steps = ["set -e"]
+    for i, (folder, entries) in enumerate(sorted(hidden.items())):
+        names = [(folder / entry, park / f"{i}-{j}") for j, entry in enumerate(sorted(entries))]
+        q = shlex.quote
+        steps += [REVEAL_STEPS[0].format(park=q(str(pk)), path=q(str(pa))) for pa, pk in names]
+        steps.append(REVEAL_STEPS[1].format(folder=q(str(folder))))
+        steps += [REVEAL_STEPS[2].format(park=q(str(pk)), path=q(str(pa))) for pa, pk in names]
+    return "; ".join(steps)
 
 
 def _closed_ancestors(path: Path) -> list[Path]:
