@@ -22,6 +22,7 @@ from lab.slots import BOOT_B
 from lab.updatesvc import RaucBox, UpdateService, signed_bundle
 from lab.wait import wait_until
 from tests.console.conftest import PY, ROOT, Core, Terminal
+from tests.update.fixtures import serve
 from tests.update.updaterig import Signer, make_bundle
 
 PASSWORD = "correct-horse-7"
@@ -47,39 +48,9 @@ class UpdateConsole:
 
 
 @pytest.fixture(scope="module")
-def signer(tmp_path_factory: pytest.TempPathFactory) -> Signer:
-    return Signer(tmp_path_factory.mktemp("keys"), "fleet")
-
-
-@pytest.fixture(scope="module")
-def box(signer: Signer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RaucBox]:
-    card = RaucBox(tmp_path_factory.mktemp("box"), signer.ca)
-    try:
-        yield card.start()
-    finally:
-        card.close()
-
-
-@pytest.fixture(scope="module")
 def service(core: Core, signer: Signer, box: RaucBox,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpdateService]:
-    svc = UpdateService(tmp_path_factory.mktemp("update"), signer.ca, core.listen, box=box)
-    try:
-        yield svc.start()
-    finally:
-        svc.stop()
-
-
-@pytest.fixture
-def held(box: RaucBox, service: UpdateService) -> Iterator[RaucBox]:
-    """The card with installs held at their first write (the test releases them); after
-    the test, RAUC without the hook and the update service with no update state."""
-    box.hold()
-    try:
-        yield box
-    finally:
-        box.disarm()
-        service.reset()
+    yield from serve(core.listen, signer, box, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ import requests
 
 from lab.updatesvc import RaucBox, UpdateService, signed_bundle
 from lab.wait import wait_until
+from tests.update.fixtures import serve
 from tests.update.updaterig import Signer, make_bundle
 from tests.web.peers import Core, Web, _stop, csrf, login, new_page, shot
 
@@ -29,39 +30,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequ
 
 
 @pytest.fixture(scope="module")
-def signer(tmp_path_factory: pytest.TempPathFactory) -> Signer:
-    return Signer(tmp_path_factory.mktemp("keys"), "fleet")
-
-
-@pytest.fixture(scope="module")
-def box(signer: Signer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RaucBox]:
-    card = RaucBox(tmp_path_factory.mktemp("box"), signer.ca)
-    try:
-        yield card.start()
-    finally:
-        card.close()
-
-
-@pytest.fixture(scope="module")
 def service(core: Core, signer: Signer, box: RaucBox,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpdateService]:
-    svc = UpdateService(tmp_path_factory.mktemp("update"), signer.ca, core.addr, box=box)
-    try:
-        yield svc.start()
-    finally:
-        svc.stop()
-
-
-@pytest.fixture
-def held(box: RaucBox, service: UpdateService) -> Iterator[RaucBox]:
-    """The card with installs held at their first write (the test releases them); after
-    the test, RAUC without the hook and the update service with no update state."""
-    box.hold()
-    try:
-        yield box
-    finally:
-        box.disarm()
-        service.reset()
+    yield from serve(core.addr, signer, box, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
