@@ -39,14 +39,6 @@ def tls_context(extra_ca: Path | None) -> ssl.SSLContext:
     return ctx
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def fetch(url: str, dest: Path, sha256: str, size: int, ctx: ssl.SSLContext, *,
           progress: Callable[[int], None], should_stop: Callable[[], bool]) -> None:
     """Download url to dest (see the module docstring); DownloadError says why not."""

@@ -30,6 +30,7 @@ from firmware.agent.link import Delivery, Link, Message
 from firmware.agent.protocol import MAX_PAYLOAD, Topic
 from firmware.api.client import ApiClient, ApiError
 from firmware.update.client import DEFAULT_SOCKET, UpdateClient, UpdateError
+from firmware.update.rauc import file_hash
 
 log = logging.getLogger(__name__)
 
@@ -554,7 +555,7 @@ class FirmwareUpdateWork:
         sha, size, url = str(job.args["sha256"]), int(job.args["size"]), str(job.args["url"])
         dest = self.incoming / f"{sha}.raucb"
         summary = {"file": str(dest), "sha256": sha, "size": size}
-        if dest.is_file() and dest.stat().st_size == size and download.sha256_of(dest) == sha:
+        if dest.is_file() and dest.stat().st_size == size and file_hash(dest) == sha:
             return {**summary, "reused": True}
         self.prune(keep=dest)
         shown = [-1]
